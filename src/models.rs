@@ -1,0 +1,1 @@
+//! Where voices live on disk, and fetching the embedded default voice.

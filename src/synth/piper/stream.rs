@@ -1,0 +1,3 @@
+//! Streaming synthesis with a Piper voice (filled in below).
+pub struct PiperEngine;
+pub struct StreamConfig;

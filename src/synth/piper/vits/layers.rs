@@ -1,0 +1,123 @@
+//! Building blocks shared by the VITS modules: convolutions whose shape comes
+//! from the graph, and VITS' channel-wise layer norm.
+
+use candle_core::{Device, Module, Result, Tensor, D};
+
+use super::super::onnx::{ConvAttrs, OnnxWeights};
+use super::super::PiperError;
+
+/// A 1-D convolution (or transposed convolution) as exported: weight, optional
+/// bias, and the pads/stride/dilation/groups read from its ONNX node.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    weight: Tensor,
+    /// Bias shaped `[1, C, 1]` for broadcasting.
+    bias: Option<Tensor>,
+    attrs: ConvAttrs,
+}
+
+impl Conv {
+    /// Loads the convolution module `name` (e.g. `dec.ups.0`).
+    pub fn load(w: &OnnxWeights, name: &str, dev: &Device) -> std::result::Result<Self, PiperError> {
+        let attrs = w.conv(name)?;
+        let weight = w.get(&format!("{name}.weight"), dev)?;
+        let bias_name = format!("{name}.bias");
+        let bias = if w.contains(&bias_name) {
+            Some(w.get(&bias_name, dev)?.reshape((1, (), 1))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, attrs })
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        if self.attrs.transpose {
+            self.weight.dims()[1] * self.attrs.groups
+        } else {
+            self.weight.dims()[0]
+        }
+    }
+
+    /// Kernel width.
+    pub fn kernel_size(&self) -> usize {
+        self.weight.dims().last().copied().unwrap_or(1)
+    }
+
+    pub fn attrs(&self) -> &ConvAttrs {
+        &self.attrs
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [p0, p1] = self.attrs.pads;
+        let y = if self.attrs.transpose {
+            // candle's CPU backend has a fast (col2im) path only for padding 0:
+            // convolve unpadded, then crop what the padding would have removed.
+            let y = x.conv_transpose1d(&self.weight, 0, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?;
+            let len = y.dim(D::Minus1)?;
+            y.narrow(D::Minus1, p0, len - p0 - p1)?
+        } else if p0 == p1 {
+            x.conv1d(&self.weight, p0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?
+        } else {
+            let x = x.pad_with_zeros(D::Minus1, p0, p1)?;
+            x.conv1d(&self.weight, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// VITS' `LayerNorm`: normalises over channels of a `[B, C, T]` tensor.
+#[derive(Debug, Clone)]
+pub struct ChannelNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    eps: f64,
+}
+
+impl ChannelNorm {
+    pub fn load(w: &OnnxWeights, name: &str, dev: &Device) -> std::result::Result<Self, PiperError> {
+        Ok(Self {
+            gamma: w.get(&format!("{name}.gamma"), dev)?.reshape((1, (), 1))?,
+            beta: w.get(&format!("{name}.beta"), dev)?.reshape((1, (), 1))?,
+            eps: 1e-5,
+        })
+    }
+}
+
+impl Module for ChannelNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        xn.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)
+    }
+}
+
+/// `leaky_relu(x, slope)`.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    // max(x, slope * x) for 0 < slope < 1.
+    x.maximum(&(x * slope)?)
+}
+
+/// Loads modules `prefix.0`, `prefix.1`, ... until one is missing.
+pub fn load_indexed<T>(
+    w: &OnnxWeights,
+    prefix: &str,
+    probe: &str,
+    mut load: impl FnMut(&str) -> std::result::Result<T, PiperError>,
+) -> std::result::Result<Vec<T>, PiperError> {
+    let mut out = Vec::new();
+    loop {
+        let name = format!("{prefix}.{}", out.len());
+        if !w.contains(&format!("{name}{probe}")) {
+            return Ok(out);
+        }
+        out.push(load(&name)?);
+    }
+}
