@@ -1,1 +1,214 @@
-fn main() {}
+//! The `voxline` command line.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use voxline::audio::{encode_mulaw, write_wav, StreamResampler, WavFormat};
+use voxline::models;
+use voxline::synth::{CancelToken, Engine, PiperEngine, PiperVoice, SynthOptions, SynthRequest};
+use voxline::synth::piper::StreamConfig;
+use voxline::text::EspeakPhonemizer;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "voxline", version, about = "A media server for voice agents: streaming neural speech for calls")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Speak text into a WAV file (or raw PCMU with --mulaw and -o -).
+    Say(SayArgs),
+    /// Fetch the embedded default voice (en_US-joe-medium) into the models folder.
+    FetchVoice {
+        #[command(flatten)]
+        models: ModelsArgs,
+    },
+    /// List the voices in the models folder.
+    Voices {
+        #[command(flatten)]
+        models: ModelsArgs,
+    },
+    /// Measure real-time factor and time to first chunk (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ModelsArgs {
+    /// Folder holding Piper voices (NAME.onnx + NAME.onnx.json).
+    #[arg(long, env = "VOXLINE_MODELS")]
+    pub models_dir: Option<PathBuf>,
+}
+
+impl ModelsArgs {
+    pub fn dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(models::default_models_dir)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct VoiceArgs {
+    /// A voice name in the models folder, or a path to a Piper `.onnx`. Default: en_US-joe-medium.
+    #[arg(long)]
+    pub voice: Option<String>,
+    #[command(flatten)]
+    pub models: ModelsArgs,
+    /// Speaker of a multi-speaker voice (number or name).
+    #[arg(long)]
+    pub speaker: Option<String>,
+    /// Prior noise (expressiveness); the voice's default when omitted.
+    #[arg(long)]
+    pub noise_scale: Option<f32>,
+    /// Duration multiplier: above 1 speaks slower.
+    #[arg(long)]
+    pub length_scale: Option<f32>,
+    /// Duration noise (rhythm variation).
+    #[arg(long)]
+    pub noise_w: Option<f32>,
+    /// Seed for reproducible output.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl VoiceArgs {
+    pub fn options(&self) -> SynthOptions {
+        SynthOptions {
+            speaker: self.speaker.clone(),
+            noise_scale: self.noise_scale,
+            length_scale: self.length_scale,
+            noise_w: self.noise_w,
+            seed: self.seed,
+        }
+    }
+
+    /// Loads the voice and its phonemizer.
+    pub fn engine(&self) -> Result<PiperEngine> {
+        let path = models::resolve_voice(self.voice.as_deref(), &self.models.dir())?;
+        let t0 = Instant::now();
+        let voice = PiperVoice::load(&path, &candle_core::Device::Cpu)?;
+        tracing::debug!(voice = %voice.name, ms = t0.elapsed().as_millis() as u64, "voice loaded");
+        let phonemizer = Arc::new(EspeakPhonemizer::new()?);
+        Ok(PiperEngine::new(voice, phonemizer, StreamConfig::default())?)
+    }
+}
+
+#[derive(Args)]
+struct SayArgs {
+    /// Text to speak; read from standard input when omitted.
+    text: Vec<String>,
+    /// Output file; `-` writes to standard output.
+    #[arg(short, long, default_value = "out.wav")]
+    output: PathBuf,
+    /// Output sample rate (resampled with an anti-aliasing filter); the voice's own rate when omitted.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// G.711 mu-law instead of 16-bit PCM (a mu-law WAV, or raw PCMU bytes with `-o -` and --raw).
+    #[arg(long)]
+    mulaw: bool,
+    /// Write raw samples (PCM16 little-endian, or PCMU bytes with --mulaw) without a WAV header.
+    #[arg(long)]
+    raw: bool,
+    #[command(flatten)]
+    voice: VoiceArgs,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Say(args) => say(args),
+        Command::FetchVoice { models } => {
+            models::ensure_default_voice(&models.dir()).map(|p| eprintln!("voice: {}", p.display())).map_err(Into::into)
+        }
+        Command::Voices { models } => {
+            let dir = models.dir();
+            let voices = models::list_voices(&dir);
+            if voices.is_empty() {
+                println!("no voices in {} (run `voxline fetch-voice`)", dir.display());
+            }
+            for (name, path) in voices {
+                println!("{name}\t{}", path.display());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("voxline: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn say(args: SayArgs) -> Result<()> {
+    let text = if args.text.is_empty() {
+        if std::io::stdin().is_terminal() {
+            bail!("no text: give it as arguments or on standard input");
+        }
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+        s
+    } else {
+        args.text.join(" ")
+    };
+    let engine = args.voice.engine()?;
+    let voice_rate = engine.info().sample_rate;
+    let out_rate = args.rate.unwrap_or(voice_rate);
+    let mut resampler = StreamResampler::new(voice_rate, out_rate)?;
+
+    let t0 = Instant::now();
+    let request = SynthRequest { text, options: args.voice.options() };
+    let mut stream = engine.start(request, CancelToken::new())?;
+    let mut samples = Vec::new();
+    let mut first_chunk = None;
+    while let Some(chunk) = stream.next_chunk()? {
+        first_chunk.get_or_insert_with(|| t0.elapsed());
+        resampler.process(&chunk.samples, &mut samples);
+    }
+    resampler.flush(&mut samples);
+    let elapsed = t0.elapsed();
+    write_output(&args.output, &samples, out_rate, args.mulaw, args.raw)?;
+    let audio_s = samples.len() as f64 / out_rate as f64;
+    eprintln!(
+        "voxline: {:.2} s of audio at {} Hz{} -> {} (first chunk {} ms, real-time factor {:.3})",
+        audio_s,
+        out_rate,
+        if args.mulaw { " mu-law" } else { "" },
+        if args.output == Path::new("-") { "stdout".into() } else { args.output.display().to_string() },
+        first_chunk.unwrap_or_default().as_millis(),
+        elapsed.as_secs_f64() / audio_s.max(1e-9),
+    );
+    Ok(())
+}
+
+fn write_output(path: &Path, samples: &[f32], rate: u32, mulaw: bool, raw: bool) -> Result<()> {
+    let format = if mulaw { WavFormat::MuLaw } else { WavFormat::Pcm16 };
+    let bytes: Vec<u8> = if raw {
+        if mulaw {
+            encode_mulaw(samples)
+        } else {
+            samples.iter().flat_map(|&s| voxline::audio::sample_to_i16(s).to_le_bytes()).collect()
+        }
+    } else {
+        let mut buf = Vec::new();
+        write_wav(&mut buf, samples, rate, format)?;
+        buf
+    };
+    if path == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&bytes)?;
+        out.flush()?;
+    } else {
+        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

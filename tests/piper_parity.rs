@@ -81,3 +81,45 @@ fn joe_end_to_end_matches_onnxruntime() {
     let snr = snr_db(&flat(&f["audio_ls13"]), &audio);
     assert!(snr > 50.0, "length_scale 1.3: SNR {snr} dB");
 }
+
+/// Every architecture Piper exports: a high-quality decoder (ResBlock1,
+/// upsampling 8·8·2·2) and a multi-speaker voice (speaker embedding
+/// conditioning the duration predictor, the flow and the decoder). Tiny
+/// random-weight voices exported by Piper's own code (gen_tiny_voices.py).
+#[test]
+fn tiny_high_quality_voice_matches_onnxruntime() {
+    let f = npz("piper/tiny_high_ref.npz");
+    let vits = load(&fixture("piper/tiny_high.onnx"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let p = vits.prepare(&ids(&f), None, NO_NOISE, &mut rng).unwrap();
+    assert_eq!(p.durations.iter().map(|&d| d as f32).collect::<Vec<_>>(), flat(&f["w_ceil"]));
+    check("tiny_high z", &p.z, &f["z"], 1e-4);
+    let audio = vits.decode(&p.z, None).unwrap();
+    let snr = snr_db(&flat(&f["audio"]), &audio);
+    eprintln!("tiny_high: SNR {snr:.1} dB");
+    assert!(snr > 50.0, "SNR {snr}");
+}
+
+#[test]
+fn tiny_multispeaker_voice_matches_onnxruntime_per_speaker() {
+    let f = npz("piper/tiny_medium_multispeaker_ref.npz");
+    let vits = load(&fixture("piper/tiny_medium_multispeaker.onnx"));
+    assert!(vits.num_speakers() >= 3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let ids = ids(&f);
+    for sid in [0u32, 2] {
+        let p = vits.prepare(&ids, Some(sid), NO_NOISE, &mut rng).unwrap();
+        assert_eq!(
+            p.durations.iter().map(|&d| d as f32).collect::<Vec<_>>(),
+            flat(&f[&format!("w_ceil_sid{sid}")]),
+            "speaker {sid} durations"
+        );
+        let audio = vits.decode(&p.z, p.g.as_ref()).unwrap();
+        let snr = snr_db(&flat(&f[&format!("audio_sid{sid}")]), &audio);
+        eprintln!("multispeaker sid {sid}: SNR {snr:.1} dB");
+        assert!(snr > 50.0, "speaker {sid}: SNR {snr}");
+    }
+    // An id past the table is a clear error.
+    let err = vits.prepare(&ids, Some(99), NO_NOISE, &mut rng).err().expect("unknown speaker");
+    assert!(err.to_string().contains("speaker 99"), "{err}");
+}

@@ -210,16 +210,9 @@ impl OnnxWeights {
             if let Some(t) = tensors.get("dp.flows.0.logs").cloned() {
                 let t = t.neg().and_then(|t| t.exp()).map_err(|e| bad(e.to_string()))?;
                 tensors.insert("dp.flows.0.exp_neg_logs".into(), t);
-            } else if let Some(node) = graph
-                .node
-                .iter()
-                .find(|n| n.op_type == "Mul" && n.name.starts_with("/dp/flows.0/"))
-            {
-                if let Some(t) = node.input.iter().find_map(|i| {
-                    if i.starts_with("/dp/flows.0/") { tensors.get(i).cloned() } else { None }
-                }) {
-                    tensors.insert("dp.flows.0.exp_neg_logs".into(), t);
-                }
+            } else if let Some(t) = folded_affine_scale(&graph, &tensors) {
+                let t = t.map_err(|e| bad(e.to_string()))?;
+                tensors.insert("dp.flows.0.exp_neg_logs".into(), t);
             }
         }
 
@@ -257,6 +250,23 @@ impl OnnxWeights {
             .map(|(_, t)| t.elem_count())
             .sum()
     }
+}
+
+/// The multiplier `exp(-logs)` of the duration predictor's affine flow,
+/// `/dp/flows.0/Mul(Sub(x, m), scale)`: either a folded constant, or `Exp` of
+/// a folded `-logs`.
+fn folded_affine_scale(graph: &GraphProto, tensors: &HashMap<String, Tensor>) -> Option<candle_core::Result<Tensor>> {
+    let mul = graph.node.iter().find(|n| n.op_type == "Mul" && n.name == "/dp/flows.0/Mul")?;
+    let scale = mul.input.iter().find(|i| !i.ends_with("/Sub_output_0"))?;
+    if let Some(t) = tensors.get(scale) {
+        return Some(Ok(t.clone()));
+    }
+    let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == scale))?;
+    if producer.op_type == "Exp" {
+        let t = tensors.get(producer.input.first()?)?;
+        return Some(t.exp());
+    }
+    None
 }
 
 /// `/flow/flows.0/enc/in_layers.0/Conv` -> `flow.flows.0.enc.in_layers.0`.
