@@ -46,8 +46,13 @@ pub enum PiperError {
     EmptyInput,
     #[error("invalid option: {0}")]
     InvalidOption(String),
-    #[error("model computation failed: {0}")]
+    #[error("model computation failed: {}", first_line(.0))]
     Compute(#[from] candle_core::Error),
+}
+
+/// candle errors may carry a captured backtrace after the message; users get the message.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// A loaded voice: its config and its model on a device.

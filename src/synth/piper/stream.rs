@@ -40,20 +40,29 @@ pub struct StreamConfig {
     pub padding_frames: usize,
     /// Samples shared by consecutive windows and crossfaded.
     pub crossfade_samples: usize,
+    /// Context frames for the flow when it runs on the first window alone
+    /// (the rest of the sentence then goes through the flow in one pass).
+    pub flow_context_frames: usize,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         // Piper's own streaming experiment used 45-frame chunks with 10 frames
         // of padding; a shorter first window brings the first audio forward.
-        Self { first_chunk_frames: 16, chunk_frames: 45, padding_frames: 10, crossfade_samples: 128 }
+        Self { first_chunk_frames: 16, chunk_frames: 45, padding_frames: 10, crossfade_samples: 128, flow_context_frames: 16 }
     }
 }
 
 impl StreamConfig {
     /// Decodes each sentence in one window (no streaming within a sentence).
     pub fn whole_sentence() -> Self {
-        Self { first_chunk_frames: usize::MAX / 4, chunk_frames: usize::MAX / 4, padding_frames: 0, crossfade_samples: 0 }
+        Self {
+            first_chunk_frames: usize::MAX / 4,
+            chunk_frames: usize::MAX / 4,
+            padding_frames: 0,
+            crossfade_samples: 0,
+            flow_context_frames: 0,
+        }
     }
 
     fn validate(&self) -> Result<(), PiperError> {
@@ -175,7 +184,10 @@ impl Engine for PiperEngine {
 /// One sentence being decoded.
 struct SentenceState {
     index: usize,
+    /// The prior sample `z_p` in `z`, and the speaker conditioning.
     prepared: Prepared,
+    /// The flow's output from frame `.1` to the sentence end, once computed.
+    z_rest: Option<(Tensor, usize)>,
     frames: usize,
     /// Next latent frame to emit.
     cursor: usize,
@@ -206,13 +218,14 @@ impl PiperStream {
         let Some((index, (sentence, ids))) = self.sentences.pop_front() else {
             return Ok(false);
         };
-        let prepared = self.voice.model.prepare(&ids.ids, self.speaker, self.scales, &mut self.rng)?;
+        let prepared = self.voice.model.prepare_prior(&ids.ids, self.speaker, self.scales, &mut self.rng)?;
         let hop = self.voice.model.decoder.hop_length() as u64;
         let frames = prepared.z.dim(2).map_err(PiperError::from)?;
         let alignments = alignments(&sentence, &ids, &prepared.durations, hop, self.emitted);
         self.current = Some(SentenceState {
             index,
             prepared,
+            z_rest: None,
             frames,
             cursor: 0,
             tail: Vec::new(),
@@ -233,7 +246,21 @@ impl PiperStream {
         let end = start.saturating_add(size).min(st.frames);
         let lo = start.saturating_sub(cfg.padding_frames);
         let hi = end.saturating_add(cfg.padding_frames).min(st.frames);
-        let z = st.prepared.z.narrow(2, lo, hi - lo).map_err(PiperError::from)?;
+        let model = &self.voice.model;
+        let g = st.prepared.g.as_ref();
+        let z = if start == 0 {
+            // First window: the flow on just enough frames for it.
+            let ctx = if end == st.frames { 0 } else { cfg.flow_context_frames };
+            model.flow_window(&st.prepared.z, lo, hi, ctx, g)
+        } else {
+            if st.z_rest.is_none() {
+                let z = model.flow_window(&st.prepared.z, lo, st.frames, cfg.flow_context_frames, g);
+                st.z_rest = Some((z.map_err(PiperError::from)?, lo));
+            }
+            let (z_rest, from) = st.z_rest.as_ref().expect("set above");
+            z_rest.narrow(2, lo - from, hi - lo)
+        }
+        .map_err(PiperError::from)?;
         let audio = self.voice.model.decode(&z, st.prepared.g.as_ref()).map_err(PiperError::from)?;
 
         // Samples of [start, end) plus, if more follows, a crossfade tail.

@@ -26,14 +26,14 @@ impl ResBlock {
         match self {
             ResBlock::One(pairs) => {
                 for (c1, c2) in pairs {
-                    let xt = c1.forward(&leaky_relu(&x, LRELU_SLOPE)?)?;
-                    let xt = c2.forward(&leaky_relu(&xt, LRELU_SLOPE)?)?;
+                    let xt = c1.forward_leaky(&x, LRELU_SLOPE)?;
+                    let xt = c2.forward_leaky(&xt, LRELU_SLOPE)?;
                     x = (xt + x)?;
                 }
             }
             ResBlock::Two(convs) => {
                 for c in convs {
-                    x = (c.forward(&leaky_relu(&x, LRELU_SLOPE)?)? + x)?;
+                    x = (c.forward_leaky(&x, LRELU_SLOPE)? + x)?;
                 }
             }
         }
@@ -141,7 +141,7 @@ impl Generator {
                 None => x,
             };
         }
-        let x = self.conv_post.forward(&leaky_relu(&x, FINAL_LRELU_SLOPE)?)?;
+        let x = self.conv_post.forward_leaky(&x, FINAL_LRELU_SLOPE)?;
         x.tanh()
     }
 }

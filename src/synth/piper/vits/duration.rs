@@ -189,5 +189,5 @@ pub fn flip(x: &Tensor) -> Result<Tensor> {
     let c = x.dim(1)?;
     let idx: Vec<u32> = (0..c as u32).rev().collect();
     let idx = Tensor::from_vec(idx, c, x.device())?;
-    x.index_select(&idx, 1)
+    x.contiguous()?.index_select(&idx, 1)
 }

@@ -1,7 +1,11 @@
 //! Building blocks shared by the VITS modules: convolutions whose shape comes
 //! from the graph, and VITS' channel-wise layer norm.
 
-use candle_core::{Device, Module, Result, Tensor, D};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+use super::cpu_conv::{self, ConvShape};
 
 use super::super::onnx::{ConvAttrs, OnnxWeights};
 use super::super::PiperError;
@@ -14,6 +18,8 @@ pub struct Conv {
     /// Bias shaped `[1, C, 1]` for broadcasting.
     bias: Option<Tensor>,
     attrs: ConvAttrs,
+    /// Weight and bias as plain slices for the CPU fast path (plain convolutions only).
+    cpu: Option<Arc<(Vec<f32>, Option<Vec<f32>>)>>,
 }
 
 impl Conv {
@@ -27,7 +33,58 @@ impl Conv {
         } else {
             None
         };
-        Ok(Self { weight, bias, attrs })
+        let cpu = if dev.is_cpu() && !attrs.transpose && attrs.groups == 1 {
+            let w: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+            let b: Option<Vec<f32>> = match &bias {
+                Some(b) => Some(b.flatten_all()?.to_vec1()?),
+                None => None,
+            };
+            Some(Arc::new((w, b)))
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, attrs, cpu })
+    }
+
+    /// `conv(leaky_relu(x, slope))`, fused on the CPU.
+    pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, Some(slope as f32))? {
+            return Ok(y);
+        }
+        self.forward(&leaky_relu(x, slope)?)
+    }
+
+    /// The CPU fast path, when it applies (batch 1, f32, plain convolution).
+    fn forward_cpu(&self, x: &Tensor, slope: Option<f32>) -> Result<Option<Tensor>> {
+        let Some(cpu) = &self.cpu else { return Ok(None) };
+        let (b, c_in, len) = x.dims3()?;
+        if b != 1 || x.dtype() != DType::F32 || !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let (w, bias) = (&cpu.0, cpu.1.as_deref());
+        let c_out = self.weight.dims()[0];
+        let shape = ConvShape {
+            c_in,
+            c_out,
+            kernel: self.kernel_size(),
+            stride: self.attrs.stride,
+            dilation: self.attrs.dilation,
+            pad_left: self.attrs.pads[0],
+            pad_right: self.attrs.pads[1],
+        };
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu_storage) = &*storage else { return Ok(None) };
+        let data = cpu_storage.as_slice::<f32>()?;
+        let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
+        match cpu_conv::conv1d(&data[start..end], len, w, bias, &shape, slope) {
+            Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (1, c_out, out_len), &Device::Cpu)?)),
+            None => Err(candle_core::Error::Msg(format!(
+                "conv1d: input of {c_in}x{len} does not fit a {c_out}x{}x{} kernel",
+                self.weight.dims()[1],
+                self.kernel_size()
+            ))),
+        }
     }
 
     /// Output channels.
@@ -51,6 +108,9 @@ impl Conv {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, None)? {
+            return Ok(y);
+        }
         let [p0, p1] = self.attrs.pads;
         let y = if self.attrs.transpose {
             // candle's CPU backend has a fast (col2im) path only for padding 0:

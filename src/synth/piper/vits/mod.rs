@@ -14,6 +14,7 @@
 //! works at the phoneme and frame rate); [`Vits::decode`] turns any window of
 //! `z` into audio, which is where the time goes and what streaming splits.
 
+mod cpu_conv;
 pub mod decoder;
 pub mod duration;
 pub mod encoder;
@@ -100,6 +101,20 @@ impl Vits {
         scales: Scales,
         rng: &mut R,
     ) -> std::result::Result<Prepared, PiperError> {
+        let prior = self.prepare_prior(ids, speaker, scales, rng)?;
+        let z = self.flow.reverse(&prior.z, prior.g.as_ref())?;
+        Ok(Prepared { z, ..prior })
+    }
+
+    /// Encoder and durations for one sentence: the prior sample `z_p` (in
+    /// `Prepared::z`), before the flow. Streaming runs the flow per window.
+    pub fn prepare_prior<R: Rng>(
+        &self,
+        ids: &[i64],
+        speaker: Option<u32>,
+        scales: Scales,
+        rng: &mut R,
+    ) -> std::result::Result<Prepared, PiperError> {
         if ids.is_empty() {
             return Err(PiperError::EmptyInput);
         }
@@ -141,8 +156,19 @@ impl Vits {
         } else {
             m_p
         };
-        let z = self.flow.reverse(&z_p, g.as_ref())?;
-        Ok(Prepared { z, durations, g })
+        Ok(Prepared { z: z_p, durations, g })
+    }
+
+    /// The flow over frames `[start, end)` of a prior sample `z_p: [1, C, F]`,
+    /// computed with `context` extra frames on each side (discarded). The
+    /// flow's receptive field is finite, so with enough context this equals
+    /// the same frames of the whole-sentence flow.
+    pub fn flow_window(&self, z_p: &Tensor, start: usize, end: usize, context: usize, g: Option<&Tensor>) -> Result<Tensor> {
+        let frames = z_p.dim(2)?;
+        let lo = start.saturating_sub(context);
+        let hi = end.saturating_add(context).min(frames);
+        let z = self.flow.reverse(&z_p.narrow(2, lo, hi - lo)?, g)?;
+        z.narrow(2, start - lo, end - start)
     }
 
     /// Decodes latent frames `[1, C, F]` to samples (f32, `F * hop`).
