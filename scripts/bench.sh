@@ -18,6 +18,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+invocation="scripts/bench.sh${*:+ $*}"
 rounds=3
 write=0
 while [ "$#" -gt 0 ]; do
@@ -54,6 +55,7 @@ if rust_sentences("src/bench.rs") != SENTENCES:
     sys.exit("bench: tests/reference/piper_reference_bench.py SENTENCES differ from src/bench.rs; copy them over")
 EOF
 
+load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
@@ -88,7 +90,8 @@ git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commi
 
 table="$(
     BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" BENCH_CPU="$cpu" BENCH_NPROC="$(nproc)" \
-    BENCH_COMMIT="$commit" BENCH_ROUNDS="$rounds" BENCH_RUSTC="$(rustc --version 2>/dev/null || echo '?')" \
+    BENCH_COMMIT="$commit" BENCH_ROUNDS="$rounds" BENCH_INVOCATION="$invocation" \
+    BENCH_LOAD="$load_before $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" BENCH_RUSTC="$(rustc --version 2>/dev/null || echo '?')" \
     python3 - "$results" <<'EOF'
 import json, os, sys
 
@@ -97,11 +100,13 @@ ref = {r["threads"]: r for r in rows if r["runtime"] != "voxline"}
 order = {"1": 0, "all": 1}
 rows.sort(key=lambda r: (order.get(r["threads"], 2), r["runtime"] != "voxline", r["mode"] != "streaming"))
 e = os.environ
-print(f"Command: `scripts/bench.sh --rounds {e['BENCH_ROUNDS']}`  ")
+load = e["BENCH_LOAD"].split()
+print(f"Command: `{e['BENCH_INVOCATION']}`  ")
 print(f"Date: {e['BENCH_DATE']}; commit {e['BENCH_COMMIT']}  ")
-print(f"Machine: {e['BENCH_CPU']}, nproc {e['BENCH_NPROC']}; {e['BENCH_RUSTC']}; "
-      f"voice en_US-joe-medium (22050 Hz); {rows[0]['sentences']} sentences per run "
-      f"({e['BENCH_ROUNDS']} rounds of src/bench.rs SENTENCES, after one warm-up pass)")
+print(f"Machine: {e['BENCH_CPU']}, nproc {e['BENCH_NPROC']}; load average {' '.join(load[:3])} before, "
+      f"{' '.join(load[3:])} after; {e['BENCH_RUSTC']}  ")
+print(f"Workload: voice en_US-joe-medium (22050 Hz); per run one warm-up pass, then rounds: {e['BENCH_ROUNDS']} "
+      f"x the {rows[0]['sentences'] // int(e['BENCH_ROUNDS'])} sentences of src/bench.rs SENTENCES, one request each")
 print()
 print("| runtime | mode | threads | RTF | first chunk p50 (ms) | first chunk p90 (ms) | RTF ours/ref | first chunk p50 ours/ref | load (s) |")
 print("|---|---|---|---:|---:|---:|---:|---:|---:|")

@@ -143,32 +143,41 @@ fn chunks_tile_the_utterance() {
 
 #[test]
 fn first_chunk_arrives_well_before_the_whole() {
+    // A ratio, not a time budget; the median of three runs, since the machine
+    // may be shared.
     let _g = serial();
     let engine = joe();
     synthesize_all(engine, seeded("Warm up.", 1)).unwrap();
     let text = "On a bright and windy morning the old fisherman walked slowly down to the harbor to check on his boats";
-    let t0 = Instant::now();
-    let mut stream = engine.start(seeded(text, 5), CancelToken::new()).unwrap();
-    let mut first = None;
-    let mut samples = 0usize;
-    let mut sentences = std::collections::BTreeSet::new();
-    while let Some(c) = stream.next_chunk().unwrap() {
-        first.get_or_insert_with(|| t0.elapsed());
-        samples += c.samples.len();
-        sentences.insert(c.sentence);
+    let mut ratios = Vec::new();
+    for run in 0..3 {
+        let t0 = Instant::now();
+        let mut stream = engine.start(seeded(text, 5), CancelToken::new()).unwrap();
+        let mut first = None;
+        let mut samples = 0usize;
+        let mut sentences = std::collections::BTreeSet::new();
+        while let Some(c) = stream.next_chunk().unwrap() {
+            first.get_or_insert_with(|| t0.elapsed());
+            samples += c.samples.len();
+            sentences.insert(c.sentence);
+        }
+        let total = t0.elapsed();
+        let first = first.unwrap();
+        let audio_s = samples as f64 / 22050.0;
+        let ratio = first.as_secs_f64() / total.as_secs_f64();
+        eprintln!(
+            "run {run}: {audio_s:.2} s of audio in {} sentence(s): first chunk {first:?}, all {total:?} \
+             (ratio {ratio:.3}, RTF {:.3})",
+            sentences.len(),
+            total.as_secs_f64() / audio_s
+        );
+        assert!(sentences.len() == 1, "the text should be one sentence");
+        assert!(audio_s > 3.0, "the sentence is only {audio_s:.2} s long; the test needs ~4 s");
+        ratios.push(ratio);
     }
-    let total = t0.elapsed();
-    let first = first.unwrap();
-    let audio_s = samples as f64 / 22050.0;
-    let ratio = first.as_secs_f64() / total.as_secs_f64();
-    eprintln!(
-        "{audio_s:.2} s of audio in {} sentence(s): first chunk {first:?}, all {total:?} (ratio {ratio:.3}, RTF {:.3})",
-        sentences.len(),
-        total.as_secs_f64() / audio_s
-    );
-    assert!(sentences.len() == 1, "the text should be one sentence");
-    assert!(audio_s > 3.0, "the sentence is only {audio_s:.2} s long; the test needs ~4 s");
-    assert!(ratio < 1.0 / 3.0, "first chunk after {first:?} of {total:?} (ratio {ratio:.3})");
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[1];
+    assert!(median < 1.0 / 3.0, "time to first chunk / total time: median {median:.3} of {ratios:?}");
 }
 
 #[test]
@@ -344,4 +353,44 @@ fn speakers_of_a_multi_speaker_voice_differ() {
     // Names resolve to the same speakers as their ids.
     assert_eq!(say("alice"), s0);
     assert_eq!(say("carol"), s2);
+}
+
+/// Time to the first chunk of `text` (request start to first chunk).
+fn time_to_first_chunk(engine: &dyn Engine, text: &str) -> Duration {
+    let t0 = Instant::now();
+    let mut stream = engine.start(seeded(text, 1), CancelToken::new()).unwrap();
+    stream.next_chunk().unwrap().expect("a first chunk");
+    t0.elapsed()
+}
+
+#[test]
+fn unpunctuated_text_starts_about_as_early_as_punctuated_text() {
+    // An agent's LLM may stream long text without sentence punctuation. The
+    // first audio must not wait for a whole punctuation-free run to go through
+    // the text encoder. Compared as a ratio with the same amount of text
+    // written in sentences; 10x is generous.
+    let _g = serial();
+    let engine = joe();
+    synthesize_all(engine, seeded("Warm up.", 1)).unwrap();
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"];
+    let mut plain = String::new();
+    let mut i = 0;
+    while plain.len() < 3_000 {
+        plain.push_str(words[i % words.len()]);
+        plain.push(' ');
+        i += 1;
+    }
+    let sentence = "The weather today is mild with a light breeze from the west. ";
+    let punctuated = sentence.repeat(3_000 / sentence.len() + 1);
+    let with = time_to_first_chunk(engine, &punctuated);
+    let without = time_to_first_chunk(engine, plain.trim_end());
+    let ratio = without.as_secs_f64() / with.as_secs_f64();
+    let first_sentence = engine.sentence_ids(plain.trim_end()).unwrap().into_iter().next().unwrap();
+    eprintln!(
+        "first chunk of 3,000 chars: {with:?} in sentences, {without:?} without punctuation ({ratio:.1}x); \
+         the unpunctuated first 'sentence' is {} chars, {} phoneme ids",
+        first_sentence.0.text.chars().count(),
+        first_sentence.1.ids.len()
+    );
+    assert!(ratio < 10.0, "without punctuation the first chunk takes {ratio:.1}x longer ({without:?} vs {with:?})");
 }

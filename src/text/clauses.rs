@@ -26,9 +26,12 @@
 use std::ops::Range;
 
 /// Longest clause handed to espeak-ng, in bytes; longer ones are cut at a space.
-pub const MAX_CLAUSE_LEN: usize = 400;
+pub const MAX_CLAUSE_LEN: usize = 200;
 /// Length in bytes after which a sentence ends at the next clause boundary.
-pub const MAX_SENTENCE_LEN: usize = 1000;
+/// The model works a sentence at a time and its text encoder's cost grows
+/// with the square of the sentence, so this bounds the time to first audio
+/// of unpunctuated text (about 500 phoneme ids at most).
+pub const MAX_SENTENCE_LEN: usize = 200;
 
 /// How far back (bytes) we look for the word before a `.`.
 const MAX_WORD_LOOKBACK: usize = 32;

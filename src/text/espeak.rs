@@ -224,6 +224,11 @@ fn phonemize_sentence(
     let mut ipa = String::new();
     let mut groups_per_clause = Vec::with_capacity(clauses.len());
     for clause in &clauses {
+        // Lone punctuation is not speech: espeak-ng would read ":" as "colon".
+        if !clause.text.chars().any(char::is_alphanumeric) {
+            groups_per_clause.push(0);
+            continue;
+        }
         let phonemes = rules.respell(state.clause_phonemes(clause.text));
         groups_per_clause.push(phoneme_groups(&phonemes.chars().collect::<Vec<_>>()).1);
         if phonemes.is_empty() {

@@ -34,8 +34,8 @@ pub enum PiperError {
     MissingConfig { expected: PathBuf },
     #[error("the model lacks the weight `{0}`: this is not a Piper VITS voice, or the file is damaged")]
     MissingWeight(String),
-    #[error("the model and its config disagree: {0}")]
-    Mismatch(String),
+    #[error("{path}: the model and its config disagree: {reason}")]
+    Mismatch { path: PathBuf, reason: String },
     #[error("speaker {id} does not exist: this voice has {count} speaker(s)")]
     UnknownSpeaker { id: u32, count: usize },
     #[error("speaker `{name}` does not exist; this voice's speakers are: {known}")]
@@ -77,22 +77,33 @@ impl PiperVoice {
         }
         let config = VoiceConfig::read(&config_path)?;
         let weights = OnnxWeights::read(onnx_path)?;
-        Self::from_parts(voice_name(onnx_path), config, &weights, device)
+        Self::from_parts(voice_name(onnx_path), config, &weights, device).map_err(|e| match e {
+            PiperError::Mismatch { reason, .. } => PiperError::Mismatch { path: onnx_path.to_path_buf(), reason },
+            PiperError::MissingWeight(w) => PiperError::BadModel {
+                path: onnx_path.to_path_buf(),
+                reason: format!("it lacks the weight `{w}`: this is not a Piper VITS voice, or the file is damaged"),
+            },
+            other => other,
+        })
     }
 
     /// Builds a voice from an already read config and weights.
     pub fn from_parts(name: String, config: VoiceConfig, weights: &OnnxWeights, device: &Device) -> Result<Self, PiperError> {
         let model = Vits::load(weights, device)?;
         let vocab = model.encoder.vocab_size();
+        let mismatch = |reason: String| PiperError::Mismatch { path: PathBuf::new(), reason };
         if let Some(max) = config.phoneme_id_map.values().flatten().max() {
-            if *max as usize >= vocab {
-                return Err(PiperError::Mismatch(format!(
-                    "the config maps phonemes to ids up to {max}, the model has {vocab} symbols"
-                )));
+            if *max < 0 || *max as usize >= vocab {
+                return Err(mismatch(format!("the config maps phonemes to ids up to {max}, the model has {vocab} symbols")));
             }
         }
-        if config.num_speakers > 1 && model.num_speakers() != config.num_speakers {
-            return Err(PiperError::Mismatch(format!(
+        if let Some(n) = config.num_symbols {
+            if n != vocab {
+                return Err(mismatch(format!("the config says {n} symbols, the model has {vocab}")));
+            }
+        }
+        if model.num_speakers() != config.num_speakers {
+            return Err(mismatch(format!(
                 "the config says {} speakers, the model has {}",
                 config.num_speakers,
                 model.num_speakers()
