@@ -68,20 +68,22 @@ ours() { # threads mode-args...
         RAYON_NUM_THREADS="$threads" "$bin" bench --rounds "$rounds" "$@" >>"$results"
     fi
 }
-theirs() { # threads
-    echo "bench: piper-tts reference (threads $1)" >&2
+theirs() { # threads [--clauses]
+    echo "bench: piper-tts reference (threads $1) ${2:-}" >&2
     local n=0
     [ "$1" = all ] || n="$1"
-    "${ref[@]}" --threads "$n" --check-sync src/bench.rs >>"$results"
+    "${ref[@]}" --threads "$n" --check-sync src/bench.rs ${2:+"$2"} >>"$results"
 }
 
-# A B C, then C B A.
+# A B C, then C B A; then the short clauses on one thread.
 ours 1
 theirs 1
 ours 1 --whole-sentence
 ours all --whole-sentence
 theirs all
 ours all
+ours 1 --clauses
+theirs 1 --clauses
 
 cpu="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)"
 [ -n "$cpu" ] || cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
@@ -96,9 +98,10 @@ table="$(
 import json, os, sys
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-ref = {r["threads"]: r for r in rows if r["runtime"] != "voxline"}
+units = lambda r: r.get("units", "sentences")
+ref = {(r["threads"], units(r)): r for r in rows if r["runtime"] != "voxline"}
 order = {"1": 0, "all": 1}
-rows.sort(key=lambda r: (order.get(r["threads"], 2), r["runtime"] != "voxline", r["mode"] != "streaming"))
+rows.sort(key=lambda r: (units(r) != "sentences", order.get(r["threads"], 2), r["runtime"] != "voxline", r["mode"] != "streaming"))
 e = os.environ
 load = e["BENCH_LOAD"].split()
 print(f"Command: `{e['BENCH_INVOCATION']}`  ")
@@ -106,18 +109,18 @@ print(f"Date: {e['BENCH_DATE']}; commit {e['BENCH_COMMIT']}  ")
 print(f"Machine: {e['BENCH_CPU']}, nproc {e['BENCH_NPROC']}; load average {' '.join(load[:3])} before, "
       f"{' '.join(load[3:])} after; {e['BENCH_RUSTC']}  ")
 print(f"Workload: voice en_US-joe-medium (22050 Hz); per run one warm-up pass, then rounds: {e['BENCH_ROUNDS']} "
-      f"x the {rows[0]['sentences'] // int(e['BENCH_ROUNDS'])} sentences of src/bench.rs SENTENCES, one request each")
+      f"x the {rows[0]['sentences'] // int(e['BENCH_ROUNDS'])} sentences of src/bench.rs SENTENCES (and its 10 CLAUSES on one thread), one request each")
 print()
-print("| runtime | mode | threads | RTF | first chunk p50 (ms) | first chunk p90 (ms) | RTF ours/ref | first chunk p50 ours/ref | load (s) |")
-print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+print("| text | runtime | mode | threads | RTF | first chunk p50 (ms) | first chunk p90 (ms) | RTF ours/ref | first chunk p50 ours/ref | load (s) |")
+print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
 for r in rows:
-    base = ref.get(r["threads"])
+    base = ref.get((r["threads"], units(r)))
     if r["runtime"] == "voxline" and base:
         ratio_rtf = f"{r['rtf'] / base['rtf']:.2f}"
         ratio_fc = f"{r['first_chunk_ms_p50'] / base['first_chunk_ms_p50']:.2f}"
     else:
         ratio_rtf = ratio_fc = "—"
-    print(f"| {r['runtime']} | {r['mode']} | {r['threads']} | {r['rtf']:.3f} | {r['first_chunk_ms_p50']:.0f} | "
+    print(f"| {units(r)} | {r['runtime']} | {r['mode']} | {r['threads']} | {r['rtf']:.3f} | {r['first_chunk_ms_p50']:.0f} | "
           f"{r['first_chunk_ms_p90']:.0f} | {ratio_rtf} | {ratio_fc} | {r['load_s']:.2f} |")
 print()
 print("<details><summary>raw JSON, in run order</summary>")

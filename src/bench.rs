@@ -11,7 +11,8 @@ use voxline::synth::{CancelToken, Engine, SynthRequest};
 
 use crate::VoiceArgs;
 
-/// Telephone-style sentences: the fixed benchmark set.
+/// Telephone-style sentences: the fixed benchmark set. Keep identical to
+/// `SENTENCES` in tests/reference/piper_reference_bench.py (scripts/bench.sh checks).
 pub const SENTENCES: &[&str] = &[
     "Thank you for calling, how can I help you today?",
     "Your appointment is confirmed for Tuesday at three thirty in the afternoon.",
@@ -25,6 +26,21 @@ pub const SENTENCES: &[&str] = &[
     "Have a wonderful day, and thank you for choosing us.",
 ];
 
+/// Clauses as an agent's text arrives at the segmenter: what a call speaks
+/// first. Keep identical to `CLAUSES` in tests/reference/piper_reference_bench.py.
+pub const CLAUSES: &[&str] = &[
+    "Thank you for calling,",
+    "I can help you with that,",
+    "Sure, let me check.",
+    "Your order has shipped,",
+    "One moment please.",
+    "Is that correct?",
+    "I found your account,",
+    "The next available slot is Monday,",
+    "Got it, thanks.",
+    "Let me transfer you now.",
+];
+
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -35,6 +51,9 @@ pub struct BenchArgs {
     /// Decode each sentence whole instead of streaming windows.
     #[arg(long)]
     whole_sentence: bool,
+    /// Speak the short clauses of `CLAUSES` instead of the sentences.
+    #[arg(long)]
+    clauses: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -51,7 +70,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut first_chunk_ms = Vec::new();
     let (mut compute_s, mut audio_s) = (0.0f64, 0.0f64);
     for round in 0..=args.rounds {
-        for text in SENTENCES {
+        for text in if args.clauses { CLAUSES } else { SENTENCES } {
             let t0 = Instant::now();
             let mut stream = engine.start(SynthRequest { text: text.to_string(), options: options.clone() }, CancelToken::new())?;
             let mut first = None;
@@ -76,6 +95,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         serde_json::json!({
             "runtime": "voxline",
             "mode": if args.whole_sentence { "whole-sentence" } else { "streaming" },
+            "units": if args.clauses { "clauses" } else { "sentences" },
             "threads": threads,
             "sentences": first_chunk_ms.len(),
             "load_s": load_s,

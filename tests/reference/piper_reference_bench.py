@@ -48,12 +48,27 @@ SENTENCES = [
 ]
 
 
-def rust_sentences(path):
-    """The string literals of `pub const SENTENCES` in src/bench.rs."""
+# Keep in sync with `CLAUSES` in src/bench.rs (checked by --check-sync).
+CLAUSES = [
+    "Thank you for calling,",
+    "I can help you with that,",
+    "Sure, let me check.",
+    "Your order has shipped,",
+    "One moment please.",
+    "Is that correct?",
+    "I found your account,",
+    "The next available slot is Monday,",
+    "Got it, thanks.",
+    "Let me transfer you now.",
+]
+
+
+def rust_sentences(path, name="SENTENCES"):
+    """The string literals of `pub const NAME` in src/bench.rs."""
     src = Path(path).read_text(encoding="utf-8")
-    m = re.search(r"SENTENCES\s*:\s*&\[&str\]\s*=\s*&\[(.*?)\];", src, re.S)
+    m = re.search(name + r"\s*:\s*&\[&str\]\s*=\s*&\[(.*?)\];", src, re.S)
     if not m:
-        sys.exit(f"piper_reference_bench: no `SENTENCES: &[&str]` in {path}")
+        sys.exit(f"piper_reference_bench: no `{name}: &[&str]` in {path}")
     return [ast.literal_eval(s) for s in re.findall(r'"(?:[^"\\]|\\.)*"', m.group(1))]
 
 
@@ -68,9 +83,12 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads; 0 = all")
     parser.add_argument("--rounds", type=int, default=3, help="passes after one warm-up pass")
     parser.add_argument("--check-sync", metavar="BENCH_RS", help="fail unless src/bench.rs has the same sentences")
+    parser.add_argument("--clauses", action="store_true", help="speak the short CLAUSES instead of SENTENCES")
     args = parser.parse_args()
 
     if args.check_sync:
+        if rust_sentences(args.check_sync, "CLAUSES") != CLAUSES:
+            sys.exit(f"piper_reference_bench: CLAUSES differ from {args.check_sync}")
         theirs = rust_sentences(args.check_sync)
         if theirs != SENTENCES:
             sys.exit(
@@ -88,7 +106,7 @@ def main():
     first_chunk_ms = []
     compute_s = audio_s = 0.0
     for rnd in range(args.rounds + 1):
-        for text in SENTENCES:
+        for text in CLAUSES if args.clauses else SENTENCES:
             t0 = time.perf_counter()
             first = None
             samples = 0
@@ -107,6 +125,7 @@ def main():
             {
                 "runtime": f"piper-tts (onnxruntime {onnxruntime.__version__})",
                 "mode": "whole-sentence",
+                "units": "clauses" if args.clauses else "sentences",
                 "threads": "all" if args.threads == 0 else str(args.threads),
                 "sentences": len(first_chunk_ms),
                 "load_s": load_s,

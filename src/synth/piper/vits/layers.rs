@@ -33,7 +33,8 @@ impl Conv {
         } else {
             None
         };
-        let cpu = if dev.is_cpu() && !attrs.transpose && attrs.groups == 1 {
+        let depthwise = attrs.groups > 1 && attrs.groups == weight.dims()[0] && weight.dims()[1] == 1;
+        let cpu = if dev.is_cpu() && !attrs.transpose && (attrs.groups == 1 || depthwise) {
             let w: Vec<f32> = weight.flatten_all()?.to_vec1()?;
             let b: Option<Vec<f32>> = match &bias {
                 Some(b) => Some(b.flatten_all()?.to_vec1()?),
@@ -63,6 +64,10 @@ impl Conv {
         }
         let (w, bias) = (&cpu.0, cpu.1.as_deref());
         let c_out = self.weight.dims()[0];
+        let depthwise = self.attrs.groups > 1;
+        if depthwise && c_in != c_out {
+            return Ok(None);
+        }
         let shape = ConvShape {
             c_in,
             c_out,
@@ -77,7 +82,15 @@ impl Conv {
         let candle_core::Storage::Cpu(cpu_storage) = &*storage else { return Ok(None) };
         let data = cpu_storage.as_slice::<f32>()?;
         let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
-        match cpu_conv::conv1d(&data[start..end], len, w, bias, &shape, slope) {
+        let result = if depthwise {
+            if slope.is_some() {
+                return Ok(None);
+            }
+            cpu_conv::depthwise_conv1d(&data[start..end], len, w, bias, &shape)
+        } else {
+            cpu_conv::conv1d(&data[start..end], len, w, bias, &shape, slope)
+        };
+        match result {
             Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (1, c_out, out_len), &Device::Cpu)?)),
             None => Err(candle_core::Error::Msg(format!(
                 "conv1d: input of {c_in}x{len} does not fit a {c_out}x{}x{} kernel",
