@@ -62,11 +62,9 @@ trap 'rm -f "$results"' EXIT
 ours() { # threads mode-args...
     local threads="$1"; shift
     echo "bench: voxline bench $* (threads $threads)" >&2
-    if [ "$threads" = all ]; then
-        env -u RAYON_NUM_THREADS "$bin" bench --rounds "$rounds" "$@" >>"$results"
-    else
-        RAYON_NUM_THREADS="$threads" "$bin" bench --rounds "$rounds" "$@" >>"$results"
-    fi
+    local n=0
+    [ "$threads" = all ] || n="$threads"
+    env -u RAYON_NUM_THREADS "$bin" bench --threads "$n" --rounds "$rounds" "$@" >>"$results"
 }
 theirs() { # threads [--clauses]
     echo "bench: piper-tts reference (threads $1) ${2:-}" >&2

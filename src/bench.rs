@@ -89,7 +89,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     first_chunk_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| first_chunk_ms[((first_chunk_ms.len() - 1) as f64 * p).round() as usize];
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    let threads = match args.voice.threads {
+        0 => "all".to_string(),
+        n => n.to_string(),
+    };
     println!(
         "{}",
         serde_json::json!({

@@ -75,6 +75,9 @@ pub struct VoiceArgs {
     /// Seed for reproducible output.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Threads for one stream's convolutions; 0 = every core.
+    #[arg(long, env = "VOXLINE_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 impl VoiceArgs {
@@ -90,6 +93,7 @@ impl VoiceArgs {
 
     /// Loads the voice and its phonemizer.
     pub fn engine(&self) -> Result<PiperEngine> {
+        voxline::synth::piper::vits::set_threads(self.threads);
         let path = models::resolve_voice(self.voice.as_deref(), &self.models.dir())?;
         let t0 = Instant::now();
         let voice = PiperVoice::load(&path, &candle_core::Device::Cpu)?;
@@ -120,6 +124,12 @@ struct SayArgs {
 }
 
 fn main() {
+    // candle's own CPU ops split even small tensors across threads, which costs
+    // more than it gains on this model (see BENCHMARKS.md): they run on the
+    // calling thread, and the convolutions use `--threads`.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -26,7 +26,7 @@
 use std::ops::Range;
 
 /// Longest clause handed to espeak-ng, in bytes; longer ones are cut at a space.
-pub const MAX_CLAUSE_LEN: usize = 200;
+pub const MAX_CLAUSE_LEN: usize = 160;
 /// Length in bytes after which a sentence ends at the next clause boundary.
 /// The model works a sentence at a time and its text encoder's cost grows
 /// with the square of the sentence, so this bounds the time to first audio
@@ -87,7 +87,9 @@ pub fn split_clauses(text: &str) -> Vec<Clause<'_>> {
     while let Some(c) = text[pos..].chars().next() {
         if pos - start >= MAX_CLAUSE_LEN {
             let cut = cut_point(text, start, pos);
-            push_clause(&mut clauses, text, start..cut, None, false);
+            // A forced cut also ends the sentence: the model works a sentence
+            // at a time, so this bounds the time to first audio.
+            push_clause(&mut clauses, text, start..cut, None, true);
             start = cut;
             pos = cut;
             continue;

@@ -14,6 +14,9 @@
 //! An optional leaky ReLU is fused into the padding copy, since HiFi-GAN
 //! applies one before almost every convolution.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
 use gemm::Parallelism;
 
 /// Shape and hyper-parameters of one convolution.
@@ -40,7 +43,27 @@ impl ConvShape {
 const TILE_FLOATS: usize = 16 * 1024;
 
 /// Multiply-adds below which a convolution runs on one thread.
-const PARALLEL_MIN_WORK: usize = 1 << 21;
+const PARALLEL_MIN_WORK: usize = 1 << 22;
+
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+
+/// Threads one convolution may use (default 1: a server runs one stream per
+/// core; a single stream on an idle machine gains from more). 0 means every
+/// core. Takes effect if called before the first convolution.
+pub fn set_threads(n: usize) {
+    let n = if n == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { n };
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The convolution thread pool, when more than one thread is configured.
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    POOL.get_or_init(|| {
+        let n = THREADS.load(Ordering::Relaxed);
+        (n > 1).then(|| rayon::ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("voxline-conv-{i}")).build().ok()).flatten()
+    })
+    .as_ref()
+}
 
 /// A pointer handed to the threads that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
@@ -110,55 +133,84 @@ pub fn conv1d(
     // with row copies (sequential reads). Tiles keep that matrix in cache,
     // and tiles are independent, so threads take contiguous runs of them.
     let k = s.c_in * s.kernel;
-    let tile = (TILE_FLOATS / k).clamp(64, out_len.max(64));
+    let tile = (TILE_FLOATS / k).clamp(512, out_len.max(512));
     let tiles = out_len.div_ceil(tile);
-    let threads = candle_core::utils::get_num_threads().min(tiles);
+    let pool = if s.c_out * k * out_len > PARALLEL_MIN_WORK { pool() } else { None };
+    let threads = pool.map_or(1, |p| p.current_num_threads());
     let dst = SendPtr(out.as_mut_ptr());
+    // out[rows, t0..t0+nt] = weight[rows, :] · col
+    let product = |col: &[f32], rows: std::ops::Range<usize>, t0: usize, nt: usize| {
+        // SAFETY: lhs (o, r) -> weight[o*k + r] with o in `rows` (< c_out), r < k;
+        // rhs (r, t) -> col[r*nt + t], t < nt; dst (o, t) -> out[o*out_len + t0 + t]
+        // with t0 + t < out_len. Concurrent calls cover disjoint rows or columns.
+        unsafe {
+            gemm::gemm(
+                rows.len(),
+                nt,
+                k,
+                dst.get().add(rows.start * out_len + t0),
+                1,
+                out_len as isize,
+                false,
+                weight.as_ptr().add(rows.start * k),
+                1,
+                k as isize,
+                col.as_ptr(),
+                1,
+                nt as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    };
     let run = |first_tile: usize, last_tile: usize| {
         let mut col = vec![0f32; k * tile.min(out_len)];
         for ti in first_tile..last_tile {
             let t0 = ti * tile;
             let nt = tile.min(out_len - t0);
             fill_columns(&xp, padded_len, s, t0, nt, &mut col[..k * nt]);
-            // SAFETY: lhs (o, r) -> weight[o*k + r], r < k; rhs (r, t) -> col[r*nt + t],
-            // t < nt; dst (o, t) -> out[o*out_len + t0 + t], t0 + t < out_len. Each
-            // tile writes only its own columns, so concurrent tiles never alias.
-            unsafe {
-                gemm::gemm(
-                    s.c_out,
-                    nt,
-                    k,
-                    dst.get().add(t0),
-                    1,
-                    out_len as isize,
-                    false,
-                    weight.as_ptr(),
-                    1,
-                    k as isize,
-                    col.as_ptr(),
-                    1,
-                    nt as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
+            product(&col[..k * nt], 0..s.c_out, t0, nt);
         }
     };
-    if threads > 1 && s.c_out * k * out_len > PARALLEL_MIN_WORK {
-        let per = tiles.div_ceil(threads);
-        rayon::scope(|scope| {
-            for th in 1..threads {
-                let run = &run;
-                scope.spawn(move |_| run((th * per).min(tiles), ((th + 1) * per).min(tiles)));
+    match pool {
+        // Enough tiles: threads take contiguous runs of them.
+        Some(pool) if threads > 1 && tiles >= threads => {
+            let per = tiles.div_ceil(threads);
+            pool.scope(|scope| {
+                for th in 1..threads {
+                    let run = &run;
+                    scope.spawn(move |_| run((th * per).min(tiles), ((th + 1) * per).min(tiles)));
+                }
+                run(0, per.min(tiles));
+            });
+        }
+        // Short signal (the flow, the encoder): threads split the output channels.
+        Some(pool) if pool.current_num_threads() > 1 && s.c_out >= 64 => {
+            let n = pool.current_num_threads();
+            let mut col = vec![0f32; k * tile.min(out_len)];
+            for ti in 0..tiles {
+                let t0 = ti * tile;
+                let nt = tile.min(out_len - t0);
+                fill_columns(&xp, padded_len, s, t0, nt, &mut col[..k * nt]);
+                let col = &col[..k * nt];
+                let per = s.c_out.div_ceil(n).next_multiple_of(8);
+                pool.scope(|scope| {
+                    for th in 1..n {
+                        let (a, b) = ((th * per).min(s.c_out), ((th + 1) * per).min(s.c_out));
+                        if a < b {
+                            let product = &product;
+                            scope.spawn(move |_| product(col, a..b, t0, nt));
+                        }
+                    }
+                    product(col, 0..per.min(s.c_out), t0, nt);
+                });
             }
-            run(0, per.min(tiles));
-        });
-    } else {
-        run(0, tiles);
+        }
+        _ => run(0, tiles),
     }
     if let Some(bias) = bias {
         for (row, &b) in out.chunks_exact_mut(out_len).zip(bias) {

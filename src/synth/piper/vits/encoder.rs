@@ -70,19 +70,70 @@ impl RelativeAttention {
         let k = heads(self.conv_k.forward(x)?)?;
         let v = heads(self.conv_v.forward(x)?)?;
 
-        let mut scores = q.matmul(&k.t()?)?; // [H, L, L]
-        let rel_k = self.relative_embeddings(&self.emb_rel_k, len)?; // [2L-1, d]
-        let rel_logits = q.broadcast_matmul(&rel_k.t()?)?; // [H, L, 2L-1]
-        scores = (scores + relative_to_absolute(&rel_logits)?)?;
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
-
-        let mut out = p.matmul(&v)?; // [H, L, d]
-        let rel_v = self.relative_embeddings(&self.emb_rel_v, len)?;
-        let rel_w = absolute_to_relative(&p)?; // [H, L, 2L-1]
-        out = (out + rel_w.broadcast_matmul(&rel_v)?)?;
+        let scores = q.matmul(&k.t()?)?; // [H, L, L]
+        let out = if x.device().is_cpu() {
+            // Only offsets within the window have embeddings: work on the band.
+            let w = self.window;
+            let rel_k = self.emb_rel_k.squeeze(0)?; // [2W+1, d]
+            let rel_logits = q.broadcast_matmul(&rel_k.t()?)?; // [H, L, 2W+1]
+            let scores = add_band(&scores, &rel_logits, w)?;
+            let p = candle_nn::ops::softmax_last_dim(&scores)?;
+            let out = p.matmul(&v)?; // [H, L, d]
+            let band = take_band(&p, w)?; // [H, L, 2W+1]
+            (out + band.broadcast_matmul(&self.emb_rel_v.squeeze(0)?)?)?
+        } else {
+            let rel_k = self.relative_embeddings(&self.emb_rel_k, len)?; // [2L-1, d]
+            let rel_logits = q.broadcast_matmul(&rel_k.t()?)?; // [H, L, 2L-1]
+            let scores = (scores + relative_to_absolute(&rel_logits)?)?;
+            let p = candle_nn::ops::softmax_last_dim(&scores)?;
+            let out = p.matmul(&v)?; // [H, L, d]
+            let rel_v = self.relative_embeddings(&self.emb_rel_v, len)?;
+            let rel_w = absolute_to_relative(&p)?; // [H, L, 2L-1]
+            (out + rel_w.broadcast_matmul(&rel_v)?)?
+        };
         let out = out.transpose(1, 2)?.reshape((1, channels, len))?;
         self.conv_o.forward(&out)
     }
+}
+
+/// `scores[h, i, i + r - W] += rel[h, i, r]` for the `2W+1` offsets of the window.
+fn add_band(scores: &Tensor, rel: &Tensor, w: usize) -> Result<Tensor> {
+    let (h, l, _) = scores.dims3()?;
+    let mut s: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+    let r: Vec<f32> = rel.flatten_all()?.to_vec1()?;
+    let width = 2 * w + 1;
+    for hi in 0..h {
+        for i in 0..l {
+            let row = &mut s[(hi * l + i) * l..(hi * l + i + 1) * l];
+            let rrow = &r[(hi * l + i) * width..(hi * l + i + 1) * width];
+            for (ri, &v) in rrow.iter().enumerate() {
+                if let Some(j) = (i + ri).checked_sub(w).filter(|&j| j < l) {
+                    row[j] += v;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(s, (h, l, l), scores.device())
+}
+
+/// `out[h, i, r] = p[h, i, i + r - W]` (zero outside the sequence).
+fn take_band(p: &Tensor, w: usize) -> Result<Tensor> {
+    let (h, l, _) = p.dims3()?;
+    let pv: Vec<f32> = p.flatten_all()?.to_vec1()?;
+    let width = 2 * w + 1;
+    let mut out = vec![0f32; h * l * width];
+    for hi in 0..h {
+        for i in 0..l {
+            let row = &pv[(hi * l + i) * l..(hi * l + i + 1) * l];
+            let orow = &mut out[(hi * l + i) * width..(hi * l + i + 1) * width];
+            for (ri, o) in orow.iter_mut().enumerate() {
+                if let Some(j) = (i + ri).checked_sub(w).filter(|&j| j < l) {
+                    *o = row[j];
+                }
+            }
+        }
+    }
+    Tensor::from_vec(out, (h, l, width), p.device())
 }
 
 /// `[H, L, 2L-1]` relative logits -> `[H, L, L]` absolute (VITS' pad/reshape trick).
@@ -205,6 +256,32 @@ fn infer_heads(w: &OnnxWeights, hidden: usize) -> std::result::Result<usize, Pip
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The banded CPU path equals VITS' pad/reshape formulation.
+    #[test]
+    fn band_matches_pad_reshape_trick() -> Result<()> {
+        let dev = Device::Cpu;
+        for (l, w) in [(3usize, 4usize), (12, 4), (5, 1)] {
+            let emb = Tensor::randn(0f32, 1.0, (1, 2 * w + 1, 4), &dev)?;
+            let q = Tensor::randn(0f32, 1.0, (2, l, 4), &dev)?;
+            let scores = Tensor::randn(0f32, 1.0, (2, l, l), &dev)?;
+            // Reference: relative embeddings padded to 2L-1 as in attentions.py.
+            let pad = l.saturating_sub(w + 1);
+            let start = (w + 1).saturating_sub(l);
+            let padded = if pad > 0 { emb.pad_with_zeros(1, pad, pad)? } else { emb.clone() };
+            let rel = padded.narrow(1, start, 2 * l - 1)?.squeeze(0)?;
+            let want = (&scores + relative_to_absolute(&q.broadcast_matmul(&rel.t()?)?)?)?;
+            let got = add_band(&scores, &q.broadcast_matmul(&emb.squeeze(0)?.t()?)?, w)?;
+            let d = (want - got)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "scores l={l} w={w}: {d}");
+            let p = candle_nn::ops::softmax_last_dim(&scores)?;
+            let want = absolute_to_relative(&p)?.broadcast_matmul(&rel)?;
+            let got = take_band(&p, w)?.broadcast_matmul(&emb.squeeze(0)?)?;
+            let d = (want - got)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "values l={l} w={w}: {d}");
+        }
+        Ok(())
+    }
 
     /// The pad/reshape trick places relative offset r of row i at column i + r - (L-1).
     #[test]

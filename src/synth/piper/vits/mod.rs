@@ -15,6 +15,7 @@
 //! `z` into audio, which is where the time goes and what streaming splits.
 
 mod cpu_conv;
+pub use self::cpu_conv::set_threads;
 pub mod decoder;
 pub mod duration;
 pub mod encoder;
