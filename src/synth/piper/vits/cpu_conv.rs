@@ -106,11 +106,15 @@ pub fn conv1d(
     bias: Option<&[f32]>,
     s: &ConvShape,
     leaky_slope: Option<f32>,
+    residual: Option<&[f32]>,
 ) -> Option<(Vec<f32>, usize)> {
     if x.len() != s.c_in * len || weight.len() != s.c_out * s.c_in * s.kernel {
         return None;
     }
     let out_len = s.out_len(len)?;
+    if residual.is_some_and(|r| r.len() != s.c_out * out_len) {
+        return None;
+    }
     let padded_len = len + s.pad_left + s.pad_right;
 
     // Padded (and activated) copy of the input.
@@ -127,7 +131,11 @@ pub fn conv1d(
         }
     }
 
-    let mut out = vec![0f32; s.c_out * out_len];
+    // The residual, when given, is accumulated into: out = residual + conv.
+    let (mut out, read_dst, alpha) = match residual {
+        Some(r) => (r.to_vec(), true, 1.0f32),
+        None => (vec![0f32; s.c_out * out_len], false, 0.0f32),
+    };
     // One product per tile of output columns: lhs is the weight seen as
     // [c_out, c_in·K], rhs the tile's im2col matrix [c_in·K, tile], filled
     // with row copies (sequential reads). Tiles keep that matrix in cache,
@@ -151,14 +159,14 @@ pub fn conv1d(
                 dst.get().add(rows.start * out_len + t0),
                 1,
                 out_len as isize,
-                false,
+                read_dst,
                 weight.as_ptr().add(rows.start * k),
                 1,
                 k as isize,
                 col.as_ptr(),
                 1,
                 nt as isize,
-                0.0,
+                alpha,
                 1.0,
                 false,
                 false,
@@ -257,7 +265,7 @@ mod tests {
         let x: Vec<f32> = (0..shape.c_in * len).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
         let w: Vec<f32> = (0..shape.c_out * shape.c_in * shape.kernel).map(|i| ((i * 13 % 29) as f32 - 14.0) / 30.0).collect();
         let b: Vec<f32> = (0..shape.c_out).map(|i| i as f32 * 0.1).collect();
-        let (ours, out_len) = conv1d(&x, len, &w, Some(&b), &shape, slope).unwrap();
+        let (ours, out_len) = conv1d(&x, len, &w, Some(&b), &shape, slope, None).unwrap();
 
         let xt = Tensor::from_vec(x, (1, shape.c_in, len), &Device::Cpu).unwrap();
         let xt = match slope {
@@ -286,6 +294,19 @@ mod tests {
     }
 
     #[test]
+    fn residual_is_accumulated() {
+        let s = ConvShape { c_in: 3, c_out: 4, kernel: 3, stride: 1, dilation: 2, pad_left: 2, pad_right: 2 };
+        let x: Vec<f32> = (0..3 * 700).map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0).collect();
+        let w: Vec<f32> = (0..4 * 3 * 3).map(|i| ((i * 5 % 13) as f32 - 6.0) / 6.0).collect();
+        let r: Vec<f32> = (0..4 * 700).map(|i| (i % 17) as f32).collect();
+        let (plain, _) = conv1d(&x, 700, &w, None, &s, Some(0.1), None).unwrap();
+        let (with, _) = conv1d(&x, 700, &w, None, &s, Some(0.1), Some(&r)).unwrap();
+        for ((p, q), r) in plain.iter().zip(&with).zip(&r) {
+            assert!((p + r - q).abs() < 1e-4);
+        }
+    }
+
+    #[test]
     fn depthwise_matches_candle_grouped_conv1d() {
         let (c, len, k, d) = (6, 25, 3, 3);
         let s = ConvShape { c_in: c, c_out: c, kernel: k, stride: 1, dilation: d, pad_left: 3, pad_right: 3 };
@@ -306,6 +327,6 @@ mod tests {
     #[test]
     fn too_short_input_is_none_not_a_panic() {
         let s = ConvShape { c_in: 1, c_out: 1, kernel: 5, stride: 1, dilation: 1, pad_left: 0, pad_right: 0 };
-        assert!(conv1d(&[1.0, 2.0], 2, &[0.0; 5], None, &s, None).is_none());
+        assert!(conv1d(&[1.0, 2.0], 2, &[0.0; 5], None, &s, None, None).is_none());
     }
 }

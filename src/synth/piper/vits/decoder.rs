@@ -27,13 +27,13 @@ impl ResBlock {
             ResBlock::One(pairs) => {
                 for (c1, c2) in pairs {
                     let xt = c1.forward_leaky(&x, LRELU_SLOPE)?;
-                    let xt = c2.forward_leaky(&xt, LRELU_SLOPE)?;
-                    x = (xt + x)?;
+                    // c2(lrelu(xt)) + x: the residual is x, not xt.
+                    x = (c2.forward_leaky(&xt, LRELU_SLOPE)? + x)?;
                 }
             }
             ResBlock::Two(convs) => {
                 for c in convs {
-                    x = (c.forward_leaky(&x, LRELU_SLOPE)? + x)?;
+                    x = c.forward_leaky_residual(&x, LRELU_SLOPE)?;
                 }
             }
         }

@@ -49,14 +49,24 @@ impl Conv {
 
     /// `conv(leaky_relu(x, slope))`, fused on the CPU.
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
-        if let Some(y) = self.forward_cpu(x, Some(slope as f32))? {
+        if let Some(y) = self.forward_cpu(x, Some(slope as f32), false)? {
             return Ok(y);
         }
         self.forward(&leaky_relu(x, slope)?)
     }
 
+    /// `conv(leaky_relu(x, slope)) + x`, the residual step of HiFi-GAN's
+    /// blocks, fused on the CPU (the product accumulates into a copy of `x`).
+    pub fn forward_leaky_residual(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, Some(slope as f32), true)? {
+            return Ok(y);
+        }
+        self.forward(&leaky_relu(x, slope)?)? + x
+    }
+
     /// The CPU fast path, when it applies (batch 1, f32, plain convolution).
-    fn forward_cpu(&self, x: &Tensor, slope: Option<f32>) -> Result<Option<Tensor>> {
+    /// With `add_input`, the (unactivated) input is added to the output.
+    fn forward_cpu(&self, x: &Tensor, slope: Option<f32>, add_input: bool) -> Result<Option<Tensor>> {
         let Some(cpu) = &self.cpu else { return Ok(None) };
         let (b, c_in, len) = x.dims3()?;
         if b != 1 || x.dtype() != DType::F32 || !x.device().is_cpu() {
@@ -83,12 +93,13 @@ impl Conv {
         let data = cpu_storage.as_slice::<f32>()?;
         let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
         let result = if depthwise {
-            if slope.is_some() {
+            if slope.is_some() || add_input {
                 return Ok(None);
             }
             cpu_conv::depthwise_conv1d(&data[start..end], len, w, bias, &shape)
         } else {
-            cpu_conv::conv1d(&data[start..end], len, w, bias, &shape, slope)
+            let input = &data[start..end];
+            cpu_conv::conv1d(input, len, w, bias, &shape, slope, add_input.then_some(input))
         };
         match result {
             Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (1, c_out, out_len), &Device::Cpu)?)),
@@ -121,7 +132,7 @@ impl Conv {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = self.forward_cpu(x, None)? {
+        if let Some(y) = self.forward_cpu(x, None, false)? {
             return Ok(y);
         }
         let [p0, p1] = self.attrs.pads;
