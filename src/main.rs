@@ -75,6 +75,9 @@ pub struct VoiceArgs {
     /// Seed for reproducible output.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Where the model runs: auto (a CUDA GPU when built with the `cuda` feature and one is present), cpu, or cuda[:N].
+    #[arg(long, env = "VOXLINE_DEVICE", default_value = "auto")]
+    pub device: String,
     /// Threads for one stream's convolutions; 0 = every core.
     #[arg(long, env = "VOXLINE_THREADS", default_value_t = 1)]
     pub threads: usize,
@@ -96,10 +99,25 @@ impl VoiceArgs {
         voxline::synth::piper::vits::set_threads(self.threads);
         let path = models::resolve_voice(self.voice.as_deref(), &self.models.dir())?;
         let t0 = Instant::now();
-        let voice = PiperVoice::load(&path, &candle_core::Device::Cpu)?;
+        let voice = PiperVoice::load(&path, &device(&self.device)?)?;
         tracing::debug!(voice = %voice.name, ms = t0.elapsed().as_millis() as u64, "voice loaded");
         let phonemizer = Arc::new(EspeakPhonemizer::new()?);
         Ok(PiperEngine::new(voice, phonemizer, StreamConfig::default())?)
+    }
+}
+
+/// `auto`, `cpu`, `cuda` or `cuda:N`.
+fn device(spec: &str) -> Result<candle_core::Device> {
+    use candle_core::Device;
+    let cuda = |n: usize| Device::new_cuda(n).with_context(|| format!("no usable CUDA device {n} (is this build made with --features cuda?)"));
+    match spec {
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => cuda(n),
+            None => bail!("unknown device `{other}`: use auto, cpu, cuda or cuda:N"),
+        },
     }
 }
 
