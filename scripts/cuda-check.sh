@@ -4,7 +4,7 @@
 #
 # Without nvidia-smi: fetches a CUDA 13.4 toolkit from PyPI wheels once (into
 # $VOXLINE_CUDA_TOOLKIT, default ~/.cache/voxline/cuda13.4), then runs
-# `cargo check --features cuda --lib --tests` (build scripts compile candle's
+# `cargo check --features cuda --lib --bins --tests` (build scripts compile candle's
 # kernels to PTX with nvcc; linking needs the driver's libcuda, which only a
 # GPU machine has). With nvidia-smi: `cargo test --release --features cuda`.
 set -euo pipefail
@@ -33,4 +33,4 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     exec cargo test --release --features cuda
 fi
 echo "cuda-check: no GPU here; compile check only (cargo check --features cuda)" >&2
-exec nice -n 19 cargo check --features cuda --lib --tests
+exec nice -n 19 cargo check --features cuda --lib --bins --tests
