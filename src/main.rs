@@ -198,13 +198,28 @@ fn say(args: SayArgs) -> Result<()> {
     let mut stream = engine.start(request, CancelToken::new())?;
     let mut samples = Vec::new();
     let mut first_chunk = None;
+    // Raw audio to standard output streams as it is synthesized
+    // (`voxline say ... -o - --raw | aplay -f S16_LE -r 22050`).
+    let streaming = args.raw && args.output == Path::new("-");
+    let mut written = 0usize;
+    let mut stdout = std::io::stdout().lock();
     while let Some(chunk) = stream.next_chunk()? {
         first_chunk.get_or_insert_with(|| t0.elapsed());
         resampler.process(&chunk.samples, &mut samples);
+        if streaming {
+            stdout.write_all(&raw_bytes(&samples[written..], args.mulaw))?;
+            stdout.flush()?;
+            written = samples.len();
+        }
     }
     resampler.flush(&mut samples);
     let elapsed = t0.elapsed();
-    write_output(&args.output, &samples, out_rate, args.mulaw, args.raw)?;
+    if streaming {
+        stdout.write_all(&raw_bytes(&samples[written..], args.mulaw))?;
+        stdout.flush()?;
+    } else {
+        write_output(&args.output, &samples, out_rate, args.mulaw, args.raw)?;
+    }
     let audio_s = samples.len() as f64 / out_rate as f64;
     eprintln!(
         "voxline: {:.2} s of audio at {} Hz{} -> {} (first chunk {} ms, real-time factor {:.3})",
@@ -218,14 +233,19 @@ fn say(args: SayArgs) -> Result<()> {
     Ok(())
 }
 
+/// PCMU bytes, or PCM16 little-endian.
+fn raw_bytes(samples: &[f32], mulaw: bool) -> Vec<u8> {
+    if mulaw {
+        encode_mulaw(samples)
+    } else {
+        samples.iter().flat_map(|&s| voxline::audio::sample_to_i16(s).to_le_bytes()).collect()
+    }
+}
+
 fn write_output(path: &Path, samples: &[f32], rate: u32, mulaw: bool, raw: bool) -> Result<()> {
     let format = if mulaw { WavFormat::MuLaw } else { WavFormat::Pcm16 };
     let bytes: Vec<u8> = if raw {
-        if mulaw {
-            encode_mulaw(samples)
-        } else {
-            samples.iter().flat_map(|&s| voxline::audio::sample_to_i16(s).to_le_bytes()).collect()
-        }
+        raw_bytes(samples, mulaw)
     } else {
         let mut buf = Vec::new();
         write_wav(&mut buf, samples, rate, format)?;
