@@ -245,7 +245,7 @@ fn conv_1_kernel(c: &Conv) -> std::result::Result<usize, PiperError> {
 fn infer_heads(w: &OnnxWeights, hidden: usize) -> std::result::Result<usize, PiperError> {
     let e = w.get("enc_p.encoder.attn_layers.0.emb_rel_k", &Device::Cpu)?;
     let d_k = e.dim(2)?;
-    if d_k == 0 || hidden % d_k != 0 {
+    if d_k == 0 || !hidden.is_multiple_of(d_k) {
         return Err(PiperError::MissingWeight(format!(
             "enc_p.encoder.attn_layers.0.emb_rel_k has width {d_k}, which does not divide hidden size {hidden}"
         )));

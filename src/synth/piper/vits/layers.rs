@@ -18,9 +18,12 @@ pub struct Conv {
     /// Bias shaped `[1, C, 1]` for broadcasting.
     bias: Option<Tensor>,
     attrs: ConvAttrs,
-    /// Weight and bias as plain slices for the CPU fast path (plain convolutions only).
-    cpu: Option<Arc<(Vec<f32>, Option<Vec<f32>>)>>,
+    /// Weight and bias as plain slices for the CPU fast path.
+    cpu: Option<Arc<CpuWeights>>,
 }
+
+/// A convolution's weight `[c_out, c_in/groups, k]` and bias, row-major.
+type CpuWeights = (Vec<f32>, Option<Vec<f32>>);
 
 impl Conv {
     /// Loads the convolution module `name` (e.g. `dec.ups.0`).

@@ -142,7 +142,7 @@ impl Vits {
         // Length regulation: frame f takes the stats of the id it falls in.
         let mut index = Vec::with_capacity(frames);
         for (i, &d) in durations.iter().enumerate() {
-            index.extend(std::iter::repeat(i as u32).take(d as usize));
+            index.extend(std::iter::repeat_n(i as u32, d as usize));
         }
         if index.is_empty() {
             index.push(0); // y_lengths is clamped to at least one frame
