@@ -4,6 +4,7 @@
 //! text in -> [`text`] (clauses, phonemes) -> [`synth`] (streaming neural speech)
 //! -> [`audio`] (resample to 8 kHz, mu-law) -> packetizer and transports (later issues).
 
+pub mod media;
 pub mod text;
 pub mod synth;
 pub mod audio;

@@ -1,0 +1,1 @@
+//! SIP user agent core (being written).

@@ -1,0 +1,31 @@
+//! The media plane: playout buffers, the pacing clock, RTP and RTCP.
+//!
+//! Synthesized audio (already 8 kHz mu-law) goes into a call's [`Playout`];
+//! one [`Pacer`] thread for the whole server wakes on absolute 20 ms deadlines
+//! and sends every call's next frame as an RTP packet, so packets never drift
+//! against the monotonic clock and a slow synthesizer shows up as counted
+//! silence, never as a gap in the RTP timeline.
+
+pub mod jitter;
+pub mod pacer;
+pub mod playout;
+pub mod ports;
+pub mod rtcp;
+pub mod rtp_in;
+pub mod rtp_out;
+
+use std::time::Duration;
+
+pub use jitter::{ArrivalTracker, JitterEstimator};
+pub use pacer::{CallMedia, MediaConfig, MediaEvent, MediaStats, Pacer, RemoteMedia};
+pub use playout::{ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId};
+pub use ports::PortAllocator;
+
+/// One packet's worth of time.
+pub const FRAME: Duration = Duration::from_millis(20);
+/// Samples (= PCMU bytes) in one 20 ms frame at 8 kHz.
+pub const FRAME_BYTES: usize = 160;
+/// Mu-law code of a zero sample.
+pub const SILENCE_PCMU: u8 = 0xFF;
+/// The telephony sample rate.
+pub const RATE: u32 = 8000;

@@ -1,0 +1,409 @@
+//! A call's playout buffer: what the packetizer sends next.
+//!
+//! Synthesis pushes mu-law bytes into utterances; the pacing clock asks for
+//! exactly one 20 ms frame per tick ([`Playout::tick`]) and always gets one, so
+//! the RTP timestamp never jumps: silence between utterances, silence while an
+//! utterance waits for its jitter allowance, silence (counted as an underrun)
+//! when synthesis falls behind inside an utterance.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::{FRAME, FRAME_BYTES, SILENCE_PCMU};
+
+/// Identifies an utterance within a call.
+pub type UtteranceId = u64;
+
+/// What one tick produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Nothing to say.
+    Silence,
+    /// Speech (the last frame of an utterance is padded with silence).
+    Speech,
+    /// An utterance is under way but its audio has not arrived yet.
+    Underrun,
+}
+
+/// One 20 ms frame to packetize.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub payload: [u8; FRAME_BYTES],
+    pub kind: FrameKind,
+    /// First frame of a talkspurt (RTP marker bit).
+    pub marker: bool,
+}
+
+/// Things the call's owner wants to hear about, in send order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayoutEvent {
+    /// The utterance's first frame is being sent now.
+    Started { utterance: UtteranceId, at: Instant, waited: Duration },
+    /// The utterance's last frame is being sent now.
+    Finished { utterance: UtteranceId, played: Duration, underruns: u32 },
+    /// Every frame queued before the mark has been sent.
+    Mark { name: String },
+}
+
+/// An utterance that was removed by [`Playout::clear`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClearedUtterance {
+    pub utterance: UtteranceId,
+    /// Audio of it already sent.
+    pub played: Duration,
+    /// Whether any of it was sent.
+    pub started: bool,
+}
+
+#[derive(Debug)]
+struct Utterance {
+    id: UtteranceId,
+    bytes: VecDeque<u8>,
+    /// No more audio will be pushed.
+    complete: bool,
+    first_audio: Option<Instant>,
+    started: bool,
+    sent_frames: u32,
+    underruns: u32,
+}
+
+#[derive(Debug)]
+enum Item {
+    Utterance(Utterance),
+    Mark(String),
+}
+
+/// Per-call playout state. Not thread-safe by itself; the call keeps it behind a mutex.
+#[derive(Debug, Default)]
+pub struct Playout {
+    queue: VecDeque<Item>,
+    events: Vec<PlayoutEvent>,
+    /// The previous frame was speech (so the next utterance needs no marker).
+    in_talkspurt: bool,
+    underruns: u64,
+}
+
+impl Playout {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a new utterance after everything already queued.
+    pub fn begin(&mut self, id: UtteranceId) {
+        self.queue.push_back(Item::Utterance(Utterance {
+            id,
+            bytes: VecDeque::new(),
+            complete: false,
+            first_audio: None,
+            started: false,
+            sent_frames: 0,
+            underruns: 0,
+        }));
+    }
+
+    /// Adds mu-law audio to utterance `id`; returns false when it is not queued
+    /// (it was cleared), so the producer can stop.
+    pub fn push(&mut self, id: UtteranceId, pcmu: &[u8], now: Instant) -> bool {
+        match self.utterance_mut(id) {
+            Some(u) if !u.complete => {
+                if !pcmu.is_empty() {
+                    u.first_audio.get_or_insert(now);
+                }
+                u.bytes.extend(pcmu);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// No more audio for utterance `id`; it plays out whatever it has.
+    pub fn finish(&mut self, id: UtteranceId) {
+        if let Some(u) = self.utterance_mut(id) {
+            u.complete = true;
+        }
+    }
+
+    /// Queues a mark, reported once everything queued before it has been sent.
+    pub fn mark(&mut self, name: String) {
+        self.queue.push_back(Item::Mark(name));
+    }
+
+    /// Drops every queued utterance and mark (barge-in); the next tick is silence.
+    pub fn clear(&mut self) -> Vec<ClearedUtterance> {
+        self.in_talkspurt = false;
+        self.queue
+            .drain(..)
+            .filter_map(|item| match item {
+                Item::Utterance(u) => Some(ClearedUtterance { utterance: u.id, played: FRAME * u.sent_frames, started: u.started }),
+                Item::Mark(_) => None,
+            })
+            .collect()
+    }
+
+    /// Audio queued and not yet sent.
+    pub fn queued(&self) -> Duration {
+        let bytes: usize = self
+            .queue
+            .iter()
+            .map(|item| match item {
+                Item::Utterance(u) => u.bytes.len(),
+                Item::Mark(_) => 0,
+            })
+            .sum();
+        Duration::from_micros(bytes as u64 * 125)
+    }
+
+    /// Whether anything (audio still to come, marks) is queued.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Underrun frames so far.
+    pub fn underruns(&self) -> u64 {
+        self.underruns
+    }
+
+    /// Events since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<PlayoutEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The frame for the tick at `now`; `wait` is how long an utterance holds
+    /// back after its first audio arrives (the jitter allowance).
+    pub fn tick(&mut self, now: Instant, wait: Duration) -> Frame {
+        let mut frame = Frame { payload: [SILENCE_PCMU; FRAME_BYTES], kind: FrameKind::Silence, marker: false };
+        loop {
+            match self.queue.front_mut() {
+                None => break,
+                Some(Item::Mark(_)) => {
+                    if let Some(Item::Mark(name)) = self.queue.pop_front() {
+                        self.events.push(PlayoutEvent::Mark { name });
+                    }
+                }
+                Some(Item::Utterance(u)) => {
+                    if !u.started {
+                        let ready = match u.first_audio {
+                            None => false,
+                            Some(first) => u.complete || u.bytes.len() >= 2 * FRAME_BYTES && now >= first + wait,
+                        };
+                        if u.complete && u.bytes.is_empty() {
+                            // Nothing was ever said (or everything was cut): skip it quietly.
+                            let id = u.id;
+                            self.queue.pop_front();
+                            self.events.push(PlayoutEvent::Finished { utterance: id, played: Duration::ZERO, underruns: 0 });
+                            continue;
+                        }
+                        if !ready {
+                            break;
+                        }
+                        u.started = true;
+                        let waited = u.first_audio.map_or(Duration::ZERO, |f| now.saturating_duration_since(f));
+                        self.events.push(PlayoutEvent::Started { utterance: u.id, at: now, waited });
+                    }
+                    if u.bytes.is_empty() {
+                        // Started, incomplete, starved.
+                        u.underruns += 1;
+                        self.underruns += 1;
+                        frame.kind = FrameKind::Underrun;
+                        self.in_talkspurt = false;
+                        return frame;
+                    }
+                    let n = u.bytes.len().min(FRAME_BYTES);
+                    for (dst, src) in frame.payload.iter_mut().zip(u.bytes.drain(..n)) {
+                        *dst = src;
+                    }
+                    frame.kind = FrameKind::Speech;
+                    frame.marker = !self.in_talkspurt;
+                    u.sent_frames += 1;
+                    if u.complete && u.bytes.is_empty() {
+                        let done = PlayoutEvent::Finished { utterance: u.id, played: FRAME * u.sent_frames, underruns: u.underruns };
+                        self.queue.pop_front();
+                        self.events.push(done);
+                        // Marks right behind the utterance are due with its last frame.
+                        while let Some(Item::Mark(_)) = self.queue.front() {
+                            if let Some(Item::Mark(name)) = self.queue.pop_front() {
+                                self.events.push(PlayoutEvent::Mark { name });
+                            }
+                        }
+                    }
+                    self.in_talkspurt = true;
+                    return frame;
+                }
+            }
+        }
+        self.in_talkspurt = false;
+        frame
+    }
+
+    fn utterance_mut(&mut self, id: UtteranceId) -> Option<&mut Utterance> {
+        self.queue.iter_mut().find_map(|item| match item {
+            Item::Utterance(u) if u.id == id => Some(u),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = FRAME;
+
+    fn speech(n_frames: usize, value: u8) -> Vec<u8> {
+        vec![value; n_frames * FRAME_BYTES]
+    }
+
+    #[test]
+    fn idle_playout_sends_silence_without_marker() {
+        let mut p = Playout::new();
+        let f = p.tick(Instant::now(), Duration::ZERO);
+        assert_eq!(f.kind, FrameKind::Silence);
+        assert!(!f.marker);
+        assert!(f.payload.iter().all(|&b| b == SILENCE_PCMU));
+    }
+
+    #[test]
+    fn an_utterance_plays_in_order_with_one_marker_and_padding() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        let mut audio = speech(2, 0x10);
+        audio.extend([0x20; 40]);
+        p.push(1, &audio, t0);
+        p.finish(1);
+        let f1 = p.tick(t0, Duration::ZERO);
+        let f2 = p.tick(t0 + TICK, Duration::ZERO);
+        let f3 = p.tick(t0 + 2 * TICK, Duration::ZERO);
+        let f4 = p.tick(t0 + 3 * TICK, Duration::ZERO);
+        assert!(f1.marker && !f2.marker && !f3.marker);
+        assert_eq!([f1.kind, f2.kind, f3.kind, f4.kind], [FrameKind::Speech, FrameKind::Speech, FrameKind::Speech, FrameKind::Silence]);
+        assert_eq!(&f3.payload[..40], &[0x20; 40]);
+        assert!(f3.payload[40..].iter().all(|&b| b == SILENCE_PCMU));
+        let events = p.take_events();
+        assert!(matches!(events[0], PlayoutEvent::Started { utterance: 1, .. }));
+        assert_eq!(events[1], PlayoutEvent::Finished { utterance: 1, played: 3 * FRAME, underruns: 0 });
+    }
+
+    #[test]
+    fn an_utterance_waits_for_its_jitter_allowance() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(10, 0x10), t0);
+        let wait = Duration::from_millis(50);
+        assert_eq!(p.tick(t0, wait).kind, FrameKind::Silence);
+        assert_eq!(p.tick(t0 + 2 * TICK, wait).kind, FrameKind::Silence);
+        let f = p.tick(t0 + 3 * TICK, wait);
+        assert_eq!(f.kind, FrameKind::Speech);
+        assert!(f.marker);
+        match &p.take_events()[0] {
+            PlayoutEvent::Started { waited, .. } => assert_eq!(*waited, 3 * TICK),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_utterance_starts_at_once_whatever_the_wait() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(1, 0x10), t0);
+        p.finish(1);
+        assert_eq!(p.tick(t0, Duration::from_secs(1)).kind, FrameKind::Speech);
+    }
+
+    #[test]
+    fn starvation_inside_an_utterance_is_an_underrun_then_resumes() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(7);
+        p.push(7, &speech(2, 0x10), t0);
+        assert_eq!(p.tick(t0, Duration::ZERO).kind, FrameKind::Speech);
+        assert_eq!(p.tick(t0 + TICK, Duration::ZERO).kind, FrameKind::Speech);
+        let starved = p.tick(t0 + 2 * TICK, Duration::ZERO);
+        assert_eq!(starved.kind, FrameKind::Underrun);
+        assert!(starved.payload.iter().all(|&b| b == SILENCE_PCMU));
+        p.push(7, &speech(1, 0x30), t0 + 2 * TICK);
+        p.finish(7);
+        let resumed = p.tick(t0 + 3 * TICK, Duration::ZERO);
+        assert_eq!(resumed.kind, FrameKind::Speech);
+        assert!(resumed.marker, "speech after a gap is a new talkspurt");
+        assert_eq!(p.underruns(), 1);
+        let events = p.take_events();
+        assert_eq!(events.last(), Some(&PlayoutEvent::Finished { utterance: 7, played: 3 * FRAME, underruns: 1 }));
+    }
+
+    #[test]
+    fn back_to_back_utterances_form_one_talkspurt() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        for id in [1, 2] {
+            p.begin(id);
+            p.push(id, &speech(1, id as u8), t0);
+            p.finish(id);
+        }
+        let a = p.tick(t0, Duration::ZERO);
+        let b = p.tick(t0 + TICK, Duration::ZERO);
+        assert_eq!((a.payload[0], a.marker), (1, true));
+        assert_eq!((b.payload[0], b.marker), (2, false));
+    }
+
+    #[test]
+    fn marks_fire_after_the_audio_before_them() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.mark("m0".into());
+        p.begin(1);
+        p.push(1, &speech(2, 0x10), t0);
+        p.finish(1);
+        p.mark("m1".into());
+        p.mark("m2".into());
+        p.tick(t0, Duration::ZERO);
+        let first = p.take_events();
+        assert_eq!(first[0], PlayoutEvent::Mark { name: "m0".into() });
+        assert!(!first.iter().any(|e| matches!(e, PlayoutEvent::Mark { name } if name == "m1")));
+        p.tick(t0 + TICK, Duration::ZERO);
+        let names: Vec<_> = p
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                PlayoutEvent::Mark { name } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["m1", "m2"]);
+    }
+
+    #[test]
+    fn clear_reports_what_was_played_and_silences_the_next_tick() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(5, 0x10), t0);
+        p.begin(2);
+        p.tick(t0, Duration::ZERO);
+        p.tick(t0 + TICK, Duration::ZERO);
+        let cleared = p.clear();
+        assert_eq!(
+            cleared,
+            vec![
+                ClearedUtterance { utterance: 1, played: 2 * FRAME, started: true },
+                ClearedUtterance { utterance: 2, played: Duration::ZERO, started: false },
+            ]
+        );
+        assert_eq!(p.tick(t0 + 2 * TICK, Duration::ZERO).kind, FrameKind::Silence);
+        assert!(!p.push(1, &speech(1, 0), t0), "a cleared utterance takes no more audio");
+    }
+
+    #[test]
+    fn an_empty_utterance_is_skipped() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.finish(1);
+        p.begin(2);
+        p.push(2, &speech(1, 0x22), t0);
+        p.finish(2);
+        assert_eq!(p.tick(t0, Duration::ZERO).payload[0], 0x22);
+    }
+}

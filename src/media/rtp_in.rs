@@ -1,0 +1,352 @@
+//! The receiving half of a call's RTP session: which packets are accepted,
+//! reception statistics (RFC 3550 A.1, A.3, A.8), RFC 4733 DTMF and PCMU
+//! decoding of the caller's audio.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtp::packet::Packet;
+use webrtc_util::marshal::Unmarshal;
+
+/// What to do with a datagram that arrived on the call's RTP port.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// Caller audio (the codec's payload, undecoded).
+    Audio { payload: Vec<u8>, timestamp: u32, marker: bool },
+    /// A DTMF digit finished (reported once per event).
+    Dtmf { digit: char, duration_ms: u32 },
+    /// Accepted, nothing to act on (DTMF continuation, comfort noise, unknown PT).
+    Nothing,
+    /// Dropped: not from the negotiated source, or not RTP.
+    Rejected(RejectReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    Malformed,
+    WrongSource,
+    WrongSsrc,
+}
+
+/// How the source of the caller's media is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePolicy {
+    /// Only from the address in the SDP (the default).
+    Strict,
+    /// NAT handling: the first packet within the latch window fixes source
+    /// address and SSRC for the rest of the call; nothing else is accepted.
+    Latch { window: Duration },
+}
+
+/// Reception state for one call.
+#[derive(Debug)]
+pub struct RtpReceiver {
+    expected: SocketAddr,
+    policy: SourcePolicy,
+    started: Instant,
+    latched: Option<(SocketAddr, u32)>,
+    audio_pt: u8,
+    dtmf_pt: Option<u8>,
+    dtmf: DtmfDecoder,
+    pub stats: ReceptionStats,
+    pub last_packet: Option<Instant>,
+}
+
+impl RtpReceiver {
+    pub fn new(expected: SocketAddr, policy: SourcePolicy, audio_pt: u8, dtmf_pt: Option<u8>, now: Instant) -> Self {
+        Self {
+            expected,
+            policy,
+            started: now,
+            latched: None,
+            audio_pt,
+            dtmf_pt,
+            dtmf: DtmfDecoder::default(),
+            stats: ReceptionStats::default(),
+            last_packet: None,
+        }
+    }
+
+    /// The peer moved (re-INVITE): a new expected address, latching starts over.
+    pub fn retarget(&mut self, expected: SocketAddr, audio_pt: u8, dtmf_pt: Option<u8>, now: Instant) {
+        self.expected = expected;
+        self.audio_pt = audio_pt;
+        self.dtmf_pt = dtmf_pt;
+        self.latched = None;
+        self.started = now;
+    }
+
+    /// Where the caller's media comes from now (after latching, the latched address).
+    pub fn source(&self) -> SocketAddr {
+        self.latched.map_or(self.expected, |(addr, _)| addr)
+    }
+
+    pub fn handle(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Inbound {
+        let Ok(packet) = Packet::unmarshal(&mut &data[..]) else {
+            self.stats.rejected += 1;
+            return Inbound::Rejected(RejectReason::Malformed);
+        };
+        if packet.header.version != 2 {
+            self.stats.rejected += 1;
+            return Inbound::Rejected(RejectReason::Malformed);
+        }
+        let ssrc = packet.header.ssrc;
+        match (self.policy, self.latched) {
+            (_, Some((addr, latched_ssrc))) => {
+                if from != addr {
+                    self.stats.rejected += 1;
+                    return Inbound::Rejected(RejectReason::WrongSource);
+                }
+                if ssrc != latched_ssrc {
+                    self.stats.rejected += 1;
+                    return Inbound::Rejected(RejectReason::WrongSsrc);
+                }
+            }
+            (SourcePolicy::Strict, None) => {
+                if from != self.expected {
+                    self.stats.rejected += 1;
+                    return Inbound::Rejected(RejectReason::WrongSource);
+                }
+                self.latched = Some((from, ssrc));
+            }
+            (SourcePolicy::Latch { window }, None) => {
+                // The negotiated address is always good; any other only early on.
+                if from != self.expected && now.saturating_duration_since(self.started) > window {
+                    self.stats.rejected += 1;
+                    return Inbound::Rejected(RejectReason::WrongSource);
+                }
+                self.latched = Some((from, ssrc));
+            }
+        }
+        self.last_packet = Some(now);
+        self.stats.update(packet.header.sequence_number, packet.header.timestamp, data.len(), now);
+        let pt = packet.header.payload_type;
+        if pt == self.audio_pt {
+            Inbound::Audio { payload: packet.payload.to_vec(), timestamp: packet.header.timestamp, marker: packet.header.marker }
+        } else if Some(pt) == self.dtmf_pt {
+            match self.dtmf.packet(packet.header.timestamp, &packet.payload) {
+                Some((digit, duration)) => Inbound::Dtmf { digit, duration_ms: duration / 8 },
+                None => Inbound::Nothing,
+            }
+        } else {
+            Inbound::Nothing
+        }
+    }
+}
+
+/// RFC 3550 reception statistics.
+#[derive(Debug, Default, Clone)]
+pub struct ReceptionStats {
+    pub ssrc_seen: bool,
+    pub packets: u64,
+    pub octets: u64,
+    pub rejected: u64,
+    base_seq: u32,
+    max_seq: u16,
+    cycles: u32,
+    /// Interarrival jitter in timestamp units (8 kHz), RFC 3550 A.8.
+    pub jitter: f64,
+    transit: Option<i64>,
+    epoch: Option<Instant>,
+    expected_prior: u32,
+    received_prior: u64,
+}
+
+impl ReceptionStats {
+    fn update(&mut self, seq: u16, timestamp: u32, _len: usize, now: Instant) {
+        if !self.ssrc_seen {
+            self.ssrc_seen = true;
+            self.base_seq = seq as u32;
+            self.max_seq = seq;
+        } else {
+            let delta = seq.wrapping_sub(self.max_seq);
+            if delta != 0 && delta < 0x8000 {
+                if seq < self.max_seq {
+                    self.cycles += 1 << 16;
+                }
+                self.max_seq = seq;
+            }
+        }
+        self.packets += 1;
+        self.octets += 160;
+        let epoch = *self.epoch.get_or_insert(now);
+        let arrival = (now.duration_since(epoch).as_micros() as i64) * 8 / 1000;
+        let transit = arrival - timestamp as i64;
+        if let Some(prev) = self.transit {
+            let d = (transit - prev).unsigned_abs() as f64;
+            if d < 8000.0 * 10.0 {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+        self.transit = Some(transit);
+    }
+
+    /// Extended highest sequence number received.
+    pub fn extended_max(&self) -> u32 {
+        self.cycles + self.max_seq as u32
+    }
+
+    /// Packets lost so far (may be negative with duplicates; clamped at 0).
+    pub fn lost(&self) -> u64 {
+        if !self.ssrc_seen {
+            return 0;
+        }
+        let expected = (self.extended_max() - self.base_seq + 1) as u64;
+        expected.saturating_sub(self.packets)
+    }
+
+    /// Fraction lost since the previous call, in 1/256 (RFC 3550 A.3); advances the interval.
+    pub fn fraction_lost_interval(&mut self) -> u8 {
+        let expected = self.extended_max().wrapping_sub(self.base_seq).wrapping_add(1);
+        let expected_interval = expected.wrapping_sub(self.expected_prior) as i64;
+        self.expected_prior = expected;
+        let received_interval = (self.packets - self.received_prior) as i64;
+        self.received_prior = self.packets;
+        let lost = expected_interval - received_interval;
+        if expected_interval <= 0 || lost <= 0 {
+            0
+        } else {
+            ((lost << 8) / expected_interval).min(255) as u8
+        }
+    }
+}
+
+/// RFC 4733 telephone-event decoding: each event once, when it ends (or when
+/// the next one starts and its end packets were all lost).
+#[derive(Debug, Default)]
+struct DtmfDecoder {
+    /// (timestamp, event, reported)
+    current: Option<(u32, u8, bool)>,
+}
+
+impl DtmfDecoder {
+    fn packet(&mut self, timestamp: u32, payload: &[u8]) -> Option<(char, u32)> {
+        let [event, flags, d0, d1, ..] = *payload else { return None };
+        let end = flags & 0x80 != 0;
+        let duration = u16::from_be_bytes([d0, d1]) as u32;
+        let mut out = None;
+        match self.current {
+            Some((ts, _, _)) if ts == timestamp => {}
+            Some((_, prev, false)) => {
+                // The previous event ended without an end packet reaching us.
+                out = event_char(prev).map(|c| (c, 0));
+                self.current = Some((timestamp, event, false));
+            }
+            _ => self.current = Some((timestamp, event, false)),
+        }
+        if let Some((_, ev, reported)) = self.current.as_mut() {
+            if end && !*reported {
+                *reported = true;
+                return event_char(*ev).map(|c| (c, duration)).or(out);
+            }
+        }
+        out
+    }
+}
+
+fn event_char(event: u8) -> Option<char> {
+    Some(match event {
+        0..=9 => (b'0' + event) as char,
+        10 => '*',
+        11 => '#',
+        12..=15 => (b'A' + event - 12) as char,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rtp::header::Header;
+    use webrtc_util::marshal::Marshal;
+
+    fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        Packet {
+            header: Header { version: 2, payload_type: pt, sequence_number: seq, timestamp: ts, ssrc, ..Default::default() },
+            payload: Bytes::copy_from_slice(payload),
+        }
+        .marshal()
+        .unwrap()
+        .to_vec()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn strict_policy_accepts_only_the_negotiated_source() {
+        let now = Instant::now();
+        let mut rx = RtpReceiver::new(addr("127.0.0.1:4000"), SourcePolicy::Strict, 0, Some(101), now);
+        let p = packet(0, 1, 0, 42, &[0xff; 160]);
+        assert_eq!(rx.handle(addr("127.0.0.1:4001"), &p, now), Inbound::Rejected(RejectReason::WrongSource));
+        assert!(matches!(rx.handle(addr("127.0.0.1:4000"), &p, now), Inbound::Audio { .. }));
+        // A second stream from the right address but another SSRC does not take over.
+        let q = packet(0, 2, 160, 43, &[0xff; 160]);
+        assert_eq!(rx.handle(addr("127.0.0.1:4000"), &q, now), Inbound::Rejected(RejectReason::WrongSsrc));
+        assert_eq!(rx.stats.rejected, 2);
+    }
+
+    #[test]
+    fn latching_happens_once_and_early() {
+        let now = Instant::now();
+        let policy = SourcePolicy::Latch { window: Duration::from_secs(2) };
+        let mut rx = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
+        let p = packet(0, 1, 0, 7, &[0xff; 160]);
+        assert!(matches!(rx.handle(addr("203.0.113.5:30000"), &p, now), Inbound::Audio { .. }));
+        assert_eq!(rx.source(), addr("203.0.113.5:30000"));
+        let hostile = packet(0, 9, 0, 8, &[0xff; 160]);
+        assert_eq!(rx.handle(addr("198.51.100.1:1"), &hostile, now), Inbound::Rejected(RejectReason::WrongSource));
+        // Too late for a stranger to latch.
+        let mut late = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
+        assert_eq!(late.handle(addr("203.0.113.5:30000"), &p, now + Duration::from_secs(3)), Inbound::Rejected(RejectReason::WrongSource));
+    }
+
+    #[test]
+    fn garbage_is_rejected_not_panicked_on() {
+        let now = Instant::now();
+        let mut rx = RtpReceiver::new(addr("127.0.0.1:4000"), SourcePolicy::Strict, 0, None, now);
+        for data in [&[][..], &[0x80][..], &[0u8; 12][..], &[0xff; 40][..]] {
+            assert!(matches!(rx.handle(addr("127.0.0.1:4000"), data, now), Inbound::Rejected(_)));
+        }
+    }
+
+    #[test]
+    fn each_dtmf_digit_is_reported_once() {
+        let now = Instant::now();
+        let mut rx = RtpReceiver::new(addr("127.0.0.1:4000"), SourcePolicy::Strict, 0, Some(101), now);
+        let from = addr("127.0.0.1:4000");
+        let mut digits = Vec::new();
+        let mut seq = 10;
+        // '5': three progress packets, three redundant end packets.
+        for (flags, dur) in [(0x0a, 160), (0x0a, 320), (0x0a, 480), (0x8a, 640), (0x8a, 640), (0x8a, 640)] {
+            seq += 1;
+            if let Inbound::Dtmf { digit, duration_ms } = rx.handle(from, &packet(101, seq, 8000, 1, &[5, flags, (dur >> 8) as u8, dur as u8]), now) {
+                digits.push((digit, duration_ms));
+            }
+        }
+        // '#' whose end packets were lost, then '1'.
+        for (ev, ts, flags) in [(11u8, 16000, 0x0a), (11, 16000, 0x0a), (1, 24000, 0x0a), (1, 24000, 0x8a)] {
+            seq += 1;
+            if let Inbound::Dtmf { digit, .. } = rx.handle(from, &packet(101, seq, ts, 1, &[ev, flags, 0, 160]), now) {
+                digits.push((digit, 0));
+            }
+        }
+        assert_eq!(digits.iter().map(|d| d.0).collect::<String>(), "5#1");
+        assert_eq!(digits[0].1, 80);
+    }
+
+    #[test]
+    fn loss_is_counted_across_a_sequence_wrap() {
+        let now = Instant::now();
+        let mut rx = RtpReceiver::new(addr("127.0.0.1:4000"), SourcePolicy::Strict, 0, None, now);
+        let from = addr("127.0.0.1:4000");
+        for seq in [65533u16, 65534, 0, 1, 3] {
+            rx.handle(from, &packet(0, seq, 0, 1, &[0xff; 160]), now);
+        }
+        assert_eq!(rx.stats.extended_max(), 65536 + 3);
+        assert_eq!(rx.stats.lost(), 2);
+        assert_eq!(rx.stats.fraction_lost_interval(), (2 * 256 / 7) as u8);
+    }
+}

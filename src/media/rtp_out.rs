@@ -1,0 +1,115 @@
+//! The sending half of a call's RTP session (RFC 3550): one SSRC, a random
+//! start for sequence and timestamp, 160-sample frames, and the counters an
+//! RTCP sender report carries.
+
+use bytes::Bytes;
+use rand::Rng;
+use rtp::header::Header;
+use rtp::packet::Packet;
+use webrtc_util::marshal::Marshal;
+
+use super::FRAME_BYTES;
+
+/// Sender state.
+#[derive(Debug, Clone)]
+pub struct RtpSender {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    seq: u16,
+    timestamp: u32,
+    /// RTP timestamp of the last packet sent (for sender reports).
+    last_timestamp: u32,
+    pub packets: u32,
+    pub octets: u32,
+}
+
+impl RtpSender {
+    /// A sender with random SSRC, sequence and timestamp (RFC 3550 5.1).
+    pub fn new(payload_type: u8) -> Self {
+        let mut rng = rand::thread_rng();
+        let timestamp = rng.gen();
+        Self { ssrc: rng.gen(), payload_type, seq: rng.gen(), timestamp, last_timestamp: timestamp, packets: 0, octets: 0 }
+    }
+
+    /// The next packet, serialized into `buf`; returns its length. Advances
+    /// sequence and timestamp.
+    pub fn packet(&mut self, payload: &[u8; FRAME_BYTES], marker: bool, buf: &mut [u8]) -> usize {
+        let packet = Packet {
+            header: Header {
+                version: 2,
+                marker,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: self.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        };
+        // 12 + 160 bytes always fit the caller's buffer (asserted in tests).
+        let n = packet.marshal_to(buf).unwrap_or(0);
+        self.last_timestamp = self.timestamp;
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(FRAME_BYTES as u32);
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(FRAME_BYTES as u32);
+        n
+    }
+
+    /// Advances the clock by one frame without sending (hold): the stream
+    /// resumes on the same timeline, sequence numbers stay contiguous.
+    pub fn skip(&mut self) {
+        self.timestamp = self.timestamp.wrapping_add(FRAME_BYTES as u32);
+    }
+
+    /// RTP timestamp of the last packet sent.
+    pub fn last_timestamp(&self) -> u32 {
+        self.last_timestamp
+    }
+
+    pub fn next_seq(&self) -> u16 {
+        self.seq
+    }
+}
+
+/// Size of a PCMU RTP packet.
+pub const PACKET_LEN: usize = 12 + FRAME_BYTES;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webrtc_util::marshal::Unmarshal;
+
+    #[test]
+    fn packets_carry_contiguous_sequence_and_timestamps() {
+        let mut tx = RtpSender::new(0);
+        let (seq0, ts0) = (tx.next_seq(), tx.timestamp);
+        let mut buf = [0u8; 1500];
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let n = tx.packet(&[0x55; FRAME_BYTES], i == 0, &mut buf);
+            assert_eq!(n, PACKET_LEN);
+            let p = Packet::unmarshal(&mut &buf[..n]).unwrap();
+            seen.push((p.header.sequence_number, p.header.timestamp, p.header.marker, p.header.payload_type, p.header.ssrc));
+            assert_eq!(p.payload.len(), FRAME_BYTES);
+        }
+        assert_eq!(seen[0], (seq0, ts0, true, 0, tx.ssrc));
+        assert_eq!(seen[1], (seq0.wrapping_add(1), ts0.wrapping_add(160), false, 0, tx.ssrc));
+        assert_eq!(seen[2].1, ts0.wrapping_add(320));
+        assert_eq!((tx.packets, tx.octets), (3, 480));
+    }
+
+    #[test]
+    fn a_skipped_frame_advances_the_timestamp_only() {
+        let mut tx = RtpSender::new(8);
+        let seq0 = tx.next_seq();
+        let ts0 = tx.timestamp;
+        tx.skip();
+        let mut buf = [0u8; PACKET_LEN];
+        tx.packet(&[0; FRAME_BYTES], false, &mut buf);
+        let p = Packet::unmarshal(&mut &buf[..]).unwrap();
+        assert_eq!(p.header.sequence_number, seq0);
+        assert_eq!(p.header.timestamp, ts0.wrapping_add(160));
+        assert_eq!(p.header.payload_type, 8);
+    }
+}
