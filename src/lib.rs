@@ -5,6 +5,7 @@
 //! -> [`audio`] (resample to 8 kHz, mu-law) -> packetizer and transports (later issues).
 
 pub mod media;
+pub mod server;
 pub mod text;
 pub mod synth;
 pub mod audio;

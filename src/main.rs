@@ -38,6 +38,53 @@ enum Command {
     },
     /// Measure real-time factor and time to first chunk (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Answer SIP calls and speak into them (SIP/UDP, RTP PCMU, HTTP API).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// SIP listen address (UDP).
+    #[arg(long, env = "VOXLINE_SIP", default_value = "0.0.0.0:5060")]
+    sip: std::net::SocketAddr,
+    /// HTTP API listen address.
+    #[arg(long, env = "VOXLINE_HTTP", default_value = "0.0.0.0:8080")]
+    http: std::net::SocketAddr,
+    /// Address to advertise in SDP and Contact (the public address behind NAT).
+    #[arg(long, env = "VOXLINE_EXTERNAL_IP")]
+    external_ip: Option<std::net::IpAddr>,
+    /// RTP port range, LOW-HIGH (an even port for RTP, the next for RTCP).
+    #[arg(long, env = "VOXLINE_RTP_PORTS", default_value = "10000-20000", value_parser = parse_range)]
+    rtp_ports: (u16, u16),
+    /// Spoken to every answered call; empty for none.
+    #[arg(long, env = "VOXLINE_GREETING", default_value = "Hello! You are connected to voxline.")]
+    greeting: String,
+    /// Calls beyond this get 503.
+    #[arg(long, env = "VOXLINE_MAX_CALLS", default_value_t = 1000)]
+    max_calls: usize,
+    /// End a call after this many seconds without RTP from the caller (0: never).
+    #[arg(long, env = "VOXLINE_RTP_TIMEOUT", default_value_t = 60)]
+    rtp_timeout: u64,
+    /// NAT handling: latch the caller's media source from its first packet.
+    #[arg(long, env = "VOXLINE_NAT")]
+    nat: bool,
+    /// Do not send silence between utterances (RTP stops; timestamps still advance).
+    #[arg(long)]
+    no_silence: bool,
+    /// Synthesis threads shared by all calls; 0 = one per core.
+    #[arg(long, env = "VOXLINE_SYNTH_WORKERS", default_value_t = 0)]
+    synth_workers: usize,
+    #[command(flatten)]
+    voice: VoiceArgs,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 10000-20000")?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|e| format!("{e}"))?, b.trim().parse().map_err(|e| format!("{e}"))?);
+    if a > b || (a != 0 && b - a < 1) {
+        return Err(format!("empty port range {a}-{b}"));
+    }
+    Ok((a, b))
 }
 
 #[derive(Args, Clone)]
@@ -170,6 +217,7 @@ fn main() {
             Ok(())
         }
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve(args),
     };
     if let Err(e) = result {
         eprintln!("voxline: error: {e:#}");
@@ -259,4 +307,38 @@ fn write_output(path: &Path, samples: &[f32], rate: u32, mulaw: bool, raw: bool)
         std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    use std::io::Write as _;
+    use voxline::media::{rtp_in::SourcePolicy, MediaConfig};
+    use voxline::server::{serve, ServerConfig};
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let engine = args.voice.engine()?;
+    let media_ip = args.sip.ip();
+    let config = ServerConfig {
+        sip_listen: args.sip,
+        http_listen: args.http,
+        external_ip: args.external_ip,
+        media_ip,
+        rtp_ports: args.rtp_ports,
+        greeting: Some(args.greeting).filter(|g| !g.trim().is_empty()),
+        max_calls: args.max_calls,
+        rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
+        synth_workers: if args.synth_workers == 0 { cores } else { args.synth_workers },
+        media: MediaConfig {
+            send_silence: !args.no_silence,
+            source_policy: if args.nat { SourcePolicy::Latch { window: std::time::Duration::from_secs(5) } } else { SourcePolicy::Strict },
+        },
+        answer_policy: voxline_sdp::AnswerPolicy::default(),
+        user_agent: format!("voxline/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores.min(4)).enable_all().build()?;
+    runtime.block_on(serve(config, Arc::new(engine), |bound| {
+        // One machine-readable line for scripts and tests, then a human one.
+        println!("ready sip={} http={}", bound.sip, bound.http);
+        let _ = std::io::stdout().flush();
+        eprintln!("voxline: answering SIP on udp:{}, HTTP API on http://{}", bound.sip, bound.http);
+    }))
 }

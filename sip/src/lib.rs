@@ -1,1 +1,64 @@
-//! SIP user agent core (being written).
+//! # voxline-sip
+//!
+//! A sans-IO SIP user agent core (RFC 3261, RFC 3581, RFC 6026) for the server side of voice
+//! calls: it answers INVITEs, keeps the dialogs, and runs the transactions and their timers.
+//! It owns no socket and reads no clock. Datagrams and time go in; datagrams, events and the
+//! next deadline come out:
+//!
+//! ```text
+//! UDP datagram --handle_datagram--> Endpoint --poll_transmit--> UDP datagram
+//! Instant ------handle_timeout----> (frame -> request -> transaction -> dialog/call)
+//!                                            --poll_event----> Event (IncomingCall, ...)
+//! app action (answer, hangup...) -->         --poll_timeout--> next Instant to wake up
+//! ```
+//!
+//! A driver loop (the transport lives elsewhere, e.g. on tokio):
+//!
+//! ```
+//! use std::time::Instant;
+//! use voxline_sip::{Endpoint, EndpointConfig, Event};
+//!
+//! let mut endpoint = Endpoint::new(EndpointConfig::new("127.0.0.1:5060".parse().unwrap()));
+//! let invite = b"INVITE sip:agent@127.0.0.1 SIP/2.0\r\n\
+//!     Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;rport\r\n\
+//!     From: <sip:caller@example.com>;tag=1\r\nTo: <sip:agent@example.com>\r\n\
+//!     Call-ID: doc-1\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:5070>\r\n\
+//!     Content-Length: 0\r\n\r\n";
+//! endpoint.handle_datagram(Instant::now(), "127.0.0.1:5070".parse().unwrap(), invite);
+//! while let Some(transmit) = endpoint.poll_transmit() {
+//!     // socket.send_to(&transmit.payload, transmit.destination)
+//!     assert!(transmit.payload.starts_with(b"SIP/2.0 100 Trying"));
+//! }
+//! while let Some(event) = endpoint.poll_event() {
+//!     if let Event::IncomingCall { call, .. } = event {
+//!         endpoint.answer(Instant::now(), call, "v=0\r\n").unwrap();
+//!     }
+//! }
+//! // sleep until endpoint.poll_timeout(), then endpoint.handle_timeout(now)
+//! ```
+//!
+//! Modules, in the order a message flows through them:
+//! - `message`: framing, header parsing into typed values, printing responses (via rsip);
+//! - `transaction`: server INVITE / non-INVITE and client non-INVITE state machines (RFC 3261 17);
+//! - `dialog`: dialog identifiers, CSeq, remote target, route set, in-dialog requests (12);
+//! - `call`: one incoming call's state and the 2xx retransmission of the core (13.3.1.4);
+//! - `endpoint`: routing of datagrams, the RFC 8.2 checks, the application actions.
+//!
+//! Only UDP is supported, outbound calls are not (the client transaction layer is shaped for
+//! an INVITE client transaction to be added).
+
+#![warn(missing_docs)]
+
+mod call;
+mod config;
+mod dialog;
+mod endpoint;
+mod error;
+mod event;
+mod message;
+mod transaction;
+
+pub use config::EndpointConfig;
+pub use endpoint::{Endpoint, Stats, Transmit, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
+pub use error::SipError;
+pub use event::{CallHandle, EndReason, Event};

@@ -1,0 +1,139 @@
+//! One incoming call: the dialog, where the INVITE stands, and the core's 2xx retransmission
+//! (RFC 3261 13.3.1.4). The endpoint drives it; this module holds the state and its rules.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::dialog::Dialog;
+use crate::endpoint::Transmit;
+use crate::message::Echo;
+use crate::transaction::{due, soonest, Timers, TransactionKey};
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallState {
+    /// INVITE received, no final response yet (100/180 sent).
+    Early,
+    /// 2xx sent, waiting for the ACK.
+    Accepted,
+    /// ACK received: the call is up.
+    Confirmed,
+    /// Our BYE is in flight.
+    Terminating,
+}
+
+impl CallState {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            CallState::Early => "not yet answered",
+            CallState::Accepted => "answered and waiting for the ACK",
+            CallState::Confirmed => "established",
+            CallState::Terminating => "hanging up",
+        }
+    }
+}
+
+/// An INVITE (initial or re-INVITE) we still have to answer or acknowledge.
+#[derive(Debug, Clone)]
+pub(crate) struct InviteContext {
+    pub key: TransactionKey,
+    pub echo: Echo,
+    pub source: SocketAddr,
+    pub cseq: u32,
+}
+
+/// The core retransmits a 2xx to INVITE itself: T1, doubling up to T2, until the ACK or
+/// 64*T1 (13.3.1.4).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingAck {
+    pub response: Transmit,
+    /// CSeq of the INVITE; the ACK carries the same number.
+    pub cseq: u32,
+    /// True for the initial INVITE (its ACK confirms the call).
+    pub initial: bool,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+impl PendingAck {
+    pub(crate) fn new(
+        now: Instant,
+        response: Transmit,
+        cseq: u32,
+        initial: bool,
+        timers: &Timers,
+    ) -> Self {
+        PendingAck {
+            response,
+            cseq,
+            initial,
+            next: now + timers.t1,
+            interval: timers.t1,
+            give_up: now + timers.transaction_timeout(),
+        }
+    }
+
+    pub(crate) fn next_deadline(&self) -> Instant {
+        self.next.min(self.give_up)
+    }
+
+    /// Retransmits when due. True when 64*T1 passed without an ACK.
+    pub(crate) fn on_timeout(
+        &mut self,
+        now: Instant,
+        timers: &Timers,
+        out: &mut VecDeque<Transmit>,
+    ) -> bool {
+        if now >= self.give_up {
+            return true;
+        }
+        if now >= self.next {
+            out.push_back(self.response.clone());
+            self.interval = timers.backoff(self.interval);
+            self.next = now + self.interval;
+        }
+        false
+    }
+}
+
+/// An incoming call.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub state: CallState,
+    pub dialog: Dialog,
+    /// The initial INVITE.
+    pub invite: InviteContext,
+    /// A re-INVITE waiting for the application's answer.
+    pub reinvite: Option<InviteContext>,
+    /// A 2xx waiting for its ACK.
+    pub pending_ack: Option<PendingAck>,
+    /// `hangup` was called while waiting for the ACK: BYE goes out when it arrives
+    /// (RFC 3261 15: no BYE before the ACK or its timeout).
+    pub bye_after_ack: bool,
+}
+
+impl Call {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        soonest(
+            None,
+            self.pending_ack.as_ref().map(PendingAck::next_deadline),
+        )
+    }
+
+    /// Runs the 2xx retransmission; true when the ACK never came.
+    pub(crate) fn on_timeout(
+        &mut self,
+        now: Instant,
+        timers: &Timers,
+        out: &mut VecDeque<Transmit>,
+    ) -> bool {
+        match self.pending_ack.as_mut() {
+            Some(pending) if due(Some(pending.next_deadline()), now) => {
+                pending.on_timeout(now, timers, out)
+            }
+            _ => false,
+        }
+    }
+}

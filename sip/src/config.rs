@@ -1,0 +1,56 @@
+//! Endpoint configuration.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How an [`Endpoint`](crate::Endpoint) identifies itself and times its retransmissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// The UDP address the transport is bound to.
+    pub local_addr: SocketAddr,
+    /// Host and port to put in Via and Contact instead of `local_addr`: the public address
+    /// when behind NAT, or when bound to a wildcard address (`0.0.0.0`), which must not be
+    /// advertised.
+    pub advertised: Option<(String, u16)>,
+    /// Sent as `Server` in responses and `User-Agent` in requests, e.g. `voxline/0.1`.
+    pub user_agent: String,
+    /// T1, the round-trip estimate (RFC 3261: 500 ms).
+    pub t1: Duration,
+    /// T2, the retransmit interval cap (RFC 3261: 4 s).
+    pub t2: Duration,
+    /// Datagrams larger than this are dropped unread (65 535 covers any UDP datagram).
+    pub max_message: usize,
+}
+
+impl EndpointConfig {
+    /// The RFC 3261 defaults (T1 500 ms, T2 4 s), 64 KiB messages, `voxline/0.1`.
+    pub fn new(local_addr: SocketAddr) -> Self {
+        EndpointConfig {
+            local_addr,
+            advertised: None,
+            user_agent: "voxline/0.1".to_string(),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            max_message: 64 * 1024,
+        }
+    }
+
+    /// `host:port` for Via sent-by and the Contact URI (IPv6 in brackets).
+    pub(crate) fn host_port(&self) -> String {
+        match &self.advertised {
+            Some((host, port)) if host.contains(':') && !host.starts_with('[') => {
+                format!("[{host}]:{port}")
+            }
+            Some((host, port)) => format!("{host}:{port}"),
+            None => match self.local_addr.ip() {
+                IpAddr::V6(ip) => format!("[{ip}]:{}", self.local_addr.port()),
+                IpAddr::V4(ip) => format!("{ip}:{}", self.local_addr.port()),
+            },
+        }
+    }
+
+    /// Our Contact header value.
+    pub(crate) fn contact(&self) -> String {
+        format!("<sip:{}>", self.host_port())
+    }
+}

@@ -1,0 +1,184 @@
+//! The UAS side of a dialog (RFC 3261 12): identifiers, sequence numbers, remote target and
+//! route set, and building requests inside it (12.2.1.1).
+
+use std::net::SocketAddr;
+
+use rsip::headers as h;
+
+use crate::config::EndpointConfig;
+use crate::endpoint::Transmit;
+use crate::message::{self, NameAddr, Request, Uri};
+
+/// Identifies a dialog from our side: Call-ID, our tag (To of their requests), their tag
+/// (From of their requests; empty for RFC 2543 peers without one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct DialogId {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+impl DialogId {
+    /// The dialog an in-dialog request claims to belong to.
+    pub(crate) fn of_request(request: &Request) -> Option<DialogId> {
+        Some(DialogId {
+            call_id: request.call_id.clone(),
+            local_tag: request.to.tag()?.to_string(),
+            remote_tag: request.from.tag().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// Dialog state created by an incoming INVITE.
+#[derive(Debug, Clone)]
+pub(crate) struct Dialog {
+    pub id: DialogId,
+    /// Our address with our tag: the To of our responses, the From of our requests.
+    pub local_party: String,
+    /// Their address with their tag: the From of their requests, the To of ours.
+    pub remote_party: String,
+    /// Our last CSeq (random start, RFC 3261 8.1.1.5).
+    pub local_seq: u32,
+    /// Their last CSeq; lower or equal numbers are refused with 500 (12.2.2).
+    pub remote_seq: u32,
+    /// Where our requests go: their Contact (12.1.1), or From for RFC 2543 peers with none.
+    pub remote_target: Uri,
+    /// Record-Route of the INVITE, in order (12.1.1).
+    pub route_set: Vec<NameAddr>,
+    /// The address the INVITE came from.
+    pub peer: SocketAddr,
+    /// The INVITE's top Via asked for `rport` (RFC 3581): the peer expects symmetric
+    /// signalling, typically because it is behind NAT.
+    pub symmetric: bool,
+}
+
+impl Dialog {
+    /// The dialog for an INVITE we are about to answer, with our tag.
+    pub(crate) fn from_invite(
+        invite: &Request,
+        local_tag: &str,
+        source: SocketAddr,
+        local_seq: u32,
+    ) -> Dialog {
+        let to = invite.echo.to.clone().unwrap_or_default();
+        let remote_target = invite
+            .contacts
+            .first()
+            .map_or_else(|| invite.from.uri.clone(), |c| c.uri.clone());
+        let symmetric = invite.top_via().is_some_and(|v| {
+            v.params
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("rport"))
+        });
+        Dialog {
+            id: DialogId {
+                call_id: invite.call_id.clone(),
+                local_tag: local_tag.to_string(),
+                remote_tag: invite.from.tag().unwrap_or_default().to_string(),
+            },
+            local_party: format!("{to};tag={local_tag}"),
+            remote_party: invite.echo.from.clone().unwrap_or_default(),
+            local_seq,
+            remote_seq: invite.cseq.seq,
+            remote_target,
+            route_set: invite.record_route.clone(),
+            peer: source,
+            symmetric,
+        }
+    }
+
+    /// True when `seq` is higher than the last CSeq from the remote party (12.2.2).
+    pub(crate) fn in_order(&self, seq: u32) -> bool {
+        seq > self.remote_seq
+    }
+
+    /// Accepts the CSeq of a new in-dialog request: it must be higher than the last one.
+    pub(crate) fn accept_remote_seq(&mut self, seq: u32) -> bool {
+        if self.in_order(seq) {
+            self.remote_seq = seq;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A target refresh (re-INVITE) replaces the remote target with its Contact (12.2.2).
+    pub(crate) fn refresh_target(&mut self, request: &Request) {
+        if let Some(contact) = request.contacts.first() {
+            self.remote_target = contact.uri.clone();
+        }
+    }
+
+    /// Builds the next request in the dialog (12.2.1.1): CSeq incremented, Route from the
+    /// route set (loose routing; strict routing when the first route lacks `lr`).
+    pub(crate) fn request(
+        &mut self,
+        method: &'static str,
+        branch: &str,
+        config: &EndpointConfig,
+    ) -> (Transmit, u32) {
+        self.local_seq = self.local_seq.wrapping_add(1).max(1);
+        let loose = self
+            .route_set
+            .first()
+            .is_none_or(|r| r.uri.as_sip().is_some_and(|u| u.is_loose_route()));
+        let (uri, routes): (&str, Vec<String>) = match self.route_set.split_first() {
+            None => (self.remote_target.as_str(), Vec::new()),
+            Some(_) if loose => (
+                self.remote_target.as_str(),
+                self.route_set.iter().map(NameAddr::route_value).collect(),
+            ),
+            Some((first, rest)) => {
+                let mut routes: Vec<String> = rest.iter().map(NameAddr::route_value).collect();
+                routes.push(format!("<{}>", self.remote_target.as_str()));
+                (first.uri.as_str(), routes)
+            }
+        };
+        let mut headers = rsip::Headers::default();
+        headers.push(rsip::Header::Via(h::Via::from(format!(
+            "SIP/2.0/UDP {};branch={branch};rport",
+            config.host_port()
+        ))));
+        headers.push(rsip::Header::MaxForwards(h::MaxForwards::from("70")));
+        for route in routes {
+            headers.push(rsip::Header::Route(h::Route::from(route)));
+        }
+        headers.push(rsip::Header::From(h::From::from(self.local_party.clone())));
+        headers.push(rsip::Header::To(h::To::from(self.remote_party.clone())));
+        headers.push(rsip::Header::CallId(h::CallId::from(
+            self.id.call_id.clone(),
+        )));
+        headers.push(rsip::Header::CSeq(h::CSeq::from(format!(
+            "{} {method}",
+            self.local_seq
+        ))));
+        headers.push(rsip::Header::UserAgent(h::UserAgent::from(
+            config.user_agent.clone(),
+        )));
+        headers.push(rsip::Header::ContentLength(h::ContentLength::from("0")));
+        let transmit = Transmit {
+            destination: self.next_hop(),
+            payload: message::print_request(method, uri, headers),
+        };
+        (transmit, self.local_seq)
+    }
+
+    /// Where requests in this dialog go. No DNS here: the first route (or the remote target
+    /// when there is no route set) is used when its host is an IP address; otherwise, and
+    /// when the peer asked for symmetric signalling without a route set, the address the
+    /// INVITE came from.
+    fn next_hop(&self) -> SocketAddr {
+        let uri = match self.route_set.first() {
+            Some(route) => &route.uri,
+            None if self.symmetric => return self.peer,
+            None => &self.remote_target,
+        };
+        uri.as_sip()
+            .and_then(|sip| {
+                let ip = sip.host.ip()?;
+                let default = if sip.secure { 5061 } else { 5060 };
+                Some(SocketAddr::new(ip, sip.port.unwrap_or(default)))
+            })
+            .unwrap_or(self.peer)
+    }
+}

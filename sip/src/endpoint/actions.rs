@@ -1,0 +1,222 @@
+//! What the application does with a call: ring, answer, reject, hang up, and answer or
+//! reject a re-INVITE. Every action checks the call's state first and sends nothing when it
+//! fails.
+
+use std::time::Instant;
+
+use rsip::headers as h;
+
+use super::Endpoint;
+use crate::call::{Call, CallState, PendingAck};
+use crate::error::SipError;
+use crate::event::{CallHandle, EndReason};
+use crate::message::{self, Reply};
+
+/// Retry-After (seconds) sent with a 503 from [`Endpoint::reject`].
+pub const RETRY_AFTER_SECS: u32 = 30;
+
+/// The status [`Endpoint::hangup`] uses for a call that was never answered.
+pub const HANGUP_BEFORE_ANSWER: u16 = 480;
+
+impl Endpoint {
+    fn call_in(
+        &mut self,
+        call: CallHandle,
+        action: &'static str,
+        ok: impl Fn(&Call) -> bool,
+    ) -> Result<&mut Call, SipError> {
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(SipError::UnknownCall(call))?;
+        if ok(c) {
+            Ok(c)
+        } else {
+            Err(SipError::WrongState {
+                call,
+                action,
+                state: c.state.name(),
+            })
+        }
+    }
+
+    /// Sends `180 Ringing` (with our tag and Contact) for a call not yet answered. May be
+    /// repeated; a retransmitted INVITE gets the latest provisional response.
+    pub fn ringing(&mut self, _now: Instant, call: CallHandle) -> Result<(), SipError> {
+        let c = self.call_in(call, "send 180 Ringing", |c| c.state == CallState::Early)?;
+        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let transmit = Reply::new(180)
+            .tag(&tag)
+            .header(rsip::Header::Contact(h::Contact::from(
+                self.config.contact(),
+            )))
+            .build(&ctx.echo, ctx.source, &self.config.user_agent);
+        if let Some(tx) = self.invite_servers.get_mut(&ctx.key) {
+            self.transmits.extend(tx.respond_provisional(transmit));
+        }
+        Ok(())
+    }
+
+    /// Answers a call with `200 OK` carrying `sdp` and our Contact. The 200 is retransmitted
+    /// at T1, 2*T1, ... capped at T2 until the ACK arrives ([`Event::CallConfirmed`]); after
+    /// 64*T1 without ACK the endpoint sends BYE and reports [`EndReason::AckTimeout`].
+    ///
+    /// [`Event::CallConfirmed`]: crate::Event::CallConfirmed
+    pub fn answer(&mut self, now: Instant, call: CallHandle, sdp: &str) -> Result<(), SipError> {
+        let c = self.call_in(call, "answer", |c| c.state == CallState::Early)?;
+        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let transmit =
+            self.success(&tag, sdp)
+                .build(&ctx.echo, ctx.source, &self.config.user_agent);
+        if let Some(tx) = self.invite_servers.get_mut(&ctx.key) {
+            self.transmits
+                .extend(tx.respond_success(now, transmit.clone(), &self.timers));
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.pending_ack = Some(PendingAck::new(now, transmit, ctx.cseq, true, &self.timers));
+            c.state = CallState::Accepted;
+        }
+        tracing::debug!(%call, "answered");
+        Ok(())
+    }
+
+    /// Rejects a call not yet answered with a final error `status` (300-699) and an optional
+    /// reason phrase (default: the standard one). Extra headers by status: 488 carries
+    /// `Warning: 399 <host> "<reason>"`, 503 carries `Retry-After: 30`, 405 carries Allow,
+    /// 415/406 carry Accept. The response is retransmitted (Timer G) until the ACK or Timer H;
+    /// the call ends at once with [`EndReason::Rejected`].
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+        reason: Option<&str>,
+    ) -> Result<(), SipError> {
+        if !(300..=699).contains(&status) {
+            return Err(SipError::InvalidStatus(status));
+        }
+        let c = self.call_in(call, "reject", |c| c.state == CallState::Early)?;
+        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let reply = self.failure(status, reason);
+        self.fail_invite(now, &ctx, &tag, reply);
+        self.end_call(call, EndReason::Rejected);
+        Ok(())
+    }
+
+    /// Ends a call.
+    ///
+    /// * Not yet answered: rejects it with `480 Temporarily Unavailable` (the caller may try
+    ///   elsewhere); ends with [`EndReason::Rejected`].
+    /// * Answered, ACK not yet received: BYE goes out when the ACK arrives (RFC 3261 15 forbids
+    ///   BYE before it), or at the ACK timeout.
+    /// * Established: sends BYE (retransmitted per Timer E); a re-INVITE still unanswered gets
+    ///   487. The call ends with [`EndReason::LocalBye`] when the BYE gets any final response
+    ///   or times out (Timer F).
+    pub fn hangup(&mut self, now: Instant, call: CallHandle) -> Result<(), SipError> {
+        let c = self.call_in(call, "hang up", |c| c.state != CallState::Terminating)?;
+        match c.state {
+            CallState::Early => self.reject(now, call, HANGUP_BEFORE_ANSWER, None),
+            CallState::Accepted => {
+                c.bye_after_ack = true;
+                Ok(())
+            }
+            CallState::Confirmed | CallState::Terminating => {
+                c.pending_ack = None;
+                let tag = c.dialog.id.local_tag.clone();
+                if let Some(ctx) = c.reinvite.take() {
+                    self.fail_invite(now, &ctx, &tag, Reply::new(487));
+                }
+                self.send_bye(now, call);
+                tracing::debug!(%call, "hanging up");
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers a pending re-INVITE with `200 OK` and `sdp` (retransmitted until its ACK, like
+    /// [`answer`](Self::answer)).
+    pub fn answer_reinvite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        sdp: &str,
+    ) -> Result<(), SipError> {
+        let c = self.call_in(call, "answer a re-INVITE", |c| c.reinvite.is_some())?;
+        let Some(ctx) = c.reinvite.take() else {
+            return Err(SipError::UnknownCall(call));
+        };
+        let tag = c.dialog.id.local_tag.clone();
+        let transmit =
+            self.success(&tag, sdp)
+                .build(&ctx.echo, ctx.source, &self.config.user_agent);
+        if let Some(tx) = self.invite_servers.get_mut(&ctx.key) {
+            self.transmits
+                .extend(tx.respond_success(now, transmit.clone(), &self.timers));
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.pending_ack = Some(PendingAck::new(
+                now,
+                transmit,
+                ctx.cseq,
+                false,
+                &self.timers,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rejects a pending re-INVITE with `status` (300-699, typically 488); the call goes on
+    /// with the previous session.
+    pub fn reject_reinvite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+    ) -> Result<(), SipError> {
+        if !(300..=699).contains(&status) {
+            return Err(SipError::InvalidStatus(status));
+        }
+        let c = self.call_in(call, "reject a re-INVITE", |c| c.reinvite.is_some())?;
+        let Some(ctx) = c.reinvite.take() else {
+            return Err(SipError::UnknownCall(call));
+        };
+        let tag = c.dialog.id.local_tag.clone();
+        let reply = self.failure(status, None);
+        self.fail_invite(now, &ctx, &tag, reply);
+        Ok(())
+    }
+
+    /// A 200 OK to an INVITE with SDP.
+    fn success<'a>(&self, tag: &'a str, sdp: &'a str) -> Reply<'a> {
+        Reply::new(200)
+            .tag(tag)
+            .header(rsip::Header::Contact(h::Contact::from(
+                self.config.contact(),
+            )))
+            .header(rsip::Header::Allow(h::Allow::from(message::ALLOW)))
+            .header(rsip::Header::Supported(h::Supported::from("")))
+            .sdp(sdp)
+    }
+
+    /// A final error response with the headers its status calls for.
+    fn failure(&self, status: u16, reason: Option<&str>) -> Reply<'static> {
+        let mut reply = Reply::new(status);
+        if let Some(reason) = reason {
+            reply = reply.reason(reason);
+        }
+        match status {
+            488 => {
+                let text = message::one_line(reason.unwrap_or("Incompatible media format"))
+                    .replace(['"', '\\'], "");
+                let warning = format!("399 {} \"{text}\"", self.config.host_port());
+                reply.header(rsip::Header::Warning(h::Warning::from(warning)))
+            }
+            503 => reply.header(rsip::Header::RetryAfter(h::RetryAfter::from(
+                RETRY_AFTER_SECS.to_string(),
+            ))),
+            405 => reply.header(rsip::Header::Allow(h::Allow::from(message::ALLOW))),
+            406 | 415 => reply.header(rsip::Header::Accept(h::Accept::from(message::ACCEPT))),
+            _ => reply,
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The endpoint: one UDP address's worth of SIP. Datagrams and time go in
+//! ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`]); datagrams, events and the
+//! next deadline come out ([`Endpoint::poll_transmit`], [`Endpoint::poll_event`],
+//! [`Endpoint::poll_timeout`]).
+
+mod actions;
+
+pub use actions::{HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
+mod incoming;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::call::Call;
+use crate::config::EndpointConfig;
+use crate::dialog::DialogId;
+use crate::event::{CallHandle, EndReason, Event};
+use crate::message::{self, Echo, FrameError, Reply, Request, StartLine};
+use crate::transaction::client_non_invite::{ClientNonInviteTransaction, Outcome};
+use crate::transaction::server_invite::ServerInviteTransaction;
+use crate::transaction::server_non_invite::ServerNonInviteTransaction;
+use crate::transaction::{soonest, Timers, TransactionKey};
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The SIP message.
+    pub payload: Vec<u8>,
+}
+
+/// Counters of what the endpoint received and did not process normally.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to [`Endpoint::handle_datagram`].
+    pub datagrams: u64,
+    /// Datagrams dropped without any answer: `oversized + malformed + unexpected_responses`.
+    pub dropped: u64,
+    /// Datagrams larger than [`EndpointConfig::max_message`].
+    pub oversized: u64,
+    /// Datagrams that are not SIP, or requests too broken to answer (no Via).
+    pub malformed: u64,
+    /// Responses that match no transaction of ours.
+    pub unexpected_responses: u64,
+    /// Requests answered with an error because they broke the syntax rules (400, 505).
+    pub bad_requests: u64,
+    /// Retransmitted requests absorbed by an existing transaction.
+    pub retransmissions: u64,
+}
+
+/// A sans-IO SIP user agent (server side) for one UDP transport.
+///
+/// Drive it with one loop: feed every received datagram and every expired deadline, then
+/// drain [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event), and
+/// sleep until [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    timers: Timers,
+    rng: StdRng,
+    /// Mixed into stateless To tags so they cannot be predicted.
+    secret: u64,
+    next_call: u64,
+    calls: BTreeMap<CallHandle, Call>,
+    dialogs: BTreeMap<DialogId, CallHandle>,
+    invite_servers: BTreeMap<TransactionKey, ServerInviteTransaction>,
+    servers: BTreeMap<TransactionKey, ServerNonInviteTransaction>,
+    /// Client transactions by branch.
+    clients: BTreeMap<String, ClientNonInviteTransaction>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Endpoint {
+    /// An endpoint with tags and branches drawn from the operating system's randomness.
+    pub fn new(config: EndpointConfig) -> Self {
+        Self::with_rng(config, StdRng::from_entropy())
+    }
+
+    /// An endpoint whose tags and branches come from a seeded generator: the same inputs give
+    /// the same outputs (tests, simulations). Do not use in production: tags become guessable.
+    pub fn with_seed(config: EndpointConfig, seed: u64) -> Self {
+        Self::with_rng(config, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(config: EndpointConfig, mut rng: StdRng) -> Self {
+        if config.advertised.is_none() && config.local_addr.ip().is_unspecified() {
+            tracing::warn!("endpoint bound to a wildcard address without an advertised address; Via and Contact will be unroutable");
+        }
+        let timers = Timers {
+            t1: config.t1,
+            t2: config.t2,
+        };
+        Endpoint {
+            config,
+            timers,
+            secret: rng.gen(),
+            rng,
+            next_call: 1,
+            calls: BTreeMap::new(),
+            dialogs: BTreeMap::new(),
+            invite_servers: BTreeMap::new(),
+            servers: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Processes one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.stats.datagrams += 1;
+        if data.len() > self.config.max_message {
+            self.stats.oversized += 1;
+            self.stats.dropped += 1;
+            tracing::debug!(len = data.len(), "dropped oversized datagram");
+            return;
+        }
+        let frame = match message::frame(data) {
+            Ok(frame) => frame,
+            Err(FrameError::KeepAlive) => return,
+            Err(FrameError::Garbage(why)) => {
+                self.stats.malformed += 1;
+                self.stats.dropped += 1;
+                tracing::debug!(why, "dropped datagram that is not SIP");
+                return;
+            }
+        };
+        match frame.start {
+            StartLine::Response { code, .. } => self.on_response(now, code, &frame.headers),
+            StartLine::Request { .. } => {
+                let is_ack = matches!(
+                    &frame.start,
+                    StartLine::Request {
+                        method: message::Method::Ack,
+                        ..
+                    }
+                );
+                match Request::from_frame(frame) {
+                    Ok(request) => self.on_request(now, from, request),
+                    Err(invalid) => {
+                        self.on_bad_request(from, is_ack, invalid.rejection, &invalid.echo)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TransactionKey> = due_keys(
+            &self.invite_servers,
+            now,
+            ServerInviteTransaction::next_deadline,
+        );
+        for key in due {
+            if let Some(tx) = self.invite_servers.get_mut(&key) {
+                if tx.on_timeout(now, &self.timers, &mut self.transmits) {
+                    tracing::debug!(call = %tx.call, "no ACK for a final error response (Timer H)");
+                }
+                if tx.is_terminated() {
+                    self.invite_servers.remove(&key);
+                }
+            }
+        }
+        let due: Vec<TransactionKey> = due_keys(
+            &self.servers,
+            now,
+            ServerNonInviteTransaction::next_deadline,
+        );
+        for key in due {
+            if let Some(tx) = self.servers.get_mut(&key) {
+                tx.on_timeout(now);
+                if tx.is_terminated() {
+                    self.servers.remove(&key);
+                }
+            }
+        }
+        let due: Vec<String> = due_keys(
+            &self.clients,
+            now,
+            ClientNonInviteTransaction::next_deadline,
+        );
+        for branch in due {
+            let Some(tx) = self.clients.get_mut(&branch) else {
+                continue;
+            };
+            let outcome = tx.on_timeout(now, &self.timers, &mut self.transmits);
+            let call = tx.call;
+            if tx.is_terminated() {
+                self.clients.remove(&branch);
+            }
+            if let Some(outcome) = outcome {
+                self.on_bye_outcome(call, outcome);
+            }
+        }
+        let due: Vec<CallHandle> = due_keys(&self.calls, now, Call::next_deadline);
+        for handle in due {
+            let Some(call) = self.calls.get_mut(&handle) else {
+                continue;
+            };
+            if call.on_timeout(now, &self.timers, &mut self.transmits) {
+                // 13.3.1.4: no ACK within 64*T1 -> end the dialog with BYE.
+                tracing::debug!(%handle, "no ACK for 2xx; sending BYE");
+                call.pending_ack = None;
+                self.send_bye(now, handle);
+                self.end_call(handle, EndReason::AckTimeout);
+            }
+        }
+    }
+
+    /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = None;
+        for tx in self.invite_servers.values() {
+            next = soonest(next, tx.next_deadline());
+        }
+        for tx in self.servers.values() {
+            next = soonest(next, tx.next_deadline());
+        }
+        for tx in self.clients.values() {
+            next = soonest(next, tx.next_deadline());
+        }
+        for call in self.calls.values() {
+            next = soonest(next, call.next_deadline());
+        }
+        next
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Calls that have not ended (ringing, answered, established or hanging up).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Counters since the endpoint was created.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// A request that broke the syntax rules: answered statelessly when there is a Via to
+    /// answer to (never for ACK), dropped otherwise.
+    fn on_bad_request(
+        &mut self,
+        source: SocketAddr,
+        is_ack: bool,
+        rejection: message::Rejection,
+        echo: &Echo,
+    ) {
+        if is_ack || echo.vias.is_empty() {
+            self.stats.malformed += 1;
+            self.stats.dropped += 1;
+            tracing::debug!(reason = %rejection.reason, "dropped malformed request");
+            return;
+        }
+        self.stats.bad_requests += 1;
+        tracing::debug!(status = rejection.status, reason = %rejection.reason, "rejected malformed request");
+        let tag = self.stateless_tag(echo);
+        let mut reply = Reply::new(rejection.status).tag(&tag);
+        if rejection.status == 400 {
+            reply = reply.reason(&format!("Bad Request - {}", rejection.reason));
+        }
+        let transmit = reply.build(echo, source, &self.config.user_agent);
+        self.transmits.push_back(transmit);
+    }
+
+    /// A response: only the ones matching our client transactions are processed.
+    fn on_response(&mut self, now: Instant, status: u16, headers: &message::Headers) {
+        let branch = headers
+            .first("Via")
+            .and_then(|v| message::Via::parse_list(v).ok())
+            .and_then(|vias| vias.into_iter().next())
+            .and_then(|via| via.branch().map(str::to_string));
+        let method = headers
+            .first("CSeq")
+            .and_then(|c| message::CSeq::parse(c).ok())
+            .map(|c| c.method);
+        let tx = branch
+            .as_ref()
+            .and_then(|b| self.clients.get_mut(b))
+            .filter(|tx| method.as_ref().is_some_and(|m| m.as_str() == tx.method));
+        let Some(tx) = tx else {
+            self.stats.unexpected_responses += 1;
+            self.stats.dropped += 1;
+            tracing::trace!(status, "dropped response matching no transaction");
+            return;
+        };
+        let call = tx.call;
+        if let Some(outcome) = tx.on_response(now, status) {
+            self.on_bye_outcome(call, outcome);
+        }
+    }
+
+    /// Our BYE finished: the call ends now if it was waiting for that.
+    fn on_bye_outcome(&mut self, call: CallHandle, outcome: Outcome) {
+        tracing::debug!(%call, ?outcome, "BYE transaction finished");
+        if self
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.state == crate::call::CallState::Terminating)
+        {
+            self.end_call(call, EndReason::LocalBye);
+        }
+    }
+
+    /// Sends BYE in the call's dialog through a new client transaction.
+    fn send_bye(&mut self, now: Instant, handle: CallHandle) {
+        let branch = self.new_branch();
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let (transmit, _) = call.dialog.request("BYE", &branch, &self.config);
+        call.state = crate::call::CallState::Terminating;
+        let tx =
+            ClientNonInviteTransaction::new(now, handle, "BYE", transmit.clone(), &self.timers);
+        self.clients.insert(branch, tx);
+        self.transmits.push_back(transmit);
+    }
+
+    /// Forgets a call and tells the application.
+    fn end_call(&mut self, handle: CallHandle, reason: EndReason) {
+        if let Some(call) = self.calls.remove(&handle) {
+            self.dialogs.remove(&call.dialog.id);
+            tracing::debug!(%handle, ?reason, "call ended");
+            self.events.push_back(Event::CallEnded {
+                call: handle,
+                reason,
+            });
+        }
+    }
+
+    /// A fresh To tag.
+    fn new_tag(&mut self) -> String {
+        format!("{:016x}", self.rng.gen::<u64>())
+    }
+
+    /// A fresh RFC 3261 branch.
+    fn new_branch(&mut self) -> String {
+        format!("{}{:016x}", message::MAGIC_COOKIE, self.rng.gen::<u64>())
+    }
+
+    /// The To tag of a stateless response: the same for every retransmission of a request.
+    fn stateless_tag(&self, echo: &Echo) -> String {
+        let mut hasher = DefaultHasher::new();
+        self.secret.hash(&mut hasher);
+        echo.call_id.hash(&mut hasher);
+        echo.from.hash(&mut hasher);
+        echo.cseq.hash(&mut hasher);
+        echo.vias.first().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// Sends a stateless response.
+    fn reply(&mut self, echo: &Echo, source: SocketAddr, reply: Reply<'_>) {
+        let transmit = reply.build(echo, source, &self.config.user_agent);
+        self.transmits.push_back(transmit);
+    }
+}
+
+/// Keys whose deadline has passed, in key order.
+fn due_keys<K: Clone + Ord, V>(
+    map: &BTreeMap<K, V>,
+    now: Instant,
+    deadline: impl Fn(&V) -> Option<Instant>,
+) -> Vec<K> {
+    map.iter()
+        .filter(|(_, v)| deadline(v).is_some_and(|d| d <= now))
+        .map(|(k, _)| k.clone())
+        .collect()
+}

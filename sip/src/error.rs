@@ -1,0 +1,27 @@
+//! Errors returned by the application-facing actions of [`Endpoint`](crate::Endpoint).
+
+use crate::event::CallHandle;
+
+/// Why an action on a call was refused. Nothing is sent when an action fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SipError {
+    /// The handle is unknown: the call ended (see [`Event::CallEnded`](crate::Event::CallEnded))
+    /// or never existed.
+    #[error("{0} does not exist or has ended")]
+    UnknownCall(CallHandle),
+    /// The call is not in a state where the action makes sense, e.g. `answer` twice, or
+    /// `answer_reinvite` with no re-INVITE pending.
+    #[error("{call}: cannot {action} while the call is {state}")]
+    WrongState {
+        /// The call.
+        call: CallHandle,
+        /// What was attempted, e.g. `"answer"`.
+        action: &'static str,
+        /// Where the call stands, e.g. `"established"`.
+        state: &'static str,
+    },
+    /// A rejection needs a final error status, 300-699.
+    #[error("{0} is not a final error status; use a code from 300 to 699")]
+    InvalidStatus(u16),
+}

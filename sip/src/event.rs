@@ -1,0 +1,109 @@
+//! What the endpoint tells the application.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A stable identifier for one incoming call (one INVITE dialog), assigned by the endpoint.
+/// Handles are never reused by an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(u64);
+
+impl CallHandle {
+    pub(crate) fn new(id: u64) -> Self {
+        CallHandle(id)
+    }
+
+    /// The number behind the handle, for logs and maps.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for CallHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call-{}", self.0)
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The remote party sent BYE (we answered 200).
+    RemoteBye,
+    /// Our BYE (from [`Endpoint::hangup`](crate::Endpoint::hangup)) got a final response or
+    /// timed out (Timer F).
+    LocalBye,
+    /// Our 2xx to the INVITE (or re-INVITE) was never acknowledged within 64*T1; we sent BYE.
+    AckTimeout,
+    /// The caller cancelled before we answered (we sent 200 to the CANCEL and 487 to the
+    /// INVITE).
+    Cancelled,
+    /// We answered the INVITE with a final error: [`Endpoint::reject`](crate::Endpoint::reject),
+    /// or [`Endpoint::hangup`](crate::Endpoint::hangup) before answering.
+    Rejected,
+}
+
+/// Something the application should know or act on. Every [`Event::IncomingCall`] is followed,
+/// eventually, by exactly one [`Event::CallEnded`] for the same handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new INVITE arrived; `100 Trying` is already sent. Answer with
+    /// [`Endpoint::answer`](crate::Endpoint::answer), [`Endpoint::ringing`](crate::Endpoint::ringing)
+    /// first if it takes time, or [`Endpoint::reject`](crate::Endpoint::reject).
+    IncomingCall {
+        /// The new call's handle.
+        call: CallHandle,
+        /// The Call-ID header value.
+        call_id: String,
+        /// The From header value as received (display name, URI, parameters).
+        from: String,
+        /// The To header value as received.
+        to: String,
+        /// The Request-URI (the number or address that was called).
+        request_uri: String,
+        /// The address the INVITE came from.
+        source: SocketAddr,
+        /// The SDP offer, when the INVITE has an `application/sdp` body.
+        offer: Option<String>,
+        /// Every header whose name starts with `X-` (any case), name as written, in order.
+        headers: Vec<(String, String)>,
+    },
+    /// The ACK for our 2xx arrived: the call is established.
+    CallConfirmed {
+        /// The call.
+        call: CallHandle,
+        /// The SDP answer carried by the ACK, when the INVITE had no offer (our 2xx carried
+        /// the offer).
+        answer: Option<String>,
+    },
+    /// A CANCEL arrived before we answered; 200 (CANCEL) and 487 (INVITE) are already sent.
+    /// [`Event::CallEnded`] with [`EndReason::Cancelled`] follows.
+    CallCancelled {
+        /// The call.
+        call: CallHandle,
+    },
+    /// An INVITE inside the dialog (session refresh or new offer); `100 Trying` is sent.
+    /// Answer with [`Endpoint::answer_reinvite`](crate::Endpoint::answer_reinvite) or
+    /// [`Endpoint::reject_reinvite`](crate::Endpoint::reject_reinvite).
+    ReInvite {
+        /// The call.
+        call: CallHandle,
+        /// The SDP offer, if the re-INVITE has one.
+        offer: Option<String>,
+    },
+    /// The call is over; the handle is no longer valid.
+    CallEnded {
+        /// The call.
+        call: CallHandle,
+        /// Why it ended.
+        reason: EndReason,
+    },
+    /// A DTMF digit arrived in a SIP INFO (`application/dtmf-relay` or `application/dtmf`).
+    Dtmf {
+        /// The call.
+        call: CallHandle,
+        /// One of `0-9`, `*`, `#`, `A-D`.
+        digit: char,
+    },
+}

@@ -1,0 +1,112 @@
+//! The HTTP API: list calls, speak into one, hang one up.
+//!
+//! ```text
+//! GET    /healthz                   "ok"
+//! GET    /calls                     [CallInfo]
+//! GET    /calls/{id}                CallInfo
+//! POST   /calls/{id}/speak          {"text": "..."}  -> 202 {"utterance": N}
+//! POST   /calls/{id}/hangup         -> 202
+//! DELETE /calls/{id}                same as hangup
+//! GET    /calls/{id}/caller-audio   the caller's last 10 s as a 16-bit 8 kHz WAV
+//! ```
+//! Errors are JSON `{"error": {"code": "...", "message": "..."}}`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::calls::Call;
+use super::sip::SipCommand;
+use super::Server;
+use crate::synth::MAX_REQUEST_CHARS;
+
+/// Request bodies larger than this are refused (413).
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/calls", get(list))
+        .route("/calls/{id}", get(show).delete(hangup))
+        .route("/calls/{id}/speak", post(speak))
+        .route("/calls/{id}/hangup", post(hangup))
+        .route("/calls/{id}/caller-audio", get(caller_audio))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(server)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+}
+
+fn find(server: &Server, id: &str) -> Result<Arc<Call>, Response> {
+    server.calls.get(id).ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_call", format!("no call with id `{id}`")))
+}
+
+async fn list(State(server): State<Arc<Server>>) -> Response {
+    Json(server.calls.all().iter().map(|c| c.info()).collect::<Vec<_>>()).into_response()
+}
+
+async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
+    match find(&server, &id) {
+        Ok(call) => Json(call.info()).into_response(),
+        Err(e) => e,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeakBody {
+    text: String,
+}
+
+async fn speak(State(server): State<Arc<Server>>, Path(id): Path<String>, body: Result<Json<SpeakBody>, JsonRejection>) -> Response {
+    let call = match find(&server, &id) {
+        Ok(call) => call,
+        Err(e) => return e,
+    };
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(e) => return error(e.status(), "bad_request", e.body_text()),
+    };
+    let chars = body.text.chars().count();
+    if body.text.trim().is_empty() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "empty_text", "`text` has nothing to say");
+    }
+    if chars > MAX_REQUEST_CHARS {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "text_too_long", format!("`text` has {chars} characters; at most {MAX_REQUEST_CHARS}"));
+    }
+    let token = call.cancel_token();
+    let utterance = server.speech.speak(&call.media, &body.text, Default::default(), token);
+    (StatusCode::ACCEPTED, Json(json!({"utterance": utterance}))).into_response()
+}
+
+async fn hangup(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
+    match find(&server, &id) {
+        Ok(call) => {
+            let _ = server.sip.send(SipCommand::Hangup { call: call.sip, reason: "api" });
+            (StatusCode::ACCEPTED, Json(json!({"hangup": id}))).into_response()
+        }
+        Err(e) => e,
+    }
+}
+
+async fn caller_audio(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
+    let call = match find(&server, &id) {
+        Ok(call) => call,
+        Err(e) => return e,
+    };
+    let samples: Vec<f32> = call.media.caller_audio().into_iter().map(crate::audio::i16_to_sample).collect();
+    let mut wav = Vec::new();
+    if let Err(e) = crate::audio::write_wav(&mut wav, &samples, crate::media::RATE, crate::audio::WavFormat::Pcm16) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+    }
+    ([(header::CONTENT_TYPE, "audio/wav")], wav).into_response()
+}

@@ -1,0 +1,131 @@
+//! `voxline serve`: SIP over UDP, the media plane, synthesis workers and the
+//! HTTP API in one process.
+//!
+//! Threads: a tokio runtime for signaling, HTTP and media reception; one
+//! pacing thread for every call's RTP; a fixed pool of synthesis threads.
+
+pub mod calls;
+pub mod http;
+pub mod sip;
+pub mod speech;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::media::{MediaConfig, MediaEvent, Pacer, PortAllocator};
+use crate::synth::Engine;
+use calls::{Call, Calls};
+use sip::SipCommand;
+use speech::Speech;
+
+/// Everything `voxline serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub sip_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// The address put in SDP and Contact (public address behind NAT).
+    pub external_ip: Option<IpAddr>,
+    /// Where RTP sockets are bound.
+    pub media_ip: IpAddr,
+    pub rtp_ports: (u16, u16),
+    pub greeting: Option<String>,
+    pub max_calls: usize,
+    /// End a call when no RTP arrived for this long.
+    pub rtp_timeout: Option<Duration>,
+    pub synth_workers: usize,
+    pub media: MediaConfig,
+    pub answer_policy: voxline_sdp::AnswerPolicy,
+    pub user_agent: String,
+}
+
+/// An event about a call, for whoever listens (logs now; agents' sockets later).
+#[derive(Debug, Clone)]
+pub struct CallEvent {
+    pub call: String,
+    pub event: MediaEvent,
+}
+
+/// Shared state of a running server.
+pub struct Server {
+    pub config: ServerConfig,
+    pub calls: Calls,
+    pub speech: Arc<Speech>,
+    pub pacer: Arc<Pacer>,
+    pub ports: PortAllocator,
+    pub sip: mpsc::UnboundedSender<SipCommand>,
+    pub events: broadcast::Sender<CallEvent>,
+}
+
+impl Server {
+    /// Hands a call's media event to subscribers.
+    pub fn publish(&self, call: &Call, event: MediaEvent) {
+        let _ = self.events.send(CallEvent { call: call.id.clone(), event });
+    }
+}
+
+/// Addresses actually bound (port 0 in the config picks a free one).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub sip: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Binds everything, prepares the greeting, and runs until the process ends.
+/// `ready` is called once the sockets are bound and the greeting is cached.
+pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, ready: impl FnOnce(Bound)) -> Result<()> {
+    raise_fd_limit();
+    let speech = Speech::start(engine, config.synth_workers)?;
+    if let Some(greeting) = &config.greeting {
+        let speech = speech.clone();
+        let greeting = greeting.clone();
+        tokio::task::spawn_blocking(move || speech.prepare(&greeting)).await?.context("synthesizing the greeting")?;
+    }
+    let sip_socket = tokio::net::UdpSocket::bind(config.sip_listen).await.with_context(|| format!("binding SIP to {}", config.sip_listen))?;
+    let sip_addr = sip_socket.local_addr()?;
+    let http_listener =
+        tokio::net::TcpListener::bind(config.http_listen).await.with_context(|| format!("binding HTTP to {}", config.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+
+    let advertised = config.external_ip.map(|ip| (ip.to_string(), sip_addr.port()));
+    let mut sip_config = voxline_sip::EndpointConfig::new(sip_addr);
+    sip_config.advertised = advertised;
+    sip_config.user_agent = config.user_agent.clone();
+    let endpoint = voxline_sip::Endpoint::new(sip_config);
+    let (sip_tx, sip_rx) = mpsc::unbounded_channel();
+    let (events, _) = broadcast::channel(1024);
+    let server = Arc::new(Server {
+        ports: PortAllocator::new(config.media_ip, config.rtp_ports.0, config.rtp_ports.1),
+        pacer: Pacer::start().context("starting the pacing thread")?,
+        calls: Calls::default(),
+        speech,
+        sip: sip_tx,
+        events,
+        config,
+    });
+    let sip_task = tokio::spawn(sip::run(server.clone(), sip_socket, endpoint, sip_rx));
+    let app = http::router(server.clone());
+    let http_task = tokio::spawn(async move { axum::serve(http_listener, app).await });
+    ready(Bound { sip: sip_addr, http: http_addr });
+    tokio::select! {
+        r = sip_task => r.context("SIP task")?,
+        r = http_task => r.context("HTTP task")?.context("HTTP server")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
+    Ok(())
+}
+
+/// Each call holds four sockets; lift the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The SIP side of the server: a tokio UDP socket around the sans-IO SIP
+//! core, and the call control that turns its events into calls with media.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use voxline_sdp::{build_answer, negotiate, LocalMedia, Negotiated, SessionDescription};
+use voxline_sip::{Endpoint, Event};
+
+use super::calls::{new_call_id, Call, CallState, SipHandle};
+use super::Server;
+use crate::media::{CallMedia, MediaEvent, PlayoutEvent, RemoteMedia};
+
+/// Requests from the rest of the server to the SIP task.
+#[derive(Debug)]
+pub enum SipCommand {
+    /// End the call with a BYE.
+    Hangup { call: SipHandle, reason: &'static str },
+}
+
+/// Runs the SIP task until the socket fails.
+pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint, mut commands: mpsc::UnboundedReceiver<SipCommand>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let timeout = endpoint.poll_timeout();
+        let sleep = async {
+            match timeout {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, from)) => endpoint.handle_datagram(Instant::now(), from, &buf[..n]),
+                Err(e) => {
+                    // ICMP port unreachable from a vanished peer shows up here on Linux; not fatal.
+                    tracing::debug!(error = %e, "SIP socket receive error");
+                }
+            },
+            () = sleep => endpoint.handle_timeout(Instant::now()),
+            Some(command) = commands.recv() => match command {
+                SipCommand::Hangup { call, reason } => {
+                    tracing::info!(sip = %call, reason, "hanging up");
+                    if let Err(e) = endpoint.hangup(Instant::now(), call) {
+                        tracing::debug!(sip = %call, error = %e, "hangup of a call the SIP core no longer has");
+                        if let Some(call) = server.calls.remove_sip(call) {
+                            call.end();
+                        }
+                    }
+                }
+            },
+        }
+        // Events first (answers queue more datagrams), then everything out.
+        while let Some(event) = endpoint.poll_event() {
+            handle_event(&server, &mut endpoint, event);
+        }
+        while let Some(t) = endpoint.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.payload, t.destination).await {
+                tracing::debug!(to = %t.destination, error = %e, "SIP send failed");
+            }
+        }
+    }
+}
+
+fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event) {
+    let now = Instant::now();
+    match event {
+        Event::IncomingCall { call, call_id, from, to, source, offer, headers, .. } => {
+            match accept_call(server, endpoint, call, call_id, from, to, source, offer.as_deref(), headers) {
+                Ok(()) => {}
+                Err((status, reason)) => {
+                    tracing::info!(sip = %call, status, reason = %reason, "call rejected");
+                    if let Err(e) = endpoint.reject(now, call, status, Some(&reason)) {
+                        tracing::debug!(error = %e, "reject failed");
+                    }
+                }
+            }
+        }
+        Event::CallConfirmed { call, .. } => {
+            if let Some(call) = server.calls.by_sip(call) {
+                call.set_state(CallState::Active);
+                tracing::info!(call = %call.id, "call confirmed (ACK)");
+            }
+        }
+        Event::ReInvite { call, offer } => {
+            let Some(c) = server.calls.by_sip(call) else {
+                let _ = endpoint.reject_reinvite(now, call, 481);
+                return;
+            };
+            match offer.as_deref().map(|o| reoffer(server, &c, o)) {
+                Some(Ok(answer)) => {
+                    if let Err(e) = endpoint.answer_reinvite(now, call, &answer) {
+                        tracing::debug!(error = %e, "re-INVITE answer failed");
+                    }
+                }
+                Some(Err(reason)) => {
+                    tracing::info!(call = %c.id, reason = %reason, "re-INVITE rejected");
+                    let _ = endpoint.reject_reinvite(now, call, 488);
+                }
+                None => {
+                    // No offer (asking for ours): answer with the current session.
+                    let answer = current_answer(server, &c);
+                    let _ = endpoint.answer_reinvite(now, call, &answer);
+                }
+            }
+        }
+        Event::CallCancelled { call } | Event::CallEnded { call, .. } => {
+            if let Some(c) = server.calls.remove_sip(call) {
+                tracing::info!(call = %c.id, "call ended");
+                c.end();
+            }
+        }
+        Event::Dtmf { call, digit } => {
+            if let Some(c) = server.calls.by_sip(call) {
+                tracing::info!(call = %c.id, %digit, "DTMF (SIP INFO)");
+                server.publish(&c, MediaEvent::Dtmf { digit, duration_ms: 0 });
+            }
+        }
+        #[allow(unreachable_patterns)]
+        other => tracing::debug!(?other, "SIP event ignored"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn accept_call(
+    server: &Arc<Server>,
+    endpoint: &mut Endpoint,
+    handle: SipHandle,
+    sip_call_id: String,
+    from: String,
+    to: String,
+    source: SocketAddr,
+    offer: Option<&str>,
+    headers: Vec<(String, String)>,
+) -> Result<(), (u16, String)> {
+    if server.calls.len() >= server.config.max_calls {
+        return Err((503, format!("at capacity ({} calls)", server.config.max_calls)));
+    }
+    let offer = offer.ok_or((488, "an INVITE without an SDP offer is not supported".to_string()))?;
+    let sdp = SessionDescription::parse(offer).map_err(|e| (488, format!("malformed SDP: {e}")))?;
+    let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| (488, e.to_string()))?;
+    let (rtp, rtcp) = server.ports.allocate().map_err(|e| (503, format!("no media port: {e}")))?;
+    let rtp_port = rtp.local_addr().map_err(|e| (500, e.to_string()))?.port();
+    let address = media_address(server, neg.remote_rtp);
+    let session = rand::random::<u32>() as u64;
+    let local = LocalMedia::new(address, rtp_port, session);
+    let answer = build_answer(&sdp, &neg, &local);
+
+    let id = new_call_id();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let media = CallMedia::new(id.clone(), rtp, rtcp, remote_media(&neg), server.config.media.clone(), server.speech.jitter(), events_tx);
+    let call = Arc::new(Call::new(id.clone(), handle, sip_call_id, from, to, headers, source, media.clone(), session));
+    endpoint.answer(Instant::now(), handle, &answer).map_err(|e| (500, e.to_string()))?;
+    tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "call answered");
+
+    server.calls.insert(call.clone());
+    server.pacer.add(media.clone());
+    match media.sockets() {
+        Ok((rtp, rtcp)) => {
+            call.add_task(tokio::spawn(receive(media.clone(), rtp)));
+            call.add_task(tokio::spawn(receive_rtcp(media.clone(), rtcp)));
+        }
+        Err(e) => tracing::warn!(call = %id, error = %e, "cannot receive media"),
+    }
+    call.add_task(tokio::spawn(watch(server.clone(), call.clone(), events_rx)));
+    if let Some(greeting) = &server.config.greeting {
+        let token = call.cancel_token();
+        server.speech.speak(&media, greeting, Default::default(), token);
+    }
+    Ok(())
+}
+
+/// The address to put in our SDP for a peer at `remote`.
+fn media_address(server: &Server, remote: SocketAddr) -> IpAddr {
+    if let Some(ip) = server.config.external_ip {
+        return ip;
+    }
+    let bound = server.config.media_ip;
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    // The local address the OS would use toward the peer.
+    let probe = if remote.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    StdUdpSocket::bind(probe)
+        .and_then(|s| s.connect(remote).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(bound)
+}
+
+fn remote_media(neg: &Negotiated) -> RemoteMedia {
+    RemoteMedia {
+        rtp: neg.remote_rtp,
+        rtcp: neg.remote_rtcp,
+        payload_type: neg.payload_type,
+        dtmf_payload_type: neg.telephone_event_pt,
+        pcma: neg.codec == voxline_sdp::Codec::Pcma,
+        send: neg.direction.sends(),
+    }
+}
+
+fn reoffer(server: &Server, call: &Call, offer: &str) -> Result<String, String> {
+    let sdp = SessionDescription::parse(offer).map_err(|e| format!("malformed SDP: {e}"))?;
+    let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| e.to_string())?;
+    call.media.update_remote(remote_media(&neg));
+    tracing::info!(call = %call.id, remote_rtp = %neg.remote_rtp, hold = neg.on_hold, "re-INVITE applied");
+    let mut version = call.sdp_version.lock().unwrap_or_else(|e| e.into_inner());
+    *version += 1;
+    let port = call.media.local_rtp().map_or(0, |a| a.port());
+    let mut local = LocalMedia::new(media_address(server, neg.remote_rtp), port, call.sdp_session);
+    local.session_version = *version;
+    Ok(build_answer(&sdp, &neg, &local))
+}
+
+fn current_answer(server: &Server, call: &Call) -> String {
+    let remote = call.media.remote();
+    let port = call.media.local_rtp().map_or(0, |a| a.port());
+    let mut local = LocalMedia::new(media_address(server, remote.rtp), port, call.sdp_session);
+    local.session_version = *call.sdp_version.lock().unwrap_or_else(|e| e.into_inner());
+    voxline_sdp::build_offer(&local, &server.config.answer_policy)
+}
+
+/// Caller media into the call.
+async fn receive(media: Arc<CallMedia>, socket: StdUdpSocket) {
+    let Ok(socket) = UdpSocket::from_std(socket) else { return };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => media.handle_rtp(from, &buf[..n]),
+            Err(e) => {
+                tracing::trace!(call = %media.id, error = %e, "RTP receive error");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn receive_rtcp(media: Arc<CallMedia>, socket: StdUdpSocket) {
+    let Ok(socket) = UdpSocket::from_std(socket) else { return };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => media.handle_rtcp(from, &buf[..n]),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Follows a call's media events and ends it when media stops arriving.
+async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                match &event {
+                    MediaEvent::Playout(PlayoutEvent::Started { utterance, waited, .. }) => {
+                        tracing::info!(call = %call.id, utterance, waited_ms = waited.as_millis() as u64, "speech started");
+                    }
+                    MediaEvent::Playout(PlayoutEvent::Finished { utterance, played, underruns }) => {
+                        tracing::info!(call = %call.id, utterance, played_ms = played.as_millis() as u64, underruns, "speech done");
+                    }
+                    MediaEvent::Dtmf { digit, .. } => tracing::info!(call = %call.id, %digit, "DTMF"),
+                    _ => {}
+                }
+                server.publish(&call, event);
+            }
+            _ = check.tick() => {
+                let Some(limit) = server.config.rtp_timeout else { continue };
+                let remote = call.media.remote();
+                // A call on hold may legitimately be silent.
+                if !remote.send {
+                    continue;
+                }
+                if call.media.last_received().elapsed() > limit {
+                    tracing::info!(call = %call.id, "no RTP for {:?}: ending the call", limit);
+                    let _ = server.sip.send(SipCommand::Hangup { call: call.sip, reason: "rtp-timeout" });
+                    return;
+                }
+            }
+        }
+    }
+}
