@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The "run" command: installs what is missing, builds voxline (release), and runs it.
 #
-#   scripts/run.sh                      says a hello line into ./hello.wav (fetches the default voice once)
+#   scripts/run.sh                      starts the server: SIP on udp/5060, HTTP API on :8080 (fetches the default voice once)
+#   scripts/run.sh serve --sip 0.0.0.0:5080 --greeting "Thanks for calling."   (docs/sip.md)
 #   scripts/run.sh say "Hi there" -o hi.wav [--voice V] [--rate 8000] [--mulaw] ...
 #   scripts/run.sh voices | fetch-voice | bench ...   (any voxline subcommand; see --help)
 #
@@ -23,9 +24,9 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release/voxline"
 export VOXLINE_MODELS="${VOXLINE_MODELS:-$root/models}"
 
 if [ "$#" -eq 0 ]; then
-    "$bin" say "Hello! This is voxline, speaking with the default voice." -o hello.wav
-    echo "run: wrote $(pwd)/hello.wav (play it with: aplay hello.wav, or: play hello.wav)" >&2
-    echo "run: more: scripts/run.sh say \"your text\" -o out.wav; scripts/run.sh --help" >&2
-    exit 0
+    echo "run: starting voxline serve (call sip:anything@<this host>:5060; API on http://localhost:8080/calls)" >&2
+    echo "run: logs with VOXLINE_LOG=info; other commands: scripts/run.sh say \"text\" -o out.wav, scripts/run.sh --help" >&2
+    export VOXLINE_LOG="${VOXLINE_LOG:-info}"
+    exec "$bin" serve
 fi
 exec "$bin" "$@"
