@@ -202,10 +202,13 @@ pub struct CallStats {
     pub rtt_ms: Option<f32>,
 }
 
+/// Calls by our id, and our id by SIP handle.
+type CallMaps = (HashMap<String, Arc<Call>>, HashMap<SipHandle, String>);
+
 /// Every live call, by our id and by SIP handle.
 #[derive(Default)]
 pub struct Calls {
-    inner: Mutex<(HashMap<String, Arc<Call>>, HashMap<SipHandle, String>)>,
+    inner: Mutex<CallMaps>,
 }
 
 impl Calls {

@@ -46,6 +46,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
 }
 
+#[allow(clippy::result_large_err)] // the error is the response itself
 fn find(server: &Server, id: &str) -> Result<Arc<Call>, Response> {
     server.calls.get(id).ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_call", format!("no call with id `{id}`")))
 }
