@@ -261,7 +261,7 @@ impl CallMedia {
     }
 
     /// One tick of the pacing clock: sends this call's next packet.
-    fn tick(&self, tick: u64, deadline: Instant, buf: &mut [u8; PACKET_LEN]) {
+    fn tick(&self, tick: u64, deadline: Instant, wait: Duration, buf: &mut [u8; PACKET_LEN]) {
         let mut tx = lock(&self.tx);
         if !tx.remote.send {
             // On hold: the clock runs on, nothing is sent or consumed.
@@ -270,7 +270,7 @@ impl CallMedia {
         }
         let frame = {
             let mut playout = lock(&self.playout);
-            let frame = playout.tick(deadline, self.jitter.target());
+            let frame = playout.tick(deadline, wait);
             for event in playout.take_events() {
                 let _ = self.events.send(MediaEvent::Playout(event));
             }
@@ -379,6 +379,7 @@ impl Pacer {
 }
 
 fn run(pacer: std::sync::Weak<Pacer>) {
+    raise_priority();
     let start = Instant::now();
     let mut k: u64 = 0;
     let mut buf = [0u8; PACKET_LEN];
@@ -397,19 +398,45 @@ fn run(pacer: std::sync::Weak<Pacer>) {
         };
         let behind = Instant::now().saturating_duration_since(deadline);
         if behind > MAX_CATCH_UP {
-            // Stalled (suspended, starved of CPU): jump to the present.
+            // Stalled (suspended, starved of CPU): the ticks whose deadlines
+            // have passed are skipped, their timestamps advanced, and sending
+            // resumes with the tick that is due now.
             let missed = (behind.as_micros() / FRAME.as_micros()) as u64;
             tracing::warn!(missed_ticks = missed, "pacer stalled; skipping ahead");
             for call in &calls {
                 call.skip(missed);
             }
-            k += missed;
+            k += missed - 1;
             continue;
         }
+        // One estimate per tick for every call.
+        let wait = calls.first().map(|c| c.jitter.target()).unwrap_or_default();
         for call in &calls {
-            call.tick(k, deadline, &mut buf);
+            call.tick(k, deadline, wait, &mut buf);
         }
         pacer.ticks.store(k, Ordering::Relaxed);
+    }
+}
+
+/// Media timing must not lose the CPU to batch work (synthesis, other
+/// processes): the pacer asks for real-time round-robin scheduling at a low
+/// real-time priority, and failing that (no CAP_SYS_NICE) for a higher nice
+/// level. It sleeps between ticks and its work per tick is bounded, so it
+/// cannot starve the machine.
+fn raise_priority() {
+    // SAFETY: plain scheduler calls on the current thread with valid arguments.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 10 };
+        if libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_RR, &param) == 0 {
+            tracing::debug!("pacer: SCHED_RR priority 10");
+            return;
+        }
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, -10) == 0 {
+            tracing::debug!("pacer: nice -10");
+        } else {
+            tracing::debug!("pacer: normal priority (no permission to raise it)");
+        }
     }
 }
 

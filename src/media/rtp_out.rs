@@ -2,10 +2,8 @@
 //! start for sequence and timestamp, 160-sample frames, and the counters an
 //! RTCP sender report carries.
 
-use bytes::Bytes;
 use rand::Rng;
 use rtp::header::Header;
-use rtp::packet::Packet;
 use webrtc_util::marshal::Marshal;
 
 use super::FRAME_BYTES;
@@ -34,26 +32,28 @@ impl RtpSender {
     /// The next packet, serialized into `buf`; returns its length. Advances
     /// sequence and timestamp.
     pub fn packet(&mut self, payload: &[u8; FRAME_BYTES], marker: bool, buf: &mut [u8]) -> usize {
-        let packet = Packet {
-            header: Header {
-                version: 2,
-                marker,
-                payload_type: self.payload_type,
-                sequence_number: self.seq,
-                timestamp: self.timestamp,
-                ssrc: self.ssrc,
-                ..Default::default()
-            },
-            payload: Bytes::copy_from_slice(payload),
+        let header = Header {
+            version: 2,
+            marker,
+            payload_type: self.payload_type,
+            sequence_number: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+            ..Default::default()
         };
-        // 12 + 160 bytes always fit the caller's buffer (asserted in tests).
-        let n = packet.marshal_to(buf).unwrap_or(0);
+        // The header is written in place (no allocation per packet); 12 + 160
+        // bytes always fit the caller's buffer (asserted in tests).
+        let n = match header.marshal_to(buf) {
+            Ok(n) if buf.len() >= n + FRAME_BYTES => n,
+            _ => return 0,
+        };
+        buf[n..n + FRAME_BYTES].copy_from_slice(payload);
         self.last_timestamp = self.timestamp;
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(FRAME_BYTES as u32);
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add(FRAME_BYTES as u32);
-        n
+        n + FRAME_BYTES
     }
 
     /// Advances the clock by one frame without sending (hold): the stream
@@ -78,6 +78,7 @@ pub const PACKET_LEN: usize = 12 + FRAME_BYTES;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtp::packet::Packet;
     use webrtc_util::marshal::Unmarshal;
 
     #[test]
