@@ -43,6 +43,9 @@ pub enum PlayoutEvent {
     Finished { utterance: UtteranceId, played: Duration, underruns: u32 },
     /// Every frame queued before the mark has been sent.
     Mark { name: String },
+    /// The frame carrying the start of this word is being sent now;
+    /// `offset` is where the word starts in the utterance.
+    Word { utterance: UtteranceId, text: String, offset: Duration },
 }
 
 /// An utterance that was removed by [`Playout::clear`].
@@ -53,6 +56,8 @@ pub struct ClearedUtterance {
     pub played: Duration,
     /// Whether any of it was sent.
     pub started: bool,
+    /// The words whose start was sent (what the caller heard), in order.
+    pub heard: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -65,6 +70,9 @@ struct Utterance {
     started: bool,
     sent_frames: u32,
     underruns: u32,
+    /// Words not yet reached: (start in 8 kHz samples, text).
+    words: VecDeque<(u64, String)>,
+    heard: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -98,7 +106,18 @@ impl Playout {
             started: false,
             sent_frames: 0,
             underruns: 0,
+            words: VecDeque::new(),
+            heard: Vec::new(),
         }));
+    }
+
+    /// Word timings for utterance `id`: start offsets in 8 kHz samples from
+    /// the utterance's start, in order. Reported as [`PlayoutEvent::Word`]
+    /// when the frame carrying them is sent.
+    pub fn words(&mut self, id: UtteranceId, words: impl IntoIterator<Item = (u64, String)>) {
+        if let Some(u) = self.utterance_mut(id) {
+            u.words.extend(words);
+        }
     }
 
     /// Adds mu-law audio to utterance `id`; returns false when it is not queued
@@ -134,7 +153,7 @@ impl Playout {
         self.queue
             .drain(..)
             .filter_map(|item| match item {
-                Item::Utterance(u) => Some(ClearedUtterance { utterance: u.id, played: FRAME * u.sent_frames, started: u.started }),
+                Item::Utterance(u) => Some(ClearedUtterance { utterance: u.id, played: FRAME * u.sent_frames, started: u.started, heard: u.heard }),
                 Item::Mark(_) => None,
             })
             .collect()
@@ -215,6 +234,14 @@ impl Playout {
                     frame.kind = FrameKind::Speech;
                     frame.marker = !self.in_talkspurt;
                     u.sent_frames += 1;
+                    let sent = u.sent_frames as u64 * FRAME_BYTES as u64;
+                    while u.words.front().is_some_and(|(start, _)| *start < sent) {
+                        if let Some((start, text)) = u.words.pop_front() {
+                            let offset = Duration::from_micros(start * 125);
+                            self.events.push(PlayoutEvent::Word { utterance: u.id, text: text.clone(), offset });
+                            u.heard.push(text);
+                        }
+                    }
                     if u.complete && u.bytes.is_empty() {
                         let done = PlayoutEvent::Finished { utterance: u.id, played: FRAME * u.sent_frames, underruns: u.underruns };
                         self.queue.pop_front();
@@ -380,6 +407,7 @@ mod tests {
         let mut p = Playout::new();
         p.begin(1);
         p.push(1, &speech(5, 0x10), t0);
+        p.words(1, [(0, "one".to_string()), (320, "two".to_string())]);
         p.begin(2);
         p.tick(t0, Duration::ZERO);
         p.tick(t0 + TICK, Duration::ZERO);
@@ -387,12 +415,36 @@ mod tests {
         assert_eq!(
             cleared,
             vec![
-                ClearedUtterance { utterance: 1, played: 2 * FRAME, started: true },
-                ClearedUtterance { utterance: 2, played: Duration::ZERO, started: false },
+                ClearedUtterance { utterance: 1, played: 2 * FRAME, started: true, heard: vec!["one".into()] },
+                ClearedUtterance { utterance: 2, played: Duration::ZERO, started: false, heard: vec![] },
             ]
         );
         assert_eq!(p.tick(t0 + 2 * TICK, Duration::ZERO).kind, FrameKind::Silence);
         assert!(!p.push(1, &speech(1, 0), t0), "a cleared utterance takes no more audio");
+    }
+
+    #[test]
+    fn words_are_reported_with_the_frame_that_carries_their_start() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(4, 0x10), t0);
+        p.words(1, [(0, "hello".to_string()), (200, "there".to_string()), (480, "friend".to_string())]);
+        p.finish(1);
+        let mut per_tick = Vec::new();
+        for i in 0..4 {
+            p.tick(t0 + i * TICK, Duration::ZERO);
+            let words: Vec<String> = p
+                .take_events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    PlayoutEvent::Word { text, .. } => Some(text),
+                    _ => None,
+                })
+                .collect();
+            per_tick.push(words);
+        }
+        assert_eq!(per_tick, vec![vec!["hello"], vec!["there"], vec![], vec!["friend"]]);
     }
 
     #[test]

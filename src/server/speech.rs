@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::audio::{encode_mulaw_into, StreamResampler};
 use crate::media::{ArrivalTracker, CallMedia, JitterEstimator, UtteranceId, RATE};
-use crate::synth::{CancelToken, Engine, SynthOptions, SynthRequest};
+use crate::synth::{AlignmentKind, CancelToken, Engine, SynthOptions, SynthRequest};
 
 /// One utterance to synthesize into one call.
 struct Job {
@@ -149,7 +149,16 @@ fn run_job(engine: &dyn Engine, rate: u32, job: Job, jitter: &JitterEstimator) -
         encode_mulaw_into(&pcm, &mut pcmu);
         let now = Instant::now();
         tracker.chunk(now, chunk.duration());
-        let alive = job.call.playout.lock().unwrap_or_else(|e| e.into_inner()).push(job.utterance, &pcmu, now);
+        let words = chunk
+            .alignments
+            .iter()
+            .filter(|a| a.kind == AlignmentKind::Word)
+            .map(|a| (a.start_sample * RATE as u64 / rate as u64, a.text.clone()));
+        let alive = {
+            let mut playout = job.call.playout.lock().unwrap_or_else(|e| e.into_inner());
+            playout.words(job.utterance, words);
+            playout.push(job.utterance, &pcmu, now)
+        };
         if !alive || job.call.is_closed() {
             // Cleared (barge-in) or hung up: stop computing audio nobody hears.
             job.cancel.cancel();

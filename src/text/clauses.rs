@@ -39,7 +39,7 @@ const MAX_WORD_LOOKBACK: usize = 32;
 const MAX_LOOKAHEAD: usize = 16;
 
 /// Closing quotes and brackets that stay with the clause they close.
-const CLOSERS: &[char] = &['"', '\'', '”', '’', ')', ']', '}', '»'];
+pub(crate) const CLOSERS: &[char] = &['"', '\'', '”', '’', ')', ']', '}', '»'];
 /// Opening quotes and brackets skipped when looking at a neighbouring word.
 const OPENERS: &[char] = &['"', '\'', '“', '‘', '(', '[', '{', '«', '¿', '¡'];
 
@@ -138,15 +138,18 @@ pub fn split_sentences(text: &str) -> Vec<Sentence<'_>> {
 }
 
 /// A clause boundary found at some position.
-struct Break {
+pub(crate) struct Break {
     /// Byte offset just after the terminator and any closing quotes.
-    end: usize,
-    terminator: Option<char>,
-    ends_sentence: bool,
+    pub(crate) end: usize,
+    pub(crate) terminator: Option<char>,
+    pub(crate) ends_sentence: bool,
 }
 
 /// Whether the character `c` at byte `pos` ends a clause, and how.
-fn clause_break(text: &str, pos: usize, c: char) -> Option<Break> {
+///
+/// The end of `text` counts as white space, so a mark at the very end is a
+/// boundary here; the streaming [`super::segmenter`] waits for what follows.
+pub(crate) fn clause_break(text: &str, pos: usize, c: char) -> Option<Break> {
     let after = pos + c.len_utf8();
     let rest = &text[after..];
     let spaced = |end: usize| text[end..].chars().next().is_none_or(char::is_whitespace);

@@ -1,0 +1,873 @@
+//! Streaming segmentation: an agent's LLM tokens in, clauses to speak out.
+//!
+//! An LLM streams its answer into a live call a token at a time (`"Sure"`,
+//! `","`, `" I"`, `" can"`, …). Speech must start at the first clause rather
+//! than at the end of the turn, yet never with a fragment that sounds broken.
+//! A [`Segmenter`] buffers the tokens and hands back whole clauses as soon as
+//! their end is certain. It is sans-IO: no threads, and no clock read inside —
+//! the caller passes `now` in and asks [`Segmenter::deadline`] when to call
+//! [`Segmenter::poll`].
+//!
+//! # Where a clause ends
+//!
+//! The boundaries are those of [`split_clauses`](super::split_clauses)
+//! (`clauses.rs`, whose `clause_break` we call), so the synthesizer, which
+//! splits each piece again, agrees with us:
+//!
+//! * `. ? ! …` followed by white space end a sentence; `, ; :` and spaced
+//!   dashes end a clause. Titles (`Dr.`), `e.g.`, initials, decimals (`3.5`),
+//!   times (`3:30`), URLs and e-mail addresses never split.
+//! * A mark is only a boundary once what follows it has arrived: `"3."` may
+//!   become `"3.5"`, `"example."` `"example.com"`, `"Dr. "` `"Dr. Smith"`
+//!   (after a `.` we wait for the next word, since `.` before a lowercase word
+//!   ends nothing). Until then the text waits — for more text, for
+//!   [`Segmenter::flush`], or for `max_wait`.
+//! * Every newline ends a sentence: LLMs write lists one item a line.
+//! * [`Policy::Clause`] speaks at clause marks too, once
+//!   [`SegmenterConfig::min_clause_chars`] have gathered — except the first
+//!   clause of a turn, which is spoken whatever its length: a short opener
+//!   (`"Sure,"`) is exactly what brings the first audio early, and once audio
+//!   plays, the rest has its duration to arrive.
+//! * Text that waited [`SegmenterConfig::max_wait`] without a boundary (the
+//!   LLM stalled, say on a tool call) is spoken up to its last word boundary;
+//!   the last word, which may be cut in half, waits another `max_wait`.
+//! * Nothing longer than [`SegmenterConfig::max_chars`] is ever handed out: it
+//!   is cut at a word boundary (mid-word only in a longer "word", a URL or
+//!   unspaced CJK text).
+//!
+//! # What we hand out
+//!
+//! Each piece is trimmed and never empty. Apart from white space at the cuts
+//! and the markup below, the pieces, followed by what
+//! [`Segmenter::clear`] dropped, are the input.
+//!
+//! Markdown *line* markup is ours to drop, because only we know where lines
+//! begin: bullets (`- `, `* `, `+ `, `• `), numbered items (`1. `, `2) `),
+//! headings (`## `) and quotes (`> `) at the start of a line are not spoken.
+//! (A numbered item would otherwise be spoken as a sentence of its own, "One."
+//! We keep the order, not the numbers.) Emphasis and code marks inside a line
+//! (`**bold**`, `` `code` ``) are left to [`normalize`](super::normalize),
+//! which already drops them around words and reads a lone `*` as "star"
+//! (for English; [`sanitize`](super::sanitize) keeps them).
+
+use std::time::{Duration, Instant};
+
+use super::clauses::{clause_break, CLOSERS, MAX_CLAUSE_LEN};
+
+/// Where a [`Segmenter`] may end a piece of speech.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// At sentence ends, and at clause marks (`, ; : — –`) once
+    /// [`SegmenterConfig::min_clause_chars`] have gathered (the first clause
+    /// of a turn needs no minimum).
+    #[default]
+    Clause,
+    /// At sentence ends only (and newlines, `max_wait` and `max_chars`).
+    Sentence,
+}
+
+/// How a [`Segmenter`] cuts; lengths are in bytes of UTF-8, like
+/// [`MAX_CLAUSE_LEN`] (the same as characters for English text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmenterConfig {
+    /// Where pieces may end.
+    pub policy: Policy,
+    /// Under [`Policy::Clause`], the shortest clause spoken at a clause mark
+    /// once something was spoken in the turn; shorter ones run on into the
+    /// next clause. Default [`Self::DEFAULT_MIN_CLAUSE_CHARS`].
+    pub min_clause_chars: usize,
+    /// How long text may wait for a boundary, from the arrival of its first
+    /// character (or from the previous cut), before it is spoken anyway,
+    /// cut at its last word boundary. Default [`Self::DEFAULT_MAX_WAIT`].
+    pub max_wait: Duration,
+    /// The longest piece handed out; longer text is cut at a word boundary.
+    /// Default [`MAX_CLAUSE_LEN`], so the synthesizer never cuts it again.
+    pub max_chars: usize,
+}
+
+impl SegmenterConfig {
+    /// 24 bytes, about five words or 1.5 s of speech. Once the first clause
+    /// plays, a later one only has to be ready before the audio ahead of it
+    /// ends, so nothing is gained by speaking it in crumbs: each piece is a
+    /// sentence of its own to the voice, with its own intonation contour,
+    /// and `"taken with food,"` on its own sounds clipped. A clause this long
+    /// carries a natural phrase yet arrives in a few hundred milliseconds from
+    /// an LLM, which keeps the queue ahead of the audio when the sentence it
+    /// belongs to is long.
+    pub const DEFAULT_MIN_CLAUSE_CHARS: usize = 24;
+    /// 700 ms: well above the gaps between an LLM's streamed tokens (tens of
+    /// milliseconds, a few hundred at worst), so it fires only when the model
+    /// stalls; well below the second or so of dead air after which a caller
+    /// wonders whether the line dropped or starts talking.
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(700);
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            min_clause_chars: Self::DEFAULT_MIN_CLAUSE_CHARS,
+            max_wait: Self::DEFAULT_MAX_WAIT,
+            max_chars: MAX_CLAUSE_LEN,
+        }
+    }
+}
+
+/// Cuts a stream of text into clauses to speak (see the module documentation).
+///
+/// A turn starts at [`new`](Self::new), [`flush`](Self::flush) and
+/// [`clear`](Self::clear).
+#[derive(Clone, Debug)]
+pub struct Segmenter {
+    config: SegmenterConfig,
+    /// Text not handed out yet; empty or starting with a non-white-space
+    /// character.
+    buf: String,
+    /// Where the next scan of `buf` resumes: every position before it is
+    /// settled and is not a boundary.
+    scan_from: usize,
+    /// When the wait for a boundary of the text in `buf` began.
+    waiting_since: Option<Instant>,
+    /// Whether anything was handed out in this turn.
+    spoken: bool,
+    /// Whether `buf` starts a line (its line markup is dropped).
+    line_start: bool,
+}
+
+/// Marks that may end a stalled text; it is then spoken whole.
+const MARKS: &[char] = &[
+    '.', '?', '!', '…', ',', ';', ':', '—', '–', '。', '．', '？', '！', '、', '，', '；', '：',
+];
+
+impl Segmenter {
+    #[must_use]
+    pub fn new(config: SegmenterConfig) -> Self {
+        Self {
+            config,
+            buf: String::new(),
+            scan_from: 0,
+            waiting_since: None,
+            spoken: false,
+            line_start: true,
+        }
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &SegmenterConfig {
+        &self.config
+    }
+
+    /// Adds `text`, arrived at `now`; returns the clauses ready to speak, in
+    /// order (often none).
+    #[must_use]
+    pub fn push(&mut self, now: Instant, text: &str) -> Vec<String> {
+        let was_empty = self.buf.is_empty();
+        self.buf.push_str(text);
+        let (mut out, cut) = self.segment(false);
+        self.restart_wait(now, cut || was_empty);
+        // A late timer must not let text wait longer than `max_wait`.
+        if self.is_due(now) {
+            out.extend(self.cut_stalled(now));
+        }
+        out
+    }
+
+    /// Hands out everything buffered (the agent flushed, or the turn ended)
+    /// and starts a new turn.
+    #[must_use]
+    pub fn flush(&mut self) -> Vec<String> {
+        let (out, _) = self.segment(true);
+        self.new_turn();
+        out
+    }
+
+    /// The `max_wait` rule: call at [`deadline`](Self::deadline). Returns
+    /// what waited too long, up to its last word boundary.
+    #[must_use]
+    pub fn poll(&mut self, now: Instant) -> Vec<String> {
+        if self.is_due(now) {
+            self.cut_stalled(now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// When [`poll`](Self::poll) should next be called; `None` while nothing
+    /// waits.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.waiting_since?.checked_add(self.config.max_wait)
+    }
+
+    /// Barge-in: drops the buffer and returns what was dropped; starts a new
+    /// turn.
+    pub fn clear(&mut self) -> String {
+        let dropped = std::mem::take(&mut self.buf);
+        self.new_turn();
+        dropped
+    }
+
+    /// The text waiting for a boundary.
+    #[must_use]
+    pub fn pending(&self) -> &str {
+        &self.buf
+    }
+
+    fn new_turn(&mut self) {
+        self.buf.clear();
+        self.scan_from = 0;
+        self.waiting_since = None;
+        self.spoken = false;
+        self.line_start = true;
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Starts the wait at `now` if `restart`, or if nothing waited before.
+    fn restart_wait(&mut self, now: Instant, restart: bool) {
+        self.waiting_since = match self.waiting_since {
+            _ if self.buf.is_empty() => None,
+            Some(since) if !restart => Some(since),
+            _ => Some(now),
+        };
+    }
+
+    /// Cuts `buf` at every settled boundary (every boundary, and the end, if
+    /// `end_of_text`); returns the pieces and whether anything was cut.
+    fn segment(&mut self, end_of_text: bool) -> (Vec<String>, bool) {
+        let text = self.buf.as_str();
+        let max = self.config.max_chars.max(1);
+        let mut out = Vec::new();
+        let mut start = self.skip_space(0);
+        let mut pos = self.scan_from.max(start);
+        let mut resume = None;
+        while let Some(c) = text[pos..].chars().next() {
+            let cut = if pos + c.len_utf8() - start > max {
+                word_cut(text, start, pos)
+            } else if c == '\n' {
+                pos
+            } else {
+                match clause_break(text, pos, c) {
+                    None => {
+                        pos += c.len_utf8();
+                        continue;
+                    }
+                    // Closing quotes or a run of marks would take it past `max`.
+                    Some(found) if found.end - start > max => {
+                        word_cut(text, start, floor_char_boundary(text, start + max))
+                    }
+                    Some(found) if !end_of_text && !settled(text, c, found.end) => {
+                        resume = Some(pos);
+                        break;
+                    }
+                    Some(found) if found.ends_sentence || self.clause_ready(start, found.end) => {
+                        found.end
+                    }
+                    Some(found) => {
+                        pos = found.end;
+                        continue;
+                    }
+                }
+            };
+            self.spoken |= emit(&mut out, &text[start..cut], self.line_start);
+            self.line_start = false;
+            start = self.skip_space(cut);
+            pos = start;
+        }
+        if end_of_text && start < text.len() {
+            self.spoken |= emit(&mut out, &text[start..], self.line_start);
+            self.line_start = false;
+            start = text.len();
+        }
+        let cut = start > 0;
+        self.scan_from = resume.unwrap_or(text.len()) - start;
+        self.buf.drain(..start);
+        (out, cut)
+    }
+
+    /// Whether the clause `start..end` of `buf`, at a clause mark, is spoken.
+    fn clause_ready(&self, start: usize, end: usize) -> bool {
+        self.config.policy == Policy::Clause
+            && (!self.spoken || self.buf[start..end].trim_end().len() >= self.config.min_clause_chars)
+    }
+
+    /// The first non-white-space position of `buf` from `pos`; a newline on
+    /// the way starts a line.
+    fn skip_space(&mut self, pos: usize) -> usize {
+        let rest = &self.buf[pos..];
+        let body = rest.trim_start();
+        if rest[..rest.len() - body.len()].contains('\n') {
+            self.line_start = true;
+        }
+        pos + rest.len() - body.len()
+    }
+
+    /// `buf` waited `max_wait` without a boundary: speak it up to its last
+    /// word boundary, or whole if it ends a word (white space or a mark) or
+    /// is a single word.
+    fn cut_stalled(&mut self, now: Instant) -> Vec<String> {
+        let text = self.buf.as_str();
+        let body = text.trim_end();
+        let whole = body.len() < text.len() || body.trim_end_matches(CLOSERS).ends_with(MARKS);
+        let cut = match text.rfind(char::is_whitespace) {
+            Some(i) if i > 0 && !whole => i,
+            _ => text.len(),
+        };
+        let mut out = Vec::new();
+        self.spoken |= emit(&mut out, &text[..cut], self.line_start);
+        self.line_start = false;
+        let start = self.skip_space(cut);
+        self.buf.drain(..start);
+        self.scan_from = 0;
+        self.restart_wait(now, true);
+        out
+    }
+}
+
+/// Whether the boundary after the mark `c`, ending at `end`, is certain.
+///
+/// Something must follow it (a closing quote, another `!`, or the `5` of
+/// `3.5` may still come); after a `.`, the next word (before a lowercase word
+/// a `.` ends nothing), or a newline.
+fn settled(text: &str, c: char, end: usize) -> bool {
+    let rest = &text[end..];
+    if c == '.' {
+        rest.contains(|c: char| !c.is_whitespace() || c == '\n')
+    } else {
+        !rest.is_empty()
+    }
+}
+
+/// Where to cut `start..limit` for length: after its last word, or at
+/// `limit` in a longer word (at least one character).
+fn word_cut(text: &str, start: usize, limit: usize) -> usize {
+    match text[start..limit].rfind(char::is_whitespace) {
+        Some(i) if i > 0 => start + i,
+        _ if limit > start => limit,
+        _ => start + text[start..].chars().next().map_or(0, char::len_utf8),
+    }
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+/// Adds `piece`, trimmed and without line markup if it starts a line, unless
+/// nothing is left; returns whether it was added.
+fn emit(out: &mut Vec<String>, piece: &str, line_start: bool) -> bool {
+    let mut piece = piece.trim();
+    if line_start {
+        while let Some(rest) = after_line_marker(piece) {
+            piece = rest.trim_start();
+        }
+    }
+    if piece.is_empty() {
+        return false;
+    }
+    out.push(piece.to_owned());
+    true
+}
+
+/// What follows a Markdown bullet, numbered-item, heading or quote marker at
+/// the start of `line`, if it starts with one.
+fn after_line_marker(line: &str) -> Option<&str> {
+    let rest = if let Some(rest) = line.strip_prefix(['-', '*', '+', '•', '>']) {
+        rest
+    } else if line.starts_with('#') {
+        let rest = line.trim_start_matches('#');
+        (line.len() - rest.len() <= 6).then_some(rest)?
+    } else {
+        let digits = line.len() - line.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if !(1..=2).contains(&digits) {
+            return None;
+        }
+        line[digits..].strip_prefix(['.', ')'])?
+    };
+    (rest.is_empty() || rest.starts_with(char::is_whitespace)).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::split_sentences;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn segmenter(policy: Policy) -> Segmenter {
+        Segmenter::new(SegmenterConfig {
+            policy,
+            ..SegmenterConfig::default()
+        })
+    }
+
+    /// Pushes `tokens` 30 ms apart; returns `(token, pieces)` for every push
+    /// that returned something, then `("<flush>", pieces)`.
+    fn stream<'a>(seg: &mut Segmenter, tokens: &[&'a str]) -> Vec<(&'a str, Vec<String>)> {
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        for (i, token) in tokens.iter().enumerate() {
+            let out = seg.push(t0 + ms(30) * i as u32, token);
+            if !out.is_empty() {
+                got.push((*token, out));
+            }
+        }
+        got.push(("<flush>", seg.flush()));
+        got
+    }
+
+    fn expect<'a>(pairs: &[(&'a str, &[&str])]) -> Vec<(&'a str, Vec<String>)> {
+        pairs
+            .iter()
+            .map(|(token, pieces)| (*token, pieces.iter().map(|p| (*p).to_owned()).collect()))
+            .collect()
+    }
+
+    /// A deterministic xorshift64* generator.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// `text` cut at random character boundaries into tokens of 1 to
+    /// `longest` characters.
+    fn random_tokens<'a>(rng: &mut Rng, text: &'a str, longest: usize) -> Vec<&'a str> {
+        let mut tokens = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let take = 1 + rng.below(longest);
+            let end = rest.char_indices().nth(take).map_or(rest.len(), |(i, _)| i);
+            tokens.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        tokens
+    }
+
+    fn without_space(text: &str) -> String {
+        text.chars().filter(|c| !c.is_whitespace()).collect()
+    }
+
+    /// Every piece is trimmed, not empty and within `max_chars` (or a
+    /// single character).
+    #[track_caller]
+    fn check_pieces(pieces: &[String], max_chars: usize) {
+        for piece in pieces {
+            assert!(!piece.is_empty(), "empty piece in {pieces:?}");
+            assert_eq!(piece.trim(), piece, "untrimmed piece");
+            assert!(
+                piece.len() <= max_chars || piece.chars().count() == 1,
+                "{piece:?} longer than {max_chars}"
+            );
+        }
+    }
+
+    const ANSWER: &[&str] = &[
+        "Sure", ",", " I", " can", " help", " with", " that", ".", " Dr", ".", " Smith",
+        " recommends", " 3", ".", "5", " mg", " of", " vitamin", " D", " daily", ",", " taken",
+        " with", " food", ",", " ideally", " at", " breakfast", ".", " Read", " more", " at",
+        " https", "://", "example", ".", "com", "/", "vitamin", "-d", ".", "html", " or",
+        " write", " to", " care", "@", "example", ".", "com", ".", " Have", " a", " great",
+        " day", "!",
+    ];
+
+    #[test]
+    fn llm_answer_is_spoken_clause_by_clause_as_it_streams() {
+        let mut seg = segmenter(Policy::Clause);
+        assert_eq!(
+            stream(&mut seg, ANSWER),
+            expect(&[
+                // The first clause of a turn needs no minimum length.
+                (" I", &["Sure,"]),
+                (" Dr", &["I can help with that."]),
+                (" taken", &["Dr. Smith recommends 3.5 mg of vitamin D daily,"]),
+                // "taken with food," is shorter than 24 bytes: it runs on.
+                (" Read", &["taken with food, ideally at breakfast."]),
+                (
+                    " Have",
+                    &["Read more at https://example.com/vitamin-d.html or write to care@example.com."],
+                ),
+                // A final "!" could still be followed by "!" or a quote.
+                ("<flush>", &["Have a great day!"]),
+            ])
+        );
+        assert_eq!(seg.pending(), "");
+        assert_eq!(seg.deadline(), None);
+    }
+
+    #[test]
+    fn sentence_policy_never_cuts_at_clause_marks() {
+        let mut seg = segmenter(Policy::Sentence);
+        assert_eq!(
+            stream(&mut seg, ANSWER),
+            expect(&[
+                (" Dr", &["Sure, I can help with that."]),
+                (
+                    " Read",
+                    &["Dr. Smith recommends 3.5 mg of vitamin D daily, taken with food, ideally at breakfast."],
+                ),
+                (
+                    " Have",
+                    &["Read more at https://example.com/vitamin-d.html or write to care@example.com."],
+                ),
+                ("<flush>", &["Have a great day!"]),
+            ])
+        );
+        let text = "Well, yes; no: maybe — perhaps, and then, of course, the rest, which is long, long, long, very long indeed.";
+        let mut rng = Rng(7);
+        for _ in 0..50 {
+            let mut seg = segmenter(Policy::Sentence);
+            let mut pieces = Vec::new();
+            for token in random_tokens(&mut rng, text, 4) {
+                pieces.extend(seg.push(Instant::now(), token));
+            }
+            assert!(pieces.is_empty(), "{pieces:?}");
+            assert_eq!(seg.flush(), vec![text.to_owned()]);
+        }
+    }
+
+    #[test]
+    fn a_final_mark_waits_for_what_follows() {
+        let t = Instant::now();
+        let mut seg = segmenter(Policy::Clause);
+        for token in ["Pi", " is", " 3", ".", "5", " today", ".", " "] {
+            assert_eq!(seg.push(t, token), Vec::<String>::new(), "{token:?}");
+        }
+        // After a "." we wait for the next word: "p.m. and" is one sentence.
+        assert_eq!(seg.push(t, "Next"), vec!["Pi is 3.5 today."]);
+        assert_eq!(seg.pending(), "Next");
+
+        let mut seg = segmenter(Policy::Clause);
+        for token in ["Ask", " Dr", ".", " ", "Smith", " or", " e", ".", "g", ".", " bob", "@", "acme", ".", "com", " at", " 3", ":", "30", ".", "5"] {
+            assert_eq!(seg.push(t, token), Vec::<String>::new(), "{token:?}");
+        }
+        assert_eq!(seg.push(t, " Then"), Vec::<String>::new());
+        assert_eq!(seg.push(t, " go"), Vec::<String>::new());
+        assert_eq!(seg.flush(), vec!["Ask Dr. Smith or e.g. bob@acme.com at 3:30.5 Then go"]);
+
+        let mut seg = segmenter(Policy::Clause);
+        assert!(seg.push(t, "It was 5 p.m.").is_empty());
+        assert!(seg.push(t, " and").is_empty());
+        assert!(seg.push(t, " late. He said \"stop.").is_empty());
+        assert!(seg.push(t, "\"").is_empty());
+        assert_eq!(
+            seg.push(t, " Yes"),
+            vec!["It was 5 p.m. and late.", "He said \"stop.\""]
+        );
+        assert!(seg.push(t, "?").is_empty());
+        assert!(seg.push(t, "!").is_empty());
+        assert_eq!(seg.push(t, " OK"), vec!["Yes?!"]);
+    }
+
+    #[test]
+    fn max_wait_speaks_a_stalled_stream_up_to_its_last_word() {
+        let t0 = Instant::now();
+        let mut seg = segmenter(Policy::Clause);
+        assert_eq!(seg.deadline(), None);
+        for (i, token) in ["let", " me", " check", " the", " records", " for", " you"].iter().enumerate() {
+            assert!(seg.push(t0 + ms(20) * i as u32, token).is_empty());
+        }
+        // The wait runs from the first character.
+        assert_eq!(seg.deadline(), Some(t0 + ms(700)));
+        assert!(seg.poll(t0 + ms(699)).is_empty());
+        assert_eq!(seg.poll(t0 + ms(700)), vec!["let me check the records for"]);
+        // "you" may be half a word: it waits another max_wait.
+        assert_eq!(seg.pending(), "you");
+        assert_eq!(seg.deadline(), Some(t0 + ms(1400)));
+        assert!(seg.poll(t0 + ms(1000)).is_empty());
+        assert_eq!(seg.poll(t0 + ms(1400)), vec!["you"]);
+        assert_eq!(seg.deadline(), None);
+        assert!(seg.poll(t0 + ms(5000)).is_empty());
+
+        // A late timer: the next push speaks what is overdue.
+        let mut seg = segmenter(Policy::Clause);
+        assert!(seg.push(t0, "I think").is_empty());
+        assert_eq!(seg.push(t0 + ms(800), " that"), vec!["I think"]);
+        assert_eq!(seg.pending(), "that");
+        assert_eq!(seg.deadline(), Some(t0 + ms(1500)));
+
+        // A final mark is spoken whole once it has waited: "3." was a number.
+        let mut seg = segmenter(Policy::Clause);
+        assert_eq!(seg.push(t0, "Okay, the total is"), vec!["Okay,"]);
+        assert!(seg.push(t0 + ms(300), " 3.").is_empty());
+        assert_eq!(seg.deadline(), Some(t0 + ms(700)));
+        assert_eq!(seg.poll(t0 + ms(700)), vec!["the total is 3."]);
+        assert_eq!(seg.deadline(), None);
+        // A boundary restarts the wait for the text after it.
+        assert_eq!(seg.push(t0 + ms(900), "Bye. See"), vec!["Bye."]);
+        assert_eq!(seg.deadline(), Some(t0 + ms(1600)));
+    }
+
+    #[test]
+    fn flush_speaks_the_rest_and_starts_a_turn() {
+        let t = Instant::now();
+        let mut seg = segmenter(Policy::Clause);
+        assert_eq!(seg.push(t, "Hello there, how are"), vec!["Hello there,"]);
+        assert_eq!(seg.flush(), vec!["how are"]);
+        assert_eq!(seg.flush(), Vec::<String>::new());
+        // A new turn: the first clause is short again.
+        assert_eq!(seg.push(t, "Yes, and more, "), vec!["Yes,"]);
+        assert_eq!(seg.flush(), vec!["and more,"]);
+        assert!(seg.push(t, "  \n\t ").is_empty());
+        assert_eq!(seg.flush(), Vec::<String>::new());
+        assert_eq!(seg.deadline(), None);
+    }
+
+    #[test]
+    fn clear_drops_the_buffer() {
+        let t = Instant::now();
+        let mut seg = segmenter(Policy::Clause);
+        assert_eq!(seg.push(t, "First, some text without"), vec!["First,"]);
+        assert_eq!(seg.pending(), "some text without");
+        assert_eq!(seg.clear(), "some text without");
+        assert_eq!(seg.pending(), "");
+        assert_eq!(seg.deadline(), None);
+        assert!(seg.poll(t + ms(10_000)).is_empty());
+        assert!(seg.flush().is_empty());
+        assert_eq!(seg.push(t, "Oh, sorry. "), vec!["Oh,"]);
+    }
+
+    #[test]
+    fn newlines_end_sentences_and_list_markup_is_dropped() {
+        let text = "Here are the steps:\n\n1. Unplug the router.\n2) wait ten seconds\n- Plug it back in\n* **Done** - 5 minutes\n## Notes\n> 10 people -3 degrees\n100. Not a marker\n-5 is cold\nok";
+        let expected = [
+            "Here are the steps:",
+            "Unplug the router.",
+            "wait ten seconds",
+            "Plug it back in",
+            "**Done** - 5 minutes",
+            "Notes",
+            "10 people -3 degrees",
+            "100.",
+            "Not a marker",
+            "-5 is cold",
+            "ok",
+        ];
+        let mut rng = Rng(3);
+        for longest in [1, 2, 3, 5, 1000] {
+            let mut seg = segmenter(Policy::Sentence);
+            let mut pieces = Vec::new();
+            for token in random_tokens(&mut rng, text, longest) {
+                pieces.extend(seg.push(Instant::now(), token));
+            }
+            pieces.extend(seg.flush());
+            assert_eq!(pieces, expected, "tokens of up to {longest}");
+        }
+    }
+
+    #[test]
+    fn sentences_match_split_sentences() {
+        for text in [
+            "Dr. Smith and Mr. Jones met Mrs. Brown on St. Patrick's day.",
+            "Use e.g. this, i.e. that. Pi is 3.5 or 3.14 today.",
+            "The U.S. Army and the U.K. Navy. John F. Kennedy spoke.",
+            "Visit https://example.com/a.b?c=d or www.acme.co.uk today. Write to john.smith@acme.com now.",
+            "It is 5 p.m. Then we go. It was 5 p.m. and late.",
+            "Go to acme.com. Bye. I saw it. it was red. OK what? no",
+            "He said \"stop.\" Then (quietly.) Left. Really?! Yes!!! Wait... what?",
+            "这是。好的！你好？",
+        ] {
+            let mut seg = segmenter(Policy::Sentence);
+            let mut pieces = seg.push(Instant::now(), text);
+            pieces.extend(seg.flush());
+            let expected: Vec<&str> = split_sentences(text).iter().map(|s| s.text).collect();
+            assert_eq!(pieces, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn huge_unpunctuated_input_is_cut_at_words() {
+        let config = SegmenterConfig::default();
+        let max = config.max_chars;
+        let t = Instant::now();
+        let mut seg = Segmenter::new(config.clone());
+        let mut pieces = Vec::new();
+        for _ in 0..5000 {
+            pieces.extend(seg.push(t, " word"));
+        }
+        pieces.extend(seg.flush());
+        check_pieces(&pieces, max);
+        assert!(pieces.iter().all(|p| p.split(' ').all(|w| w == "word")));
+        assert_eq!(pieces.iter().map(|p| p.split(' ').count()).sum::<usize>(), 5000);
+        assert!(pieces[..pieces.len() - 1].iter().all(|p| p.len() > max - "word ".len()));
+
+        // One push of it all, and words longer than `max_chars`.
+        for text in ["word ".repeat(20_000), "x".repeat(1000), "é".repeat(1001), "😀中".repeat(999)] {
+            let mut seg = Segmenter::new(config.clone());
+            let mut pieces = seg.push(t, &text);
+            assert!(seg.pending().len() <= max);
+            pieces.extend(seg.flush());
+            check_pieces(&pieces, max);
+            assert_eq!(without_space(&pieces.concat()), without_space(&text));
+        }
+    }
+
+    #[test]
+    fn multibyte_text_never_splits_a_character() {
+        let text = "你好，世界。今天天气很好！😀👍🏽 ça va? Ünïcödé… «Très» bien — oui; e\u{301}té. 🇺🇸🇺🇸 مرحبا، كيف الحال؟";
+        let mut rng = Rng(11);
+        for max_chars in [1, 2, 3, 5, 7, 13, 160] {
+            for longest in [1, 2, 4] {
+                let mut seg = Segmenter::new(SegmenterConfig {
+                    max_chars,
+                    ..SegmenterConfig::default()
+                });
+                let t0 = Instant::now();
+                let mut pieces = Vec::new();
+                for (i, token) in random_tokens(&mut rng, text, longest).into_iter().enumerate() {
+                    let now = t0 + ms(100) * i as u32;
+                    pieces.extend(seg.push(now, token));
+                    pieces.extend(seg.poll(now));
+                }
+                pieces.extend(seg.flush());
+                check_pieces(&pieces, max_chars);
+                assert_eq!(without_space(&pieces.concat()), without_space(text));
+            }
+        }
+    }
+
+    const PARAGRAPHS: &str = "Sure, I can help with that. Dr. Smith recommends 3.5 mg daily, \
+        taken with food; ideally at 7:30 a.m. before work. See https://example.com/a.b?c=d, \
+        or e-mail care@example.com. The U.S. team, e.g. Mr. Jones, agreed — mostly.\n\n\
+        Your order No. 5 shipped on Jan. 3 and costs $5.99, i.e. less than before! \
+        It weighs 2.5 kg… about 5 lbs. Will it arrive by Friday? Probably, yes. \
+        \"Great,\" she said. (It was.) Then: nothing more to say\n\
+        After that we talked for a long while about nothing in particular and the words just \
+        kept on coming without any punctuation at all because that is what happens sometimes \
+        when a model rambles on and on\nOK.";
+
+    #[test]
+    fn random_token_splits_lose_and_repeat_nothing() {
+        let mut rng = Rng(0x5EED);
+        for round in 0..300 {
+            let policy = if round % 2 == 0 { Policy::Clause } else { Policy::Sentence };
+            let max_chars = [160, 40, 17][round % 3];
+            let config = SegmenterConfig {
+                policy,
+                max_chars,
+                ..SegmenterConfig::default()
+            };
+            let mut seg = Segmenter::new(config);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut pieces = Vec::new();
+            let mut cleared = String::new();
+            let tokens = random_tokens(&mut rng, PARAGRAPHS, 1 + round % 9);
+            let clear_at = (round % 5 == 0).then(|| rng.below(tokens.len()));
+            for (i, token) in tokens.iter().enumerate() {
+                // Mostly LLM pace, with stalls past `max_wait` now and then.
+                now += match rng.below(20) {
+                    0 => ms(1500),
+                    1 => ms(650),
+                    _ => ms(rng.below(60) as u64),
+                };
+                if rng.below(4) == 0 {
+                    if let Some(deadline) = seg.deadline() {
+                        if deadline <= now {
+                            pieces.extend(seg.poll(deadline));
+                        }
+                    }
+                }
+                pieces.extend(seg.push(now, token));
+                if clear_at == Some(i) {
+                    cleared.push_str(&seg.clear());
+                }
+                assert!(seg.deadline().is_none_or(|d| d > now), "round {round}");
+            }
+            pieces.extend(seg.flush());
+            check_pieces(&pieces, max_chars);
+            assert_eq!(
+                without_space(&(pieces.concat() + &cleared)),
+                without_space(PARAGRAPHS),
+                "round {round}"
+            );
+            if policy == Policy::Sentence {
+                assert!(pieces.iter().all(|p| !p.ends_with(',')), "round {round}: {pieces:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_matches_pushing_the_whole_text() {
+        let whole = |policy| {
+            let mut seg = segmenter(policy);
+            let mut pieces = seg.push(Instant::now(), PARAGRAPHS);
+            pieces.extend(seg.flush());
+            pieces
+        };
+        let mut rng = Rng(42);
+        for policy in [Policy::Clause, Policy::Sentence] {
+            let expected = whole(policy);
+            assert!(expected.len() > 10);
+            for longest in 1..=12 {
+                let mut seg = segmenter(policy);
+                let mut pieces = Vec::new();
+                for token in random_tokens(&mut rng, PARAGRAPHS, longest) {
+                    pieces.extend(seg.push(Instant::now(), token));
+                }
+                pieces.extend(seg.flush());
+                assert_eq!(pieces, expected, "{policy:?}, tokens of up to {longest}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        const ALPHABET: &[char] = &[
+            'a', 'Z', 'é', '中', '😀', '\u{301}', '\u{200B}', '.', '.', ',', '?', '!', ':', ';',
+            '…', '—', '–', '-', '*', '#', '>', '+', '•', '1', '2', '。', '，', '？', '"', '”',
+            ')', '(', '@', '/', ' ', ' ', ' ', '\n', '\t', '\r', '\0',
+        ];
+        let mut rng = Rng(0xF00D);
+        for round in 0..2000 {
+            let text: String = if round % 2 == 0 {
+                (0..rng.below(200)).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect()
+            } else {
+                let bytes: Vec<u8> = (0..rng.below(200))
+                    .map(|_| match rng.below(4) {
+                        0 => b" .,!?\n-*1"[rng.below(9)],
+                        _ => rng.next() as u8,
+                    })
+                    .collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            };
+            let max_chars = [0, 1, 3, 8, 24, 160][rng.below(6)];
+            let mut seg = Segmenter::new(SegmenterConfig {
+                policy: if rng.below(2) == 0 { Policy::Clause } else { Policy::Sentence },
+                min_clause_chars: rng.below(30),
+                max_wait: ms(rng.below(50) as u64),
+                max_chars,
+            });
+            let t0 = Instant::now();
+            let mut pieces = Vec::new();
+            for (i, token) in random_tokens(&mut rng, &text, 6).into_iter().enumerate() {
+                let now = t0 + ms(10) * i as u32;
+                pieces.extend(seg.push(now, token));
+                match rng.below(10) {
+                    0 => pieces.extend(seg.poll(now)),
+                    1 => pieces.extend(seg.flush()),
+                    2 => drop(seg.clear()),
+                    _ => {}
+                }
+            }
+            pieces.extend(seg.flush());
+            check_pieces(&pieces, max_chars.max(1));
+            assert!(without_space(&pieces.concat()).len() <= without_space(&text).len());
+        }
+    }
+}
