@@ -59,6 +59,9 @@ struct ServeArgs {
     /// Spoken to every answered call; empty for none.
     #[arg(long, env = "VOXLINE_GREETING", default_value = "Hello! You are connected to voxline.")]
     greeting: String,
+    /// Ring this many milliseconds (180 Ringing) before answering; 0 answers at once.
+    #[arg(long, env = "VOXLINE_RING_MS", default_value_t = 0)]
+    ring_ms: u64,
     /// Calls beyond this get 503.
     #[arg(long, env = "VOXLINE_MAX_CALLS", default_value_t = 1000)]
     max_calls: usize,
@@ -325,6 +328,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         rtp_ports: args.rtp_ports,
         greeting: Some(args.greeting).filter(|g| !g.trim().is_empty()),
         max_calls: args.max_calls,
+        ring: std::time::Duration::from_millis(args.ring_ms),
         rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
         synth_workers: if args.synth_workers == 0 { cores } else { args.synth_workers },
         media: MediaConfig {

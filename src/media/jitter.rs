@@ -6,7 +6,8 @@
 //! is on time when `a_i <= a_0 + W + s_i`. So an utterance needed
 //! `W = max_i (a_i - a_0 - s_i)`, clamped at zero: the lateness of its worst
 //! chunk relative to real-time playback. The estimator keeps the last few
-//! utterances' needs and answers with their maximum plus one packet of margin,
+//! utterances' needs and answers with one and a half times their maximum plus
+//! one packet,
 //! so the wait follows the load: zero-ish on an idle machine (a streaming
 //! engine's first chunk already covers the second's compute), growing when many
 //! calls share the cores, shrinking again when they leave.
@@ -47,8 +48,9 @@ impl JitterEstimator {
         let seen = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match seen.iter().max() {
             None => INITIAL_WAIT,
-            Some(&worst) if worst.is_zero() => Duration::ZERO,
-            Some(&worst) => (worst + FRAME / 2).min(MAX_WAIT),
+            // Half again the worst lateness seen, plus a packet: one sample of
+            // a noisy machine is a poor predictor of the next utterance.
+            Some(&worst) => (worst * 3 / 2 + FRAME).min(MAX_WAIT),
         }
     }
 
@@ -118,13 +120,13 @@ mod tests {
         let est = JitterEstimator::new();
         assert_eq!(est.target(), INITIAL_WAIT);
         est.observe(Duration::ZERO);
-        assert_eq!(est.target(), Duration::ZERO);
+        assert_eq!(est.target(), FRAME);
         est.observe(ms(90));
-        assert_eq!(est.target(), ms(100));
+        assert_eq!(est.target(), ms(155));
         for _ in 0..WINDOW {
-            est.observe(ms(5));
+            est.observe(ms(6));
         }
-        assert_eq!(est.target(), ms(15));
+        assert_eq!(est.target(), ms(29));
         est.observe(Duration::from_secs(5));
         assert_eq!(est.target(), MAX_WAIT);
     }

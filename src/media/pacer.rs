@@ -69,6 +69,8 @@ pub enum MediaEvent {
     CallerAudio { pcmu: Vec<u8>, timestamp: u32 },
     /// The peer's view of our stream from its RTCP.
     PeerReport(PeerReport),
+    /// The call is over (published by the call's owner, not the media plane).
+    Ended { reason: String },
 }
 
 /// Counters, readable while the call runs.

@@ -18,6 +18,8 @@ pub type SipHandle = voxline_sip::CallHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
+    /// 180 sent; answered after the configured ring time.
+    Ringing,
     /// Answered, waiting for the caller's ACK.
     Answered,
     /// ACK received.
@@ -77,7 +79,7 @@ impl Call {
             media,
             started: SystemTime::now(),
             started_at: Instant::now(),
-            state: Mutex::new(CallState::Answered),
+            state: Mutex::new(CallState::Ringing),
             cancels: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
             sdp_version: Mutex::new(1),

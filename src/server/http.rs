@@ -38,11 +38,12 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/calls/{id}/speak", post(speak))
         .route("/calls/{id}/hangup", post(hangup))
         .route("/calls/{id}/caller-audio", get(caller_audio))
+        .route("/v1/calls/{id}/control", get(super::control::upgrade))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
 }
 

@@ -5,6 +5,7 @@
 //! pacing thread for every call's RTP; a fixed pool of synthesis threads.
 
 pub mod calls;
+pub mod control;
 pub mod http;
 pub mod sip;
 pub mod speech;
@@ -34,6 +35,8 @@ pub struct ServerConfig {
     pub rtp_ports: (u16, u16),
     pub greeting: Option<String>,
     pub max_calls: usize,
+    /// Ring (180) this long before answering; zero answers at once.
+    pub ring: Duration,
     /// End a call when no RTP arrived for this long.
     pub rtp_timeout: Option<Duration>,
     pub synth_workers: usize,
@@ -79,6 +82,10 @@ pub struct Bound {
 pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, ready: impl FnOnce(Bound)) -> Result<()> {
     raise_fd_limit();
     let speech = Speech::start(engine, config.synth_workers)?;
+    {
+        let speech = speech.clone();
+        tokio::task::spawn_blocking(move || speech.warm_up()).await?.context("warming up the synthesizer")?;
+    }
     if let Some(greeting) = &config.greeting {
         let speech = speech.clone();
         let greeting = greeting.clone();

@@ -24,8 +24,13 @@ pub enum SipCommand {
 /// Runs the SIP task until the socket fails.
 pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint, mut commands: mpsc::UnboundedReceiver<SipCommand>) {
     let mut buf = vec![0u8; 65536];
+    let mut ringing: Vec<Pending> = Vec::new();
     loop {
-        let timeout = endpoint.poll_timeout();
+        let next_answer = ringing.iter().map(|p| p.at).min();
+        let timeout = match (endpoint.poll_timeout(), next_answer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = async {
             match timeout {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -40,7 +45,15 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
                     tracing::debug!(error = %e, "SIP socket receive error");
                 }
             },
-            () = sleep => endpoint.handle_timeout(Instant::now()),
+            () = sleep => {
+                let now = Instant::now();
+                endpoint.handle_timeout(now);
+                let (due, later): (Vec<Pending>, Vec<Pending>) = ringing.drain(..).partition(|p| p.at <= now);
+                ringing = later;
+                for pending in due {
+                    answer_now(&server, &mut endpoint, pending);
+                }
+            }
             Some(command) = commands.recv() => match command {
                 SipCommand::Hangup { call, reason } => {
                     tracing::info!(sip = %call, reason, "hanging up");
@@ -55,7 +68,7 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
         }
         // Events first (answers queue more datagrams), then everything out.
         while let Some(event) = endpoint.poll_event() {
-            handle_event(&server, &mut endpoint, event);
+            handle_event(&server, &mut endpoint, event, &mut ringing);
         }
         while let Some(t) = endpoint.poll_transmit() {
             if let Err(e) = socket.send_to(&t.payload, t.destination).await {
@@ -65,12 +78,13 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
     }
 }
 
-fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event) {
+fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, ringing: &mut Vec<Pending>) {
     let now = Instant::now();
     match event {
         Event::IncomingCall { call, call_id, from, to, source, offer, headers, .. } => {
             match accept_call(server, endpoint, call, call_id, from, to, source, offer.as_deref(), headers) {
-                Ok(()) => {}
+                Ok(Some(pending)) => ringing.push(pending),
+                Ok(None) => {}
                 Err((status, reason)) => {
                     tracing::info!(sip = %call, status, reason = %reason, "call rejected");
                     if let Err(e) = endpoint.reject(now, call, status, Some(&reason)) {
@@ -107,9 +121,25 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event) {
                 }
             }
         }
-        Event::CallCancelled { call } | Event::CallEnded { call, .. } => {
+        Event::CallCancelled { call } => {
             if let Some(c) = server.calls.remove_sip(call) {
-                tracing::info!(call = %c.id, "call ended");
+                tracing::info!(call = %c.id, "call cancelled");
+                server.publish(&c, MediaEvent::Ended { reason: "cancelled".into() });
+                c.end();
+            }
+        }
+        Event::CallEnded { call, reason } => {
+            if let Some(c) = server.calls.remove_sip(call) {
+                let reason = match reason {
+                    voxline_sip::EndReason::RemoteBye => "remote_bye",
+                    voxline_sip::EndReason::LocalBye => "local_bye",
+                    voxline_sip::EndReason::AckTimeout => "ack_timeout",
+                    voxline_sip::EndReason::Cancelled => "cancelled",
+                    voxline_sip::EndReason::Rejected => "rejected",
+                    _ => "ended",
+                };
+                tracing::info!(call = %c.id, reason, "call ended");
+                server.publish(&c, MediaEvent::Ended { reason: reason.into() });
                 c.end();
             }
         }
@@ -135,7 +165,7 @@ fn accept_call(
     source: SocketAddr,
     offer: Option<&str>,
     headers: Vec<(String, String)>,
-) -> Result<(), (u16, String)> {
+) -> Result<Option<Pending>, (u16, String)> {
     if server.calls.len() >= server.config.max_calls {
         return Err((503, format!("at capacity ({} calls)", server.config.max_calls)));
     }
@@ -153,10 +183,41 @@ fn accept_call(
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let media = CallMedia::new(id.clone(), rtp, rtcp, remote_media(&neg), server.config.media.clone(), server.speech.jitter(), events_tx);
     let call = Arc::new(Call::new(id.clone(), handle, sip_call_id, from, to, headers, source, media.clone(), session));
-    endpoint.answer(Instant::now(), handle, &answer).map_err(|e| (500, e.to_string()))?;
-    tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "call answered");
-
+    tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "incoming call");
     server.calls.insert(call.clone());
+    let pending = Pending { at: Instant::now() + server.config.ring, call, answer, events: events_rx };
+    if server.config.ring.is_zero() {
+        answer_now(server, endpoint, pending);
+        return Ok(None);
+    }
+    let _ = endpoint.ringing(Instant::now(), handle);
+    Ok(Some(pending))
+}
+
+/// A call that rings before it is answered (`--ring-ms`).
+pub struct Pending {
+    at: Instant,
+    call: Arc<Call>,
+    answer: String,
+    events: mpsc::UnboundedReceiver<MediaEvent>,
+}
+
+/// Sends the 200 and starts media, speech and the call's watchers.
+fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending) {
+    let Pending { call, answer, events: events_rx, .. } = pending;
+    if server.calls.by_sip(call.sip).is_none() {
+        return; // cancelled while ringing
+    }
+    if let Err(e) = endpoint.answer(Instant::now(), call.sip, &answer) {
+        tracing::info!(call = %call.id, error = %e, "cannot answer");
+        if let Some(c) = server.calls.remove_sip(call.sip) {
+            c.end();
+        }
+        return;
+    }
+    call.set_state(CallState::Answered);
+    tracing::info!(call = %call.id, "call answered");
+    let (id, media) = (call.id.clone(), call.media.clone());
     server.pacer.add(media.clone());
     match media.sockets() {
         Ok((rtp, rtcp)) => {
@@ -170,7 +231,6 @@ fn accept_call(
         let token = call.cancel_token();
         server.speech.speak(&media, greeting, Default::default(), token);
     }
-    Ok(())
 }
 
 /// The address to put in our SDP for a peer at `remote`.

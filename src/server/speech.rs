@@ -94,12 +94,30 @@ impl Speech {
         request.options = options.clone();
         let mut stream = self.engine.start(request, CancelToken::new())?;
         let (mut pcm, mut out) = (Vec::new(), Vec::new());
+        let mut tracker = ArrivalTracker::default();
         while let Some(chunk) = stream.next_chunk()? {
+            tracker.chunk(Instant::now(), chunk.duration());
             resampler.process(&chunk.samples, &mut pcm);
         }
         resampler.flush(&mut pcm);
         encode_mulaw_into(&pcm, &mut out);
+        // Streaming the prompt measured the engine like any utterance.
+        if let Some(needed) = tracker.needed() {
+            self.jitter.observe(needed);
+        }
         Ok(out)
+    }
+
+    /// Synthesizes a few sentences through the streaming path once: loads
+    /// the model's pages, and gives the jitter estimator a first measurement
+    /// of this machine before any call depends on it.
+    pub fn warm_up(&self) -> Result<()> {
+        const TEXT: &str = "Thank you for calling. This sentence warms the voice up and measures how quickly \
+            its audio arrives, so the first call starts on a measured allowance.";
+        let t0 = Instant::now();
+        self.synthesize_pcmu(TEXT, &SynthOptions::default())?;
+        tracing::info!(ms = t0.elapsed().as_millis() as u64, jitter_wait_ms = self.jitter.target().as_millis() as u64, "synthesizer warmed up");
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ mod clauses;
 mod espeak;
 mod ids;
 mod normalize;
+pub mod segmenter;
 mod words;
 
 pub use clauses::{
@@ -26,6 +27,7 @@ pub use clauses::{
 pub use espeak::EspeakPhonemizer;
 pub use ids::{PhonemeIdMap, PhonemeIds, BOS, EOS, PAD};
 pub use normalize::{normalize, sanitize};
+pub use segmenter::{Policy, Segmenter, SegmenterConfig};
 
 /// Text to phonemes, sentence by sentence.
 pub trait Phonemizer: Send + Sync {

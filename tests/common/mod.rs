@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use candle_core::Tensor;
 
+pub mod calls;
+pub mod sip;
+
 /// Repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,153 @@
+//! A live call's media beyond the greeting: what the caller sends (audio, DTMF,
+//! strays), re-INVITEs (hold, unhold, a new address), RTP inactivity and
+//! capacity. The peer is hand-written SIP over a UDP socket plus a UDP socket
+//! for media that both sends and receives, so the tests control every packet.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::calls::*;
+use common::sip::*;
+
+fn with_direction(offer: String, direction: &str) -> String {
+    offer.replace("a=sendrecv", direction)
+}
+
+#[test]
+fn caller_audio_and_dtmf_are_taken_only_from_the_negotiated_source() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", ""]);
+    let sip = SipSocket::bind(server.sip);
+    let media = Media::bind();
+    let mut dialog = call(&server, &sip, media.addr);
+    let id = dialog.id.clone();
+
+    // One second of a loud 500 Hz tone, then DTMF '7' and '#', each with three end packets.
+    let tone: Vec<u8> = (0..8000)
+        .map(|i| {
+            let x = (2.0 * std::f32::consts::PI * 500.0 * i as f32 / 8000.0).sin() * 0.5;
+            voxline::audio::mulaw::encode_mulaw_sample(x)
+        })
+        .collect();
+    let ssrc = 0x1234_5678;
+    let mut seq = 100u16;
+    for (i, frame) in tone.chunks(160).enumerate() {
+        media.sock.send_to(&rtp(0, seq, i as u32 * 160, ssrc, i == 0, frame), dialog.server_media).unwrap();
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (digit, ts) in [(7u8, 8000u32), (11, 16000)] {
+        for (flags, dur) in [(0x0a, 160u16), (0x0a, 320), (0x8a, 480), (0x8a, 480), (0x8a, 480)] {
+            let [d0, d1] = dur.to_be_bytes();
+            media.sock.send_to(&rtp(101, seq, ts, ssrc, false, &[digit, flags, d0, d1]), dialog.server_media).unwrap();
+            seq += 1;
+        }
+    }
+    // A stranger on another port, and a second SSRC on the right one: neither is taken.
+    let stranger = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    for i in 0..10u16 {
+        stranger.send_to(&rtp(0, i, i as u32 * 160, 0xdead, false, &[0u8; 160]), dialog.server_media).unwrap();
+        media.sock.send_to(&rtp(101, i, 0, 0xbeef, false, &[1, 0x8a, 0, 160]), dialog.server_media).unwrap();
+    }
+
+    let info = server.wait_for_call(&dialog.invite.call_id, WAIT, |c| c.stat("dtmf_received") == Some(2) && c.stat("packets_rejected") >= Some(20));
+    assert!(info.stat("packets_received").unwrap() >= 50, "{:?}", info.stats);
+    assert_eq!(info.stat("dtmf_received"), Some(2), "each digit once, none from the second SSRC: {:?}", info.stats);
+
+    let wav = get_bytes(server.http, &format!("/calls/{id}/caller-audio"));
+    let (samples, rate) = voxline::audio::read_wav_from(std::io::Cursor::new(wav)).expect("a WAV");
+    assert_eq!(rate, 8000);
+    assert!(samples.len() >= 7900, "about one second kept, got {} samples", samples.len());
+    let rms = (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt();
+    assert!((0.3..0.4).contains(&rms), "the tone comes back at its level (rms {rms}), not the stranger's silence");
+    dialog.bye(&sip);
+}
+
+#[test]
+fn hold_stops_our_rtp_and_unhold_resumes_it_on_the_same_clock() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", ""]);
+    let sip = SipSocket::bind(server.sip);
+    let media = Media::bind();
+    let mut dialog = call(&server, &sip, media.addr);
+    let before = media.collect(Duration::from_millis(300));
+    assert!(before.len() >= 10, "silence packets flow before hold: {}", before.len());
+
+    let answer = dialog.reinvite(&sip, with_direction(pcmu_offer(media.addr), "a=sendonly"));
+    assert!(answer.audio().unwrap().has_attribute("recvonly"), "hold is answered recvonly: {answer:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    media.drain();
+    let held = media.collect(Duration::from_millis(500));
+    assert!(held.is_empty(), "{} packets sent while on hold", held.len());
+
+    let answer = dialog.reinvite(&sip, pcmu_offer(media.addr));
+    assert!(answer.audio().unwrap().has_attribute("sendrecv"));
+    let after = media.collect(Duration::from_millis(300));
+    assert!(after.len() >= 10, "unhold resumes: {}", after.len());
+    let (last, first) = (before.last().unwrap(), &after[0]);
+    assert_eq!(first.1, last.1.wrapping_add(1), "sequence numbers stay contiguous across the hold");
+    let elapsed_ms = (first.0 - last.0).as_secs_f64() * 1000.0;
+    let ts_ms = first.2.wrapping_sub(last.2) as f64 / 8.0;
+    assert!((ts_ms - elapsed_ms).abs() < 60.0, "the timestamp advanced with the clock during hold: {ts_ms} ms of timestamps over {elapsed_ms} ms");
+    dialog.bye(&sip);
+}
+
+#[test]
+fn a_reinvite_moves_media_to_the_new_address() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", ""]);
+    let sip = SipSocket::bind(server.sip);
+    let (old, new) = (Media::bind(), Media::bind());
+    let mut dialog = call(&server, &sip, old.addr);
+    assert!(!old.collect(Duration::from_millis(200)).is_empty());
+    dialog.reinvite(&sip, pcmu_offer(new.addr));
+    std::thread::sleep(Duration::from_millis(60));
+    old.drain();
+    assert!(new.collect(Duration::from_millis(300)).len() >= 10, "packets go to the new address");
+    assert!(old.collect(Duration::from_millis(200)).is_empty(), "and no longer to the old one");
+    dialog.bye(&sip);
+}
+
+#[test]
+fn a_caller_that_sends_no_rtp_is_hung_up_after_the_timeout() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", "", "--rtp-timeout", "2"]);
+    let sip = SipSocket::bind(server.sip);
+    let media = Media::bind();
+    let dialog = call(&server, &sip, media.addr);
+    let started = Instant::now();
+    let bye = sip
+        .recv_until(Duration::from_secs(8), |m| m.method() == Some("BYE"))
+        .unwrap_or_else(|| panic!("no BYE after the RTP timeout\n{}", sip.transcript()));
+    let waited = bye.at - started;
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5), "BYE after {waited:?} for a 2 s timeout");
+    assert_eq!(bye.msg.call_id(), Some(dialog.invite.call_id.as_str()));
+    sip.send_raw(response_to(&bye.msg, 200, "OK", None).as_bytes());
+    server.wait_call_gone(&dialog.invite.call_id, WAIT);
+    media.drain();
+    std::thread::sleep(Duration::from_millis(100));
+    media.drain();
+    assert!(media.collect(Duration::from_millis(300)).is_empty(), "RTP stopped with the call");
+}
+
+#[test]
+fn calls_beyond_capacity_get_503_and_the_first_keeps_running() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", "", "--max-calls", "1"]);
+    let sip = SipSocket::bind(server.sip);
+    let media = Media::bind();
+    let mut dialog = call(&server, &sip, media.addr);
+
+    let other = SipSocket::bind(server.sip);
+    let invite = other.request("INVITE").sdp(pcmu_offer(Media::bind().addr));
+    other.send(&invite);
+    let rejected = other.final_response(&invite, WAIT).expect("a final response");
+    assert_eq!(rejected.msg.status(), Some(503), "{}", other.transcript());
+    other.send(&invite.sibling("ACK"));
+
+    assert_eq!(server.calls().len(), 1);
+    assert!(media.collect(Duration::from_millis(200)).len() >= 5, "the first call still gets its packets");
+    dialog.bye(&sip);
+}
