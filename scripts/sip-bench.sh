@@ -85,7 +85,7 @@ if [ "$build" = 1 ]; then
 fi
 bin="$bindir/voxline"
 probe="$bindir/voxline-rtp-probe"
-[ -x "$bin" ] && [ -x "$probe" ] || die "no $bin or $probe (build them, or drop --no-build)"
+{ [ -x "$bin" ] && [ -x "$probe" ]; } || die "no $bin or $probe (build them, or drop --no-build)"
 "$bin" serve --help >/dev/null 2>&1 || die "$bin has no 'serve' subcommand"
 export VOXLINE_MODELS="${VOXLINE_MODELS:-$root/models}"
 "$bin" fetch-voice >&2
@@ -124,8 +124,7 @@ spawn() {
     SPAWNED=$!
     pids+=("$SPAWNED")
     CHILD=""
-    local i
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         CHILD="$( (ps -o pid= --ppid "$SPAWNED" 2>/dev/null || true) | head -n1 | tr -d ' ')"
         [ -n "$CHILD" ] && break
         kill -0 "$SPAWNED" 2>/dev/null || break
@@ -136,9 +135,9 @@ spawn() {
 
 # `stop PID`: SIGINT, then TERM/KILL after a grace period.
 stop() {
-    local p="$1" i
+    local p="$1"
     kill -INT "$p" 2>/dev/null || return 0
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }
         sleep 0.1
     done
@@ -214,11 +213,11 @@ sipp_counts() { # SCREEN-FILE... -> "successful failed" (the last figures found)
 # to reach 0. Once the final screen ("Test Terminated") is out, it gets 5 s,
 # then SIGKILL. Sets SIPP_RC and SIPP_HUNG.
 wait_sipp() {
-    local tpid="$1" pid="$2" out="$3" i
+    local tpid="$1" pid="$2" out="$3"
     SIPP_HUNG=0
     while kill -0 "$pid" 2>/dev/null; do
         if grep -q "Test Terminated" "$out" 2>/dev/null; then
-            for i in $(seq 50); do
+            for _ in $(seq 50); do
                 kill -0 "$pid" 2>/dev/null || break
                 sleep 0.1
             done
@@ -270,7 +269,7 @@ run_one() { # SENDER N ORDER
     local tag="$sender-$n"
     local load_before
     load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-    local ports probe_port uac_port uac_media uac_cp uas_port uas_media uas_cp
+    local probe_port uac_port uac_media uac_cp uas_port uas_media uas_cp
     read -r probe_port uac_port uac_media uac_cp uas_port uas_media uas_cp <<<"$(free_ports 7 4)"
 
     local server_pid="" server_child="" http="" sip="" uas="" uas_child=""
@@ -279,8 +278,7 @@ run_one() { # SENDER N ORDER
         spawn "$tag-server" $((budget + 120)) "$bin" serve --sip 127.0.0.1:0 --http 127.0.0.1:0 --rtp-ports 20000-29999 \
             --rtp-timeout 0 --max-calls 2000 --greeting "$greeting"
         server_pid="$SPAWNED" server_child="$CHILD"
-        local i
-        for i in $(seq 1200); do
+        for _ in $(seq 1200); do
             grep -q '^ready ' "$work/$tag-server.out" 2>/dev/null && break
             kill -0 "$server_pid" 2>/dev/null || die "[$tag] voxline serve exited: $(tail -n 20 "$work/$tag-server.err")"
             sleep 0.1
@@ -321,8 +319,8 @@ run_one() { # SENDER N ORDER
     # Memory before the calls, once the sender is idle and its memory holds
     # still for 3 s (start-up allocations are sometimes returned late);
     # at most 20 s. The samples go to $work/$tag-idle.log.
-    local rss_before stable=0 prev_rss="" prev_cpu="" cpu_now i
-    for i in $(seq 80); do
+    local rss_before stable=0 prev_rss="" prev_cpu="" cpu_now
+    for _ in $(seq 80); do
         rss_before="$(rss_kib "$sender_pid")"
         cpu_now="$(cpu_ticks "$sender_pid")"
         echo "$(now) rss=$rss_before cpu=$cpu_now" >>"$work/$tag-idle.log"
@@ -356,8 +354,7 @@ while True:
     spawn "$tag-probe" $((settle + seconds + 30)) "$probe" --listen "127.0.0.1:$probe_port" --seconds "$seconds" --settle "$settle" \
         --ready-file "$work/$tag-probe.ready"
     local probe_pid="$SPAWNED" probe_child="$CHILD"
-    local i
-    for i in $(seq 500); do
+    for _ in $(seq 500); do
         [ -s "$work/$tag-probe.ready" ] && break
         sleep 0.01
     done
@@ -489,6 +486,10 @@ EOF
 }
 
 date_start="$(date -u '+%Y-%m-%d %H:%M UTC')"
+# The tree as the run starts (the binaries are what --no-build found there).
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- src sip sdp Cargo.toml Cargo.lock 2>/dev/null && [ -z "$(git ls-files --others --exclude-standard src sip sdp 2>/dev/null)" ] ||
+    commit="$commit + uncommitted changes"
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 order=0
 idx=0
@@ -504,9 +505,6 @@ load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 cpu="$( (lscpu 2>/dev/null || true) | sed -n 's/^Model name: *//p' | head -n1)"
 [ -n "$cpu" ] || cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- src sip sdp Cargo.toml Cargo.lock 2>/dev/null && [ -z "$(git ls-files --others --exclude-standard src sip sdp 2>/dev/null)" ] ||
-    commit="$commit + uncommitted changes"
 
 section="$(
     SIPB_INVOCATION="$invocation" SIPB_DATE="$date_start" SIPB_CPU="$cpu" SIPB_NPROC="$nproc_n" SIPB_COMMIT="$commit" \

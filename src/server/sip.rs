@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use voxline_sdp::{build_answer, negotiate, LocalMedia, Negotiated, SessionDescription};
@@ -284,26 +286,32 @@ fn current_answer(server: &Server, call: &Call) -> String {
 
 /// Caller media into the call.
 async fn receive(media: Arc<CallMedia>, socket: StdUdpSocket) {
-    let Ok(socket) = UdpSocket::from_std(socket) else { return };
-    let mut buf = vec![0u8; 2048];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => media.handle_rtp(from, &buf[..n]),
-            Err(e) => {
-                tracing::trace!(call = %media.id, error = %e, "RTP receive error");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+    let media2 = media.clone();
+    receive_loop(socket, move |from, data| media2.handle_rtp(from, data)).await;
+    tracing::trace!(call = %media.id, "RTP receive ended");
 }
 
 async fn receive_rtcp(media: Arc<CallMedia>, socket: StdUdpSocket) {
-    let Ok(socket) = UdpSocket::from_std(socket) else { return };
+    receive_loop(socket, move |from, data| media.handle_rtcp(from, data)).await;
+}
+
+/// Reads datagrams as they arrive. The socket is registered for readability
+/// only: the pacer sends on the same socket from its own thread, and watching
+/// writability would wake this runtime once per packet sent.
+async fn receive_loop(socket: StdUdpSocket, mut handle: impl FnMut(SocketAddr, &[u8])) {
+    // SAFETY: the AsyncFd owns the socket, so its descriptor stays open and
+    // unchanged for as long as the registration lives.
+    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }) else { return };
     let mut buf = vec![0u8; 2048];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => media.handle_rtcp(from, &buf[..n]),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        let Ok(mut guard) = fd.readable().await else { return };
+        loop {
+            match guard.try_io(|inner| inner.get_ref().recv_from(&mut buf)) {
+                Ok(Ok((n, from))) => handle(from, &buf[..n]),
+                // ICMP errors from a vanished peer surface here; keep reading.
+                Ok(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => continue,
+                Ok(Err(_)) | Err(_) => break,
+            }
         }
     }
 }

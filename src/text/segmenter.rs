@@ -30,7 +30,7 @@
 //!   plays, the rest has its duration to arrive.
 //! * Text that waited [`SegmenterConfig::max_wait`] without a boundary (the
 //!   LLM stalled, say on a tool call) is spoken up to its last word boundary;
-//!   the last word, which may be cut in half, waits another `max_wait`.
+//!   the last word, which may be incomplete, waits another `max_wait`.
 //! * Nothing longer than [`SegmenterConfig::max_chars`] is ever handed out: it
 //!   is cut at a word boundary (mid-word only in a longer "word", a URL or
 //!   unspaced CJK text).
@@ -38,8 +38,8 @@
 //! # What we hand out
 //!
 //! Each piece is trimmed and never empty. Apart from white space at the cuts
-//! and the markup below, the pieces, followed by what
-//! [`Segmenter::clear`] dropped, are the input.
+//! and the line markup below, the pieces and what [`Segmenter::clear`]
+//! dropped are, in order, the input.
 //!
 //! Markdown *line* markup is ours to drop, because only we know where lines
 //! begin: bullets (`- `, `* `, `+ `, `• `), numbered items (`1. `, `2) `),

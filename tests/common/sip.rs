@@ -1048,6 +1048,8 @@ impl SipSocket {
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     return None
                 }
+                // A signal (e.g. SIGCHLD from a sipp another test runs) interrupted the wait.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => panic!("recv on the SIP socket: {e}"),
             }
         }
@@ -1535,10 +1537,41 @@ pub fn parse_utc_stamp(s: &str) -> Option<SystemTime> {
 
 #[derive(Clone, Debug)]
 pub struct RtpPacket {
+    /// When the capture thread got it.
     pub at: Instant,
     pub wall: SystemTime,
+    /// When the kernel received it (Linux SIOCGSTAMP), free of the capture
+    /// thread's own scheduling delays; None where unavailable.
+    pub kernel: Option<SystemTime>,
     pub from: SocketAddr,
     pub data: Vec<u8>,
+}
+
+/// The kernel's receive time of the last datagram read from `sock`
+/// (SIOCGSTAMP). The first call on a socket switches time stamping on (and
+/// returns None); call it once right after binding.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn kernel_stamp(sock: &UdpSocket) -> Option<SystemTime> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Timeval {
+        sec: i64,
+        usec: i64,
+    }
+    extern "C" {
+        fn ioctl(fd: i32, request: u64, ...) -> i32;
+    }
+    const SIOCGSTAMP: u64 = 0x8906;
+    let mut tv = Timeval { sec: 0, usec: 0 };
+    // SAFETY: SIOCGSTAMP writes one struct timeval (64-bit fields on 64-bit
+    // Linux) through the pointer, which points at a live Timeval.
+    let rc = unsafe { ioctl(sock.as_raw_fd(), SIOCGSTAMP, &mut tv as *mut Timeval) };
+    (rc == 0 && tv.sec > 0).then(|| UNIX_EPOCH + Duration::new(tv.sec as u64, (tv.usec * 1000) as u32))
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn kernel_stamp(_sock: &UdpSocket) -> Option<SystemTime> {
+    None
 }
 
 /// A UDP socket on 127.0.0.1 recording every datagram with its arrival time,
@@ -1559,6 +1592,7 @@ impl RtpCapture {
             .unwrap_or_else(|| UdpSocket::bind((LOCALHOST, 0)).expect("bind a UDP socket for RTP"));
         let addr = sock.local_addr().unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let _ = kernel_stamp(&sock); // switches kernel time stamps on
         let packets = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, st) = (packets.clone(), stop.clone());
@@ -1569,7 +1603,8 @@ impl RtpCapture {
                 while !st.load(Ordering::Relaxed) {
                     match sock.recv_from(&mut buf) {
                         Ok((n, from)) => {
-                            let pkt = RtpPacket { at: Instant::now(), wall: SystemTime::now(), from, data: buf[..n].to_vec() };
+                            let (at, wall, kernel) = (Instant::now(), SystemTime::now(), kernel_stamp(&sock));
+                            let pkt = RtpPacket { at, wall, kernel, from, data: buf[..n].to_vec() };
                             p.lock().unwrap().push(pkt);
                         }
                         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
@@ -1651,6 +1686,7 @@ impl Drop for RtpCapture {
 pub struct Rtp {
     pub at: Instant,
     pub wall: SystemTime,
+    pub kernel: Option<SystemTime>,
     pub from: SocketAddr,
     pub version: u8,
     pub padding: bool,
@@ -1691,6 +1727,7 @@ pub fn parse_rtp(p: &RtpPacket) -> Option<Rtp> {
     Some(Rtp {
         at: p.at,
         wall: p.wall,
+        kernel: p.kernel,
         from: p.from,
         version,
         padding,
@@ -1722,8 +1759,11 @@ pub struct RtpAnalysis {
     pub seq_reordered: usize,
     /// Timestamp step between consecutive packets (arrival order) -> count.
     pub ts_steps: BTreeMap<i64, usize>,
-    /// Inter-arrival gaps, ms, arrival order.
+    /// Inter-arrival gaps, ms, arrival order: from the kernel's receive time
+    /// stamps when every packet has one (`kernel_clock`), else from the
+    /// capture thread's clock.
     pub interarrival_ms: Vec<f64>,
+    pub kernel_clock: bool,
     /// Indices (arrival order) of packets with the marker bit.
     pub markers: Vec<usize>,
     /// RMS of each packet's decoded PCMU payload (16-bit units; 0 for other PTs).
@@ -1749,6 +1789,7 @@ impl RtpAnalysis {
             seq_reordered: 0,
             ts_steps: BTreeMap::new(),
             interarrival_ms: Vec::new(),
+            kernel_clock: false,
             markers: Vec::new(),
             frame_rms: Vec::new(),
         };
@@ -1807,8 +1848,16 @@ impl RtpAnalysis {
                 let step = w[1].timestamp.wrapping_sub(w[0].timestamp) as i32 as i64;
                 *a.ts_steps.entry(step).or_default() += 1;
             }
-            a.interarrival_ms.push(w[1].at.duration_since(w[0].at).as_secs_f64() * 1000.0);
         }
+        a.kernel_clock = !a.packets.is_empty() && a.packets.iter().all(|p| p.kernel.is_some());
+        a.interarrival_ms = a
+            .packets
+            .windows(2)
+            .map(|w| match (a.kernel_clock, w[0].kernel, w[1].kernel) {
+                (true, Some(k0), Some(k1)) => secs(k0, k1) * 1000.0,
+                _ => w[1].at.duration_since(w[0].at).as_secs_f64() * 1000.0,
+            })
+            .collect();
         a
     }
 
@@ -1834,10 +1883,13 @@ impl RtpAnalysis {
         self.interarrival_ms.iter().cloned().fold(0.0, f64::max)
     }
 
-    /// First to last arrival.
+    /// First to last arrival (on the same clock as `interarrival_ms`).
     pub fn span(&self) -> Duration {
         match (self.packets.first(), self.packets.last()) {
-            (Some(a), Some(b)) => b.at.duration_since(a.at),
+            (Some(a), Some(b)) => match (self.kernel_clock, a.kernel, b.kernel) {
+                (true, Some(k0), Some(k1)) => Duration::from_secs_f64(secs(k0, k1).max(0.0)),
+                _ => b.at.duration_since(a.at),
+            },
             _ => Duration::ZERO,
         }
     }
@@ -1957,7 +2009,7 @@ impl RtpAnalysis {
     pub fn summary(&self) -> String {
         format!(
             "{} packets ({} not RTP) over {:.2}s from {:?}; PTs {:?}; payload sizes {:?}; SSRCs {:?}; \
-             seq lost {} dup {} reordered {}; ts steps {:?}; inter-arrival p50 {:.1} p99 {:.1} max {:.1} ms, mean {:.2} ms; \
+             seq lost {} dup {} reordered {}; ts steps {:?}; inter-arrival ({}) p50 {:.1} p99 {:.1} max {:.1} ms, mean {:.2} ms; \
              markers at {:?}; utterances (packet idx) {:?}\nenvelope (100 ms/char, | marker): {}",
             self.packets.len(),
             self.invalid,
@@ -1970,6 +2022,7 @@ impl RtpAnalysis {
             self.seq_duplicates,
             self.seq_reordered,
             self.ts_steps,
+            if self.kernel_clock { "kernel receive stamps" } else { "capture thread clock" },
             self.interarrival_percentile(50.0),
             self.interarrival_percentile(99.0),
             self.interarrival_max(),
@@ -1978,6 +2031,14 @@ impl RtpAnalysis {
             self.utterances(),
             self.envelope()
         )
+    }
+}
+
+/// Seconds from `a` to `b` (negative if `b` is earlier).
+pub fn secs(a: SystemTime, b: SystemTime) -> f64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
     }
 }
 
