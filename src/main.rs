@@ -62,6 +62,10 @@ struct ServeArgs {
     /// Ring this many milliseconds (180 Ringing) before answering; 0 answers at once.
     #[arg(long, env = "VOXLINE_RING_MS", default_value_t = 0)]
     ring_ms: u64,
+    /// Require this bearer token on the HTTP API and WebSockets (recommended
+    /// whenever --http is reachable from other machines).
+    #[arg(long, env = "VOXLINE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Calls beyond this get 503.
     #[arg(long, env = "VOXLINE_MAX_CALLS", default_value_t = 1000)]
     max_calls: usize,
@@ -337,6 +341,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         },
         answer_policy: voxline_sdp::AnswerPolicy::default(),
         user_agent: format!("voxline/{}", env!("CARGO_PKG_VERSION")),
+        api_token: args.api_token.filter(|t| !t.is_empty()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores.min(4)).enable_all().build()?;
     runtime.block_on(serve(config, Arc::new(engine), |bound| {

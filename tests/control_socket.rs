@@ -240,3 +240,27 @@ fn two_agents_on_two_calls_see_only_their_own_events() {
     assert!(agent_b.find("call.ended").is_none(), "B's call is still up");
     b.bye(&sip_b);
 }
+
+#[test]
+fn an_api_token_protects_the_api_and_the_sockets() {
+    use tungstenite::client::IntoClientRequest;
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", "", "--api-token", "s3cret"]);
+    assert_eq!(server.get("/healthz").status, 200, "health checks stay open");
+    let denied = server.get("/calls");
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(server.get("/calls?token=wrong").status, 401);
+    assert_eq!(server.get("/calls?token=s3cret").status, 200);
+
+    let url = format!("ws://{}/v1/calls/nope/control", server.http);
+    let status = |request| match tungstenite::connect(request) {
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => 101,
+    };
+    assert_eq!(status(url.clone().into_client_request().unwrap()), 401, "a socket without the token is refused");
+    let mut with_header = url.clone().into_client_request().unwrap();
+    with_header.headers_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+    assert_eq!(status(with_header), 404, "with the token the request gets through (to an unknown call)");
+}

@@ -31,16 +31,41 @@ use crate::synth::MAX_REQUEST_CHARS;
 const MAX_BODY: usize = 64 * 1024;
 
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    let protected = Router::new()
         .route("/calls", get(list))
         .route("/calls/{id}", get(show).delete(hangup))
         .route("/calls/{id}/speak", post(speak))
         .route("/calls/{id}/hangup", post(hangup))
         .route("/calls/{id}/caller-audio", get(caller_audio))
         .route("/v1/calls/{id}/control", get(super::control::upgrade))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(server)
+        .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));
+    Router::new().route("/healthz", get(|| async { "ok" })).merge(protected).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(server)
+}
+
+/// With `--api-token` set, every route but `/healthz` needs
+/// `Authorization: Bearer TOKEN`, or `?token=TOKEN` (browsers cannot set
+/// headers on a WebSocket).
+async fn authorize(State(server): State<Arc<Server>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(expected) = server.config.api_token.as_deref() else { return next.run(request).await };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let query = request.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    let given = bearer.or(query);
+    if given.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ..., or ?token=...)");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

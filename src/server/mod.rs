@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub media: MediaConfig,
     pub answer_policy: voxline_sdp::AnswerPolicy,
     pub user_agent: String,
+    /// Bearer token required by the HTTP API and sockets (none: open).
+    pub api_token: Option<String>,
 }
 
 /// An event about a call, for whoever listens (logs now; agents' sockets later).
