@@ -73,6 +73,27 @@ impl Agent {
     }
 }
 
+/// A server without greeting, one call placed by hand with its RTP captured,
+/// and an agent attached to it.
+struct Live {
+    server: Server,
+    sip: SipSocket,
+    capture: RtpCapture,
+    dialog: Dialog,
+    agent: Agent,
+}
+
+impl Live {
+    fn start() -> Live {
+        let server = Server::start(&["--greeting", ""]);
+        let sip = SipSocket::bind(server.sip);
+        let (capture, _) = RtpCapture::bind();
+        let dialog = call(&server, &sip, capture.addr);
+        let agent = Agent::attach(&server, &dialog.id);
+        Live { server, sip, capture, dialog, agent }
+    }
+}
+
 /// Arrival times of speech packets (payload not all silence) in a capture.
 fn speech(capture: &RtpCapture) -> Vec<Instant> {
     capture.snapshot().iter().filter_map(parse_rtp).filter(|p| p.payload.iter().any(|&b| b != 0xFF)).map(|p| p.at).collect()
@@ -84,11 +105,7 @@ const PARAGRAPH: &str = "Thanks for waiting. Your order shipped this morning, an
 #[test]
 fn streamed_tokens_are_spoken_before_the_turn_ends_and_marks_follow_their_audio() {
     let _slot = exclusive_slot();
-    let server = Server::start(&["--greeting", ""]);
-    let sip = SipSocket::bind(server.sip);
-    let (capture, _) = RtpCapture::bind();
-    let mut dialog = call(&server, &sip, capture.addr);
-    let mut agent = Agent::attach(&server, &dialog.id);
+    let Live { server: _server, sip, capture, mut dialog, mut agent } = Live::start();
 
     // An LLM's pace: a token every 40 ms.
     let tokens: Vec<&str> = PARAGRAPH.split_inclusive(' ').collect();
@@ -140,11 +157,7 @@ fn streamed_tokens_are_spoken_before_the_turn_ends_and_marks_follow_their_audio(
 #[test]
 fn clear_silences_the_call_within_two_packets_and_reports_what_was_heard() {
     let _slot = exclusive_slot();
-    let server = Server::start(&["--greeting", ""]);
-    let sip = SipSocket::bind(server.sip);
-    let (capture, _) = RtpCapture::bind();
-    let mut dialog = call(&server, &sip, capture.addr);
-    let mut agent = Agent::attach(&server, &dialog.id);
+    let Live { server: _server, sip, capture, mut dialog, mut agent } = Live::start();
 
     agent.send(json!({"type": "speak", "text": PARAGRAPH, "turn": "long", "last": true}));
     let (started_at, _) = agent.wait_for("speech.started", Duration::from_secs(10));
@@ -186,11 +199,7 @@ fn clear_silences_the_call_within_two_packets_and_reports_what_was_heard() {
 #[test]
 fn bad_messages_get_error_events_and_the_call_keeps_running() {
     let _slot = shared_slot();
-    let server = Server::start(&["--greeting", ""]);
-    let sip = SipSocket::bind(server.sip);
-    let (capture, _) = RtpCapture::bind();
-    let mut dialog = call(&server, &sip, capture.addr);
-    let mut agent = Agent::attach(&server, &dialog.id);
+    let Live { server, sip, capture, mut dialog, mut agent } = Live::start();
 
     agent.send_raw("{not json");
     agent.send_raw(r#"{"type": "dance"}"#);
