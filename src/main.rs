@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use voxline::audio::{encode_mulaw, write_wav, StreamResampler, WavFormat};
 use voxline::models;
-use voxline::synth::{CancelToken, Engine, PiperEngine, PiperVoice, SynthOptions, SynthRequest};
+use voxline::synth::{CancelToken, Engine, PiperEngine, PiperVoice, Preset, SynthOptions, SynthRequest};
 use voxline::synth::piper::StreamConfig;
 use voxline::text::EspeakPhonemizer;
 
@@ -66,6 +66,16 @@ struct ServeArgs {
     /// whenever --http is reachable from other machines).
     #[arg(long, env = "VOXLINE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// POST incoming calls (and later lifecycle events) to this http:// URL; its JSON answer may accept or reject the call.
+    #[arg(long, env = "VOXLINE_WEBHOOK")]
+    webhook: Option<String>,
+    /// Sent as `Authorization: Bearer` with webhook requests.
+    #[arg(long, env = "VOXLINE_WEBHOOK_TOKEN", hide_env_values = true)]
+    webhook_token: Option<String>,
+    /// How long a call rings waiting for an agent's accept/reject (webhook or
+    /// events socket with decide=true) before it is answered with the greeting.
+    #[arg(long, env = "VOXLINE_DECISION_TIMEOUT_MS", default_value_t = 3000)]
+    decision_timeout_ms: u64,
     /// Calls beyond this get 503.
     #[arg(long, env = "VOXLINE_MAX_CALLS", default_value_t = 1000)]
     max_calls: usize,
@@ -129,6 +139,9 @@ pub struct VoiceArgs {
     /// Seed for reproducible output.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// realtime (first audio soonest), balanced (default) or fidelity (each sentence decoded whole).
+    #[arg(long, value_parser = parse_preset)]
+    pub preset: Option<Preset>,
     /// Where the model runs: auto (a CUDA GPU when built with the `cuda` feature and one is present), cpu, or cuda[:N].
     #[arg(long, env = "VOXLINE_DEVICE", default_value = "auto")]
     pub device: String,
@@ -145,6 +158,7 @@ impl VoiceArgs {
             length_scale: self.length_scale,
             noise_w: self.noise_w,
             seed: self.seed,
+            preset: self.preset,
         }
     }
 
@@ -158,6 +172,25 @@ impl VoiceArgs {
         let phonemizer = Arc::new(EspeakPhonemizer::new()?);
         Ok(PiperEngine::new(voice, phonemizer, StreamConfig::default())?)
     }
+
+    /// The other voices of the models folder, loaded when a call first asks for one.
+    pub fn catalog(&self, default: &PiperEngine) -> Result<voxline::server::speech::VoiceCatalog> {
+        let dir = self.models.dir();
+        let device = device(&self.device)?;
+        let phonemizer = default.phonemizer();
+        let list_dir = dir.clone();
+        Ok(voxline::server::speech::VoiceCatalog {
+            names: Box::new(move || models::list_voices(&list_dir).into_iter().map(|(name, _)| name).collect()),
+            load: Box::new(move |name| {
+                let voice = PiperVoice::load(&dir.join(format!("{name}.onnx")), &device)?;
+                Ok(Arc::new(PiperEngine::new(voice, phonemizer.clone(), StreamConfig::default())?))
+            }),
+        })
+    }
+}
+
+fn parse_preset(name: &str) -> Result<Preset, String> {
+    Preset::parse(name).ok_or_else(|| format!("unknown preset `{name}`: realtime, balanced or fidelity"))
 }
 
 /// `auto`, `cpu`, `cuda` or `cuda:N`.
@@ -323,6 +356,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let engine = args.voice.engine()?;
+    let catalog = args.voice.catalog(&engine)?;
     let media_ip = args.sip.ip();
     let config = ServerConfig {
         sip_listen: args.sip,
@@ -342,9 +376,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         answer_policy: voxline_sdp::AnswerPolicy::default(),
         user_agent: format!("voxline/{}", env!("CARGO_PKG_VERSION")),
         api_token: args.api_token.filter(|t| !t.is_empty()),
+        synth: args.voice.options(),
+        webhook: args.webhook.filter(|w| !w.is_empty()),
+        webhook_token: args.webhook_token.filter(|t| !t.is_empty()),
+        decision_timeout: std::time::Duration::from_millis(args.decision_timeout_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores.min(4)).enable_all().build()?;
-    runtime.block_on(serve(config, Arc::new(engine), |bound| {
+    runtime.block_on(serve(config, Arc::new(engine), catalog, |bound| {
         // One machine-readable line for scripts and tests, then a human one.
         println!("ready sip={} http={}", bound.sip, bound.http);
         let _ = std::io::stdout().flush();

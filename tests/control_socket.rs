@@ -4,74 +4,12 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::agent::*;
 use common::calls::*;
 use common::sip::*;
-use serde_json::{json, Value};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-struct Agent {
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    /// Every event received, with its arrival time.
-    events: Vec<(Instant, Value)>,
-}
-
-impl Agent {
-    fn attach(server: &Server, call: &str) -> Agent {
-        let url = format!("ws://{}/v1/calls/{call}/control", server.http);
-        let (mut ws, _) = tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        if let MaybeTlsStream::Plain(s) = ws.get_mut() {
-            s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-        }
-        let mut agent = Agent { ws, events: Vec::new() };
-        agent.wait_for("call.attached", Duration::from_secs(5));
-        agent
-    }
-
-    fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).unwrap();
-    }
-
-    fn send_raw(&mut self, text: &str) {
-        self.ws.send(Message::text(text.to_string())).unwrap();
-    }
-
-    /// Reads whatever arrives within `window`.
-    fn pump(&mut self, window: Duration) {
-        let end = Instant::now() + window;
-        while Instant::now() < end {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => self.events.push((Instant::now(), serde_json::from_str(t.as_str()).expect("events are JSON"))),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return,
-                Err(e) => panic!("socket error: {e}"),
-            }
-        }
-    }
-
-    fn find(&self, kind: &str) -> Option<&(Instant, Value)> {
-        self.events.iter().find(|(_, e)| e["type"] == kind)
-    }
-
-    fn wait_for(&mut self, kind: &str, timeout: Duration) -> (Instant, Value) {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Some(found) = self.find(kind) {
-                return found.clone();
-            }
-            assert!(Instant::now() < end, "no `{kind}` event within {timeout:?}; got {:#?}", self.events.iter().map(|e| &e.1).collect::<Vec<_>>());
-            self.pump(Duration::from_millis(20));
-        }
-    }
-
-    fn all(&self, kind: &str) -> Vec<Value> {
-        self.events.iter().filter(|(_, e)| e["type"] == kind).map(|(_, e)| e.clone()).collect()
-    }
-}
+use serde_json::json;
 
 /// A server without greeting, one call placed by hand with its RTP captured,
 /// and an agent attached to it.

@@ -4,8 +4,11 @@
 //! one [`Pacer`] thread for the whole server wakes on absolute 20 ms deadlines
 //! and sends every call's next frame as an RTP packet, so packets never drift
 //! against the monotonic clock and a slow synthesizer shows up as counted
-//! silence, never as a gap in the RTP timeline.
+//! silence, never as a gap in the RTP timeline. The same clock sends DTMF
+//! to the caller as RFC 4733 telephone-events ([`CallMedia::send_dtmf`]),
+//! holding the call's audio while the digits go out.
 
+pub mod dtmf;
 pub mod jitter;
 pub mod pacer;
 pub mod playout;
@@ -16,6 +19,7 @@ pub mod rtp_out;
 
 use std::time::Duration;
 
+pub use dtmf::{DtmfSendError, DTMF_DEFAULT_DURATION, DTMF_GAP};
 pub use jitter::{ArrivalTracker, JitterEstimator};
 pub use pacer::{CallMedia, MediaConfig, MediaEvent, MediaStats, Pacer, RemoteMedia};
 pub use playout::{ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId};

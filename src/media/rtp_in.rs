@@ -25,7 +25,6 @@ pub enum Inbound {
 pub enum RejectReason {
     Malformed,
     WrongSource,
-    WrongSsrc,
 }
 
 /// How the source of the caller's media is decided.
@@ -97,10 +96,17 @@ impl RtpReceiver {
                     self.stats.rejected += 1;
                     return Inbound::Rejected(RejectReason::WrongSource);
                 }
-                if ssrc != latched_ssrc {
-                    self.stats.rejected += 1;
-                    return Inbound::Rejected(RejectReason::WrongSsrc);
+                // The address is the check; a new SSRC from it is the same
+                // caller's stream restarting (a transfer, an SBC re-anchoring
+                // media, a gateway sending RFC 4733 events as their own
+                // stream). Audio under a new SSRC takes over the statistics
+                // (RFC 3550 6.4: a new source); events under their own SSRC
+                // are accepted without disturbing them.
+                if ssrc != latched_ssrc && packet.header.payload_type == self.audio_pt {
+                    self.latched = Some((addr, ssrc));
+                    self.stats.restart();
                 }
+
             }
             (SourcePolicy::Strict, None) => {
                 if from != self.expected {
@@ -119,7 +125,9 @@ impl RtpReceiver {
             }
         }
         self.last_packet = Some(now);
-        self.stats.update(packet.header.sequence_number, packet.header.timestamp, data.len(), now);
+        if self.latched.is_some_and(|(_, latched)| latched == ssrc) {
+            self.stats.update(packet.header.sequence_number, packet.header.timestamp, data.len(), now);
+        }
         let pt = packet.header.payload_type;
         if pt == self.audio_pt {
             Inbound::Audio { payload: packet.payload.to_vec(), timestamp: packet.header.timestamp, marker: packet.header.marker }
@@ -141,6 +149,8 @@ pub struct ReceptionStats {
     pub packets: u64,
     pub octets: u64,
     pub rejected: u64,
+    /// Times the caller's audio came under a new SSRC.
+    pub ssrc_changes: u64,
     base_seq: u32,
     max_seq: u16,
     cycles: u32,
@@ -153,6 +163,11 @@ pub struct ReceptionStats {
 }
 
 impl ReceptionStats {
+    /// A new SSRC: sequence and jitter start over; the counts go on.
+    fn restart(&mut self) {
+        *self = ReceptionStats { packets: self.packets, octets: self.octets, rejected: self.rejected, ssrc_changes: self.ssrc_changes + 1, ..Default::default() };
+    }
+
     fn update(&mut self, seq: u16, timestamp: u32, _len: usize, now: Instant) {
         if !self.ssrc_seen {
             self.ssrc_seen = true;
@@ -282,10 +297,28 @@ mod tests {
         let p = packet(0, 1, 0, 42, &[0xff; 160]);
         assert_eq!(rx.handle(addr("127.0.0.1:4001"), &p, now), Inbound::Rejected(RejectReason::WrongSource));
         assert!(matches!(rx.handle(addr("127.0.0.1:4000"), &p, now), Inbound::Audio { .. }));
-        // A second stream from the right address but another SSRC does not take over.
-        let q = packet(0, 2, 160, 43, &[0xff; 160]);
-        assert_eq!(rx.handle(addr("127.0.0.1:4000"), &q, now), Inbound::Rejected(RejectReason::WrongSsrc));
-        assert_eq!(rx.stats.rejected, 2);
+        assert_eq!(rx.stats.rejected, 1);
+    }
+
+    #[test]
+    fn a_new_ssrc_from_the_callers_address_restarts_the_stream_and_events_may_have_their_own() {
+        let now = Instant::now();
+        let from = addr("127.0.0.1:4000");
+        let mut rx = RtpReceiver::new(from, SourcePolicy::Strict, 0, Some(101), now);
+        for seq in 1..=5 {
+            assert!(matches!(rx.handle(from, &packet(0, seq, seq as u32 * 160, 42, &[0xff; 160]), now), Inbound::Audio { .. }));
+        }
+        // RFC 4733 events under their own SSRC: decoded, statistics untouched.
+        let event = packet(101, 9000, 80_000, 77, &[1, 0x80, 0, 160]);
+        assert_eq!(rx.handle(from, &event, now), Inbound::Dtmf { digit: '1', duration_ms: 20 });
+        assert_eq!((rx.stats.extended_max(), rx.stats.lost()), (5, 0));
+        // The caller's audio restarts under a new SSRC far away in sequence space: no loss counted.
+        for seq in 30_000..30_003 {
+            assert!(matches!(rx.handle(from, &packet(0, seq, 0, 43, &[0xff; 160]), now), Inbound::Audio { .. }));
+        }
+        assert_eq!((rx.stats.lost(), rx.stats.ssrc_changes, rx.stats.packets), (0, 1, 8));
+        // Another address is still refused.
+        assert_eq!(rx.handle(addr("127.0.0.1:4001"), &packet(0, 1, 0, 43, &[0xff; 160]), now), Inbound::Rejected(RejectReason::WrongSource));
     }
 
     #[test]

@@ -32,28 +32,35 @@ impl RtpSender {
     /// The next packet, serialized into `buf`; returns its length. Advances
     /// sequence and timestamp.
     pub fn packet(&mut self, payload: &[u8; FRAME_BYTES], marker: bool, buf: &mut [u8]) -> usize {
-        let header = Header {
-            version: 2,
-            marker,
-            payload_type: self.payload_type,
-            sequence_number: self.seq,
-            timestamp: self.timestamp,
-            ssrc: self.ssrc,
-            ..Default::default()
-        };
+        self.write(self.payload_type, self.timestamp, marker, payload, buf)
+    }
+
+    /// An RFC 4733 telephone-event packet for this tick: payload type
+    /// `payload_type`, the event's own timestamp (where it began) in the
+    /// header; takes the next sequence number and advances the clock by one
+    /// frame like [`RtpSender::packet`], so the audio after it continues on
+    /// the same timeline.
+    pub fn event_packet(&mut self, payload_type: u8, event_timestamp: u32, marker: bool, payload: &[u8; 4], buf: &mut [u8]) -> usize {
+        self.write(payload_type, event_timestamp, marker, payload, buf)
+    }
+
+    fn write(&mut self, payload_type: u8, timestamp: u32, marker: bool, payload: &[u8], buf: &mut [u8]) -> usize {
+        let header = Header { version: 2, marker, payload_type, sequence_number: self.seq, timestamp, ssrc: self.ssrc, ..Default::default() };
         // The header is written in place (no allocation per packet); 12 + 160
         // bytes always fit the caller's buffer (asserted in tests).
         let n = match header.marshal_to(buf) {
-            Ok(n) if buf.len() >= n + FRAME_BYTES => n,
+            Ok(n) if buf.len() >= n + payload.len() => n,
             _ => return 0,
         };
-        buf[n..n + FRAME_BYTES].copy_from_slice(payload);
+        buf[n..n + payload.len()].copy_from_slice(payload);
+        // The sender report maps the wall clock to the stream's clock, not to
+        // an event's start.
         self.last_timestamp = self.timestamp;
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(FRAME_BYTES as u32);
         self.packets = self.packets.wrapping_add(1);
-        self.octets = self.octets.wrapping_add(FRAME_BYTES as u32);
-        n + FRAME_BYTES
+        self.octets = self.octets.wrapping_add(payload.len() as u32);
+        n + payload.len()
     }
 
     /// Advances the clock by one frame without sending (hold): the stream
@@ -69,6 +76,11 @@ impl RtpSender {
 
     pub fn next_seq(&self) -> u16 {
         self.seq
+    }
+
+    /// RTP timestamp of the current tick (what the next audio packet carries).
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
     }
 }
 
@@ -112,5 +124,24 @@ mod tests {
         assert_eq!(p.header.sequence_number, seq0);
         assert_eq!(p.header.timestamp, ts0.wrapping_add(160));
         assert_eq!(p.header.payload_type, 8);
+    }
+
+    #[test]
+    fn an_event_packet_keeps_its_timestamp_and_the_clock_runs_on() {
+        let mut tx = RtpSender::new(0);
+        let (seq0, ts0) = (tx.next_seq(), tx.timestamp());
+        let mut buf = [0u8; PACKET_LEN];
+        let n = tx.event_packet(101, ts0, true, &[1, 0x0a, 0, 160], &mut buf);
+        assert_eq!(n, 16);
+        let p = Packet::unmarshal(&mut &buf[..n]).unwrap();
+        assert_eq!((p.header.payload_type, p.header.sequence_number, p.header.timestamp, p.header.marker), (101, seq0, ts0, true));
+        assert_eq!(&p.payload[..], &[1, 0x0a, 0, 160]);
+        tx.event_packet(101, ts0, false, &[1, 0x8a, 1, 64], &mut buf);
+        let p = Packet::unmarshal(&mut &buf[..16]).unwrap();
+        assert_eq!((p.header.sequence_number, p.header.timestamp), (seq0.wrapping_add(1), ts0));
+        let n = tx.packet(&[0xff; FRAME_BYTES], true, &mut buf);
+        let p = Packet::unmarshal(&mut &buf[..n]).unwrap();
+        assert_eq!((p.header.payload_type, p.header.sequence_number, p.header.timestamp), (0, seq0.wrapping_add(2), ts0.wrapping_add(320)));
+        assert_eq!((tx.packets, tx.octets), (3, 4 + 4 + 160));
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::media::CallMedia;
-use crate::synth::CancelToken;
+use crate::synth::{CancelToken, Preset};
 
 /// The SIP core's handle for a call.
 pub type SipHandle = voxline_sip::CallHandle;
@@ -49,6 +49,8 @@ pub struct Call {
     /// Our SDP session version (bumped per re-INVITE answer).
     pub sdp_version: Mutex<u64>,
     pub sdp_session: u64,
+    /// Voice and preset chosen for the call when it was accepted.
+    synth: Mutex<(Option<String>, Option<Preset>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,7 +86,17 @@ impl Call {
             tasks: Mutex::new(Vec::new()),
             sdp_version: Mutex::new(1),
             sdp_session,
+            synth: Mutex::new((None, None)),
         }
+    }
+
+    /// The call's voice and preset (the server's defaults where `None`).
+    pub fn synth(&self) -> (Option<String>, Option<Preset>) {
+        lock(&self.synth).clone()
+    }
+
+    pub fn set_synth(&self, voice: Option<String>, preset: Option<Preset>) {
+        *lock(&self.synth) = (voice, preset);
     }
 
     pub fn state(&self) -> CallState {

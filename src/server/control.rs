@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -25,8 +26,8 @@ use super::calls::Call;
 use super::sip::SipCommand;
 use super::Server;
 use crate::media::{MediaEvent, PlayoutEvent, UtteranceId};
-use crate::synth::MAX_REQUEST_CHARS;
-use crate::text::{Segmenter, SegmenterConfig};
+use crate::synth::{Preset, SynthOptions, MAX_REQUEST_CHARS};
+use crate::text::{Policy, Segmenter, SegmenterConfig};
 
 /// Frames larger than this are refused with an error event.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -50,6 +51,26 @@ enum Inbound {
         /// End of the turn (implies flush).
         #[serde(default)]
         last: bool,
+        /// Voice and preset for this turn (from its next clause on).
+        #[serde(default)]
+        voice: Option<String>,
+        #[serde(default)]
+        preset: Option<String>,
+    },
+    /// Defaults for this socket's later turns.
+    Configure {
+        #[serde(default)]
+        voice: Option<String>,
+        #[serde(default)]
+        preset: Option<String>,
+        #[serde(default)]
+        segment: Option<String>,
+    },
+    /// RFC 4733 digits to the caller (0-9 * # A-D; `w` waits 0.5 s).
+    SendDtmf {
+        digits: String,
+        #[serde(default)]
+        duration_ms: Option<u64>,
     },
     Flush,
     /// Barge-in: drop queued text and unplayed audio.
@@ -62,6 +83,102 @@ enum Inbound {
         #[serde(default)]
         format: Option<String>,
     },
+}
+
+/// Messages of Twilio's ConversationRelay protocol an agent sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum RelayInbound {
+    Text {
+        token: String,
+        #[serde(default)]
+        last: bool,
+        /// Whether a new turn's text cuts this turn off.
+        #[serde(default)]
+        preemptible: bool,
+        #[serde(default, rename = "lang")]
+        _lang: Option<String>,
+        #[serde(default, rename = "interruptible")]
+        _interruptible: Option<Value>,
+    },
+    #[serde(rename_all = "camelCase")]
+    SendDigits { digits: String },
+    #[serde(rename_all = "camelCase")]
+    End {
+        #[serde(default)]
+        handoff_data: Option<String>,
+    },
+    Play {},
+    Language {},
+}
+
+/// Which protocol a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// voxline's own messages (docs/control.md).
+    Native,
+    /// Twilio ConversationRelay: `text` tokens in; `setup`, `interrupt`,
+    /// `dtmf` and `error` out. voxline's own messages are accepted too.
+    ConversationRelay,
+}
+
+/// Query parameters of the control socket's URL.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlQuery {
+    #[serde(default)]
+    dialect: Option<String>,
+    #[serde(default)]
+    voice: Option<String>,
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    segment: Option<String>,
+    /// The API token (checked by the HTTP layer).
+    #[serde(default)]
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// How the socket's turns are spoken unless a turn says otherwise.
+#[derive(Debug, Clone, Default)]
+struct Defaults {
+    voice: Option<String>,
+    preset: Option<Preset>,
+    /// Overrides the preset's segmentation.
+    segment: Option<Policy>,
+}
+
+fn parse_segment(name: &str) -> Result<Policy, String> {
+    match name {
+        "clause" => Ok(Policy::Clause),
+        "sentence" => Ok(Policy::Sentence),
+        other => Err(format!("unknown segment policy `{other}`: clause or sentence")),
+    }
+}
+
+fn parse_preset(name: &str) -> Result<Preset, String> {
+    Preset::parse(name).ok_or_else(|| format!("unknown preset `{name}`: realtime, balanced or fidelity"))
+}
+
+/// How text is cut for a preset (and a policy override).
+fn segmenter_config(preset: Preset, policy: Option<Policy>) -> SegmenterConfig {
+    let mut config = SegmenterConfig::default();
+    match preset {
+        Preset::Realtime => {
+            config.min_clause_chars = 12;
+            config.max_wait = Duration::from_millis(400);
+        }
+        Preset::Balanced => {}
+        Preset::Fidelity => {
+            config.policy = Policy::Sentence;
+            config.max_wait = Duration::from_millis(2000);
+        }
+    }
+    if let Some(policy) = policy {
+        config.policy = policy;
+    }
+    config
 }
 
 #[derive(Debug)]
@@ -78,9 +195,15 @@ struct Turn {
     /// Text of the finished utterances and heard words of cut ones.
     heard: Vec<String>,
     heard_ms: u64,
+    voice: Option<String>,
+    options: SynthOptions,
+    /// ConversationRelay `preemptible`: the next turn's text cuts this one off.
+    preemptible: bool,
 }
 
 struct Session {
+    dialect: Dialect,
+    defaults: Defaults,
     server: Arc<Server>,
     call: Arc<Call>,
     segmenter: Segmenter,
@@ -98,35 +221,89 @@ enum AudioFormat {
     Pcm16,
 }
 
-pub async fn upgrade(State(server): State<Arc<Server>>, Path(id): Path<String>, ws: WebSocketUpgrade) -> Response {
-    let Some(call) = server.calls.get(&id) else {
-        return super::http::error(axum::http::StatusCode::NOT_FOUND, "unknown_call", format!("no call with id `{id}`"));
+pub async fn upgrade(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    query: Result<Query<ControlQuery>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let bad = |message: String| super::http::error(StatusCode::BAD_REQUEST, "invalid_query", message);
+    let Ok(Query(query)) = query else {
+        return bad("unknown query parameter: use dialect, voice, preset, segment or token".into());
     };
-    ws.max_message_size(MAX_FRAME * 4).max_frame_size(MAX_FRAME * 4).on_upgrade(move |socket| run(server, call, socket)).into_response()
+    let dialect = match query.dialect.as_deref() {
+        None | Some("native" | "voxline") => Dialect::Native,
+        Some("conversationrelay" | "twilio") => Dialect::ConversationRelay,
+        Some(other) => return bad(format!("unknown dialect `{other}`: native or conversationrelay")),
+    };
+    let mut defaults = Defaults::default();
+    if let Some(voice) = query.voice {
+        if !server.speech.has_voice(&voice) {
+            return bad(format!("unknown voice `{voice}`: {}", server.speech.voice_names().join(", ")));
+        }
+        defaults.voice = Some(voice);
+    }
+    match query.preset.as_deref().map(parse_preset).transpose() {
+        Ok(p) => defaults.preset = p,
+        Err(e) => return bad(e),
+    }
+    match query.segment.as_deref().map(parse_segment).transpose() {
+        Ok(p) => defaults.segment = p,
+        Err(e) => return bad(e),
+    }
+    let Some(call) = server.calls.get(&id) else {
+        return super::http::error(StatusCode::NOT_FOUND, "unknown_call", format!("no call with id `{id}`"));
+    };
+    ws.max_message_size(MAX_FRAME * 4)
+        .max_frame_size(MAX_FRAME * 4)
+        .on_upgrade(move |socket| run(server, call, socket, dialect, defaults))
+        .into_response()
 }
 
-fn event(value: Value) -> Message {
-    Message::Text(Utf8Bytes::from(value.to_string()))
+/// What a session sends: events in voxline's own form (rendered in the
+/// socket's dialect on the way out) and caller audio.
+#[derive(Debug)]
+enum Out {
+    Event(Value),
+    Audio(Vec<u8>),
 }
 
-fn error(code: &str, message: impl Into<String>) -> Message {
+fn event(value: Value) -> Out {
+    Out::Event(value)
+}
+
+fn error(code: &str, message: impl Into<String>) -> Out {
     event(json!({"type": "error", "code": code, "message": message.into()}))
 }
 
-async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket) {
+fn text(value: Value) -> Message {
+    Message::Text(Utf8Bytes::from(value.to_string()))
+}
+
+async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket, dialect: Dialect, defaults: Defaults) {
     let mut events = server.events.subscribe();
+    let base_preset = defaults.preset.or(server.config.synth.preset).unwrap_or_default();
     let mut session = Session {
+        dialect,
+        segmenter: Segmenter::new(segmenter_config(base_preset, defaults.segment)),
+        defaults,
         server: server.clone(),
         call: call.clone(),
-        segmenter: Segmenter::new(SegmenterConfig::default()),
         turns: VecDeque::new(),
         utterances: HashMap::new(),
         next_turn: 1,
         audio_format: None,
         paused: false,
     };
-    let hello = json!({"type": "call.attached", "call": call.id, "from": call.from, "to": call.to, "state": call.state()});
-    if socket.send(event(hello)).await.is_err() {
+    let headers: serde_json::Map<String, Value> = call.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let hello = match dialect {
+        Dialect::Native => json!({"type": "call.attached", "call": call.id, "from": call.from, "to": call.to, "state": call.state(),
+            "headers": headers, "voice": session.voice(None), "voices": server.speech.voice_names()}),
+        Dialect::ConversationRelay => json!({"type": "setup", "sessionId": format!("VX{}", call.id), "callSid": call.id,
+            "parentCallSid": "", "accountSid": "", "from": call.from, "to": call.to, "forwardedFrom": "", "callerName": "",
+            "direction": "inbound", "callType": "SIP", "callStatus": "in-progress", "customParameters": headers}),
+    };
+    if socket.send(text(hello)).await.is_err() {
         return;
     }
     let mut backpressure = tokio::time::interval(Duration::from_millis(200));
@@ -138,7 +315,7 @@ async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket) {
                 None => std::future::pending().await,
             }
         };
-        let out: Vec<Message> = tokio::select! {
+        let out: Vec<Out> = tokio::select! {
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()),
                 Some(Ok(Message::Binary(_))) => vec![error("unsupported", "binary frames from the agent are not accepted")],
@@ -158,8 +335,9 @@ async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket) {
             }
             _ = backpressure.tick() => session.backpressure(),
         };
-        let ended = out.iter().any(|m| matches!(m, Message::Text(t) if t.as_str().contains("\"call.ended\"")));
+        let ended = out.iter().any(|m| matches!(m, Out::Event(e) if e["type"] == "call.ended"));
         for m in out {
+            let Some(m) = session.render(m) else { continue };
             if socket.send(m).await.is_err() {
                 return;
             }
@@ -175,9 +353,49 @@ async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket) {
 }
 
 impl Session {
-    fn handle_text(&mut self, text: &str) -> Vec<Message> {
+    /// The voice a turn with `voice` set (or not) speaks with.
+    fn voice(&self, voice: Option<&str>) -> String {
+        voice.or(self.defaults.voice.as_deref()).map_or_else(|| self.server.speech.voice(), str::to_owned)
+    }
+
+    fn base_options(&self) -> SynthOptions {
+        let mut options = self.server.config.synth.clone();
+        if self.defaults.preset.is_some() {
+            options.preset = self.defaults.preset;
+        }
+        options
+    }
+
+    /// Renders an event in the socket's dialect; `None` when the dialect has no such event.
+    fn render(&self, out: Out) -> Option<Message> {
+        let value = match out {
+            Out::Audio(bytes) => return Some(Message::Binary(bytes.into())),
+            Out::Event(value) => value,
+        };
+        if self.dialect == Dialect::Native {
+            return Some(text(value));
+        }
+        let relay = match value["type"].as_str().unwrap_or_default() {
+            "cleared" => json!({"type": "interrupt", "utteranceUntilInterrupt": value["heard_text"],
+                "durationUntilInterruptMs": value["heard_ms"]}),
+            "dtmf" => json!({"type": "dtmf", "digit": value["digit"]}),
+            "error" => json!({"type": "error", "description": format!("{}: {}",
+                value["code"].as_str().unwrap_or_default(), value["message"].as_str().unwrap_or_default())}),
+            // Answers to voxline's own messages, which the dialect also accepts.
+            "mark" => value,
+            _ => return None,
+        };
+        Some(text(relay))
+    }
+
+    fn handle_text(&mut self, text: &str) -> Vec<Out> {
         if text.len() > MAX_FRAME {
             return vec![error("frame_too_large", format!("a message is at most {MAX_FRAME} bytes; this one is {}", text.len()))];
+        }
+        if self.dialect == Dialect::ConversationRelay {
+            if let Some(out) = self.handle_relay(text) {
+                return out;
+            }
         }
         let message: Inbound = match serde_json::from_str(text) {
             Ok(m) => m,
@@ -187,7 +405,42 @@ impl Session {
             }
         };
         match message {
-            Inbound::Speak { text, turn, flush, last } => self.speak(text, turn, flush || last, last),
+            Inbound::Speak { text, turn, flush, last, voice, preset } => {
+                if let Err(e) = self.check_voice(voice.as_deref()) {
+                    return vec![e];
+                }
+                let preset = match preset.as_deref().map(parse_preset).transpose() {
+                    Ok(p) => p,
+                    Err(e) => return vec![error("invalid_message", e)],
+                };
+                self.speak(text, turn, flush || last, last, voice, preset, false)
+            }
+            Inbound::Configure { voice, preset, segment } => {
+                if let Err(e) = self.check_voice(voice.as_deref()) {
+                    return vec![e];
+                }
+                let preset = match preset.as_deref().map(parse_preset).transpose() {
+                    Ok(p) => p,
+                    Err(e) => return vec![error("invalid_message", e)],
+                };
+                let segment = match segment.as_deref().map(parse_segment).transpose() {
+                    Ok(p) => p,
+                    Err(e) => return vec![error("invalid_message", e)],
+                };
+                if voice.is_some() {
+                    self.defaults.voice = voice;
+                }
+                if preset.is_some() {
+                    self.defaults.preset = preset;
+                }
+                if segment.is_some() {
+                    self.defaults.segment = segment;
+                }
+                vec![event(json!({"type": "configured", "voice": self.voice(None),
+                    "preset": self.base_options().preset.unwrap_or_default().name(),
+                    "segment": match self.next_segmenter_config().policy { Policy::Clause => "clause", Policy::Sentence => "sentence" }}))]
+            }
+            Inbound::SendDtmf { digits, duration_ms } => self.send_dtmf(&digits, duration_ms),
             Inbound::Flush => {
                 let clauses = self.segmenter.flush();
                 self.speak_clauses(clauses);
@@ -215,11 +468,71 @@ impl Session {
         }
     }
 
-    fn speak(&mut self, text: String, turn: Option<String>, flush: bool, last: bool) -> Vec<Message> {
+    /// A ConversationRelay message, or `None` to read it as voxline's own.
+    fn handle_relay(&mut self, text: &str) -> Option<Vec<Out>> {
+        let value: Value = serde_json::from_str(text).ok()?;
+        let kind = value["type"].as_str()?;
+        if !matches!(kind, "text" | "sendDigits" | "end" | "play" | "language") {
+            return None;
+        }
+        let message: RelayInbound = match serde_json::from_value(value) {
+            Ok(m) => m,
+            Err(e) => return Some(vec![error("invalid_message", e.to_string())]),
+        };
+        Some(match message {
+            RelayInbound::Text { token, last, preemptible, .. } => self.speak(token, None, last, last, None, None, preemptible),
+            RelayInbound::SendDigits { digits } => self.send_dtmf(&digits, None),
+            RelayInbound::End { handoff_data } => {
+                tracing::info!(call = %self.call.id, handoff = handoff_data.as_deref().unwrap_or(""), "agent ended the session");
+                let _ = self.server.sip.send(SipCommand::Hangup { call: self.call.sip, reason: "agent" });
+                vec![]
+            }
+            RelayInbound::Play {} => vec![error("unsupported", "`play` is not supported: send text")],
+            RelayInbound::Language {} => vec![error("unsupported", "`language` is not supported: pick a voice with ?voice=")],
+        })
+    }
+
+    fn check_voice(&self, voice: Option<&str>) -> Result<(), Out> {
+        match voice {
+            Some(v) if !self.server.speech.has_voice(v) => {
+                Err(error("unknown_voice", format!("no voice `{v}`; available: {}", self.server.speech.voice_names().join(", "))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn send_dtmf(&mut self, digits: &str, duration_ms: Option<u64>) -> Vec<Out> {
+        let duration = Duration::from_millis(duration_ms.unwrap_or(100));
+        match self.call.media.send_dtmf(digits, duration) {
+            Ok(()) => vec![],
+            Err(crate::media::DtmfSendError::NotNegotiated) => {
+                vec![error("unsupported", "the caller did not offer telephone-event (RFC 4733), so digits cannot be sent")]
+            }
+            Err(e) => vec![error("invalid_message", e.to_string())],
+        }
+    }
+
+    /// The segmentation a turn opened now would get.
+    fn next_segmenter_config(&self) -> SegmenterConfig {
+        segmenter_config(self.base_options().preset.unwrap_or_default(), self.defaults.segment)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn speak(
+        &mut self,
+        text: String,
+        turn: Option<String>,
+        flush: bool,
+        last: bool,
+        voice: Option<String>,
+        preset: Option<Preset>,
+        preemptible: bool,
+    ) -> Vec<Out> {
         if text.chars().count() > MAX_REQUEST_CHARS {
             return vec![error("text_too_long", format!("one message carries at most {MAX_REQUEST_CHARS} characters"))];
         }
         let now = Instant::now();
+        let mut out = Vec::new();
         // A new turn id ends the current turn's text.
         let current = self.turns.back().filter(|t| !t.last).map(|t| t.id.clone());
         match (&turn, &current) {
@@ -227,17 +540,29 @@ impl Session {
                 let rest = self.segmenter.flush();
                 self.speak_clauses(rest);
                 self.finish_turn_text();
-                self.open_turn(Some(new.clone()), now);
+                self.preempt();
+                self.open_turn(Some(new.clone()), now, preset);
             }
-            (_, None) => self.open_turn(turn, now),
+            (_, None) => {
+                self.preempt();
+                self.open_turn(turn, now, preset);
+            }
             _ => {}
+        }
+        if let Some(t) = self.turns.back_mut() {
+            if voice.is_some() {
+                t.voice = voice;
+            }
+            if preset.is_some() {
+                t.options.preset = preset;
+            }
+            t.preemptible |= preemptible;
         }
         let mut clauses = self.segmenter.push(now, &text);
         if flush {
             clauses.extend(self.segmenter.flush());
         }
         self.speak_clauses(clauses);
-        let mut out = Vec::new();
         if last {
             self.finish_turn_text();
             out.extend(self.check_done());
@@ -245,12 +570,29 @@ impl Session {
         out
     }
 
-    fn open_turn(&mut self, id: Option<String>, now: Instant) {
+    /// ConversationRelay: a new turn cuts off a still-playing preemptible one
+    /// (no `interrupt` event: the caller did not interrupt).
+    fn preempt(&mut self) {
+        if self.turns.iter().any(|t| t.preemptible && !t.done) {
+            let _ = self.clear();
+        }
+    }
+
+    fn open_turn(&mut self, id: Option<String>, now: Instant, preset: Option<Preset>) {
         let id = id.unwrap_or_else(|| {
             let n = self.next_turn;
             self.next_turn += 1;
             format!("turn-{n}")
         });
+        let mut options = self.base_options();
+        if preset.is_some() {
+            options.preset = preset;
+        }
+        // The segmenter is empty between turns: give it the turn's cutting rules.
+        let config = segmenter_config(options.preset.unwrap_or_default(), self.defaults.segment);
+        if self.segmenter.pending().is_empty() && *self.segmenter.config() != config {
+            self.segmenter = Segmenter::new(config);
+        }
         self.turns.push_back(Turn {
             id,
             first_text: now,
@@ -261,6 +603,9 @@ impl Session {
             done: false,
             heard: Vec::new(),
             heard_ms: 0,
+            voice: None,
+            options,
+            preemptible: false,
         });
         // Keep the bookkeeping bounded.
         while self.turns.len() > 64 {
@@ -283,11 +628,12 @@ impl Session {
             return;
         }
         if self.turns.back().is_none_or(|t| t.last) {
-            self.open_turn(None, Instant::now());
+            self.open_turn(None, Instant::now(), None);
         }
+        let (voice, options) = self.turns.back().map(|t| (t.voice.clone().or(self.defaults.voice.clone()), t.options.clone())).unwrap_or_default();
         for clause in clauses {
             let token = self.call.cancel_token();
-            let utterance = self.server.speech.speak(&self.call.media, &clause, Default::default(), token);
+            let utterance = self.server.speech.speak(&self.call.media, &clause, voice.as_deref(), options.clone(), token);
             if let Some(turn) = self.turns.back_mut() {
                 turn.utterances.push(utterance);
                 turn.open += 1;
@@ -300,7 +646,7 @@ impl Session {
         self.turns.iter_mut().find(|t| t.id == id)
     }
 
-    fn handle_media(&mut self, media: MediaEvent) -> Vec<Message> {
+    fn handle_media(&mut self, media: MediaEvent) -> Vec<Out> {
         match media {
             MediaEvent::Playout(PlayoutEvent::Started { utterance, at, waited }) => {
                 let Some((turn_id, text)) = self.utterances.get(&utterance).cloned() else { return vec![] };
@@ -333,10 +679,10 @@ impl Session {
             MediaEvent::Playout(PlayoutEvent::Mark { name }) => vec![event(json!({"type": "mark", "name": name}))],
             MediaEvent::Dtmf { digit, duration_ms } => vec![event(json!({"type": "dtmf", "digit": digit.to_string(), "duration_ms": duration_ms}))],
             MediaEvent::CallerAudio { pcmu, .. } => match self.audio_format {
-                Some(AudioFormat::Pcmu) => vec![Message::Binary(pcmu.into())],
+                Some(AudioFormat::Pcmu) => vec![Out::Audio(pcmu)],
                 Some(AudioFormat::Pcm16) => {
                     let pcm = crate::audio::decode_mulaw_i16(&pcmu);
-                    vec![Message::Binary(pcm.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>().into())]
+                    vec![Out::Audio(pcm.iter().flat_map(|s| s.to_le_bytes()).collect())]
                 }
                 None => vec![],
             },
@@ -346,7 +692,7 @@ impl Session {
     }
 
     /// `speech.done` for every turn whose text is complete and fully played.
-    fn check_done(&mut self) -> Vec<Message> {
+    fn check_done(&mut self) -> Vec<Out> {
         let mut out = Vec::new();
         for turn in self.turns.iter_mut().filter(|t| t.last && t.open == 0 && !t.done) {
             turn.done = true;
@@ -355,7 +701,7 @@ impl Session {
         out
     }
 
-    fn clear(&mut self) -> Message {
+    fn clear(&mut self) -> Out {
         let cleared = self.call.media.playout.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.call.cancel_speech();
         let dropped_text = self.segmenter.clear();
@@ -385,7 +731,7 @@ impl Session {
             "dropped_text": dropped_text, "dropped_utterances": cleared.len()}))
     }
 
-    fn backpressure(&mut self) -> Vec<Message> {
+    fn backpressure(&mut self) -> Vec<Out> {
         let queued = self.call.media.playout.lock().unwrap_or_else(|e| e.into_inner()).queued();
         let flip = if self.paused { queued < RESUME_BELOW } else { queued > PAUSE_ABOVE };
         if !flip {

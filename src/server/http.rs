@@ -38,6 +38,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/calls/{id}/hangup", post(hangup))
         .route("/calls/{id}/caller-audio", get(caller_audio))
         .route("/v1/calls/{id}/control", get(super::control::upgrade))
+        .route("/v1/events", get(super::events::upgrade))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));
     Router::new().route("/healthz", get(|| async { "ok" })).merge(protected).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(server)
 }
@@ -111,7 +112,7 @@ async fn speak(State(server): State<Arc<Server>>, Path(id): Path<String>, body: 
         return error(StatusCode::PAYLOAD_TOO_LARGE, "text_too_long", format!("`text` has {chars} characters; at most {MAX_REQUEST_CHARS}"));
     }
     let token = call.cancel_token();
-    let utterance = server.speech.speak(&call.media, &body.text, Default::default(), token);
+    let utterance = server.speech.speak(&call.media, &body.text, None, server.config.synth.clone(), token);
     (StatusCode::ACCEPTED, Json(json!({"utterance": utterance}))).into_response()
 }
 

@@ -6,11 +6,14 @@
 
 pub mod calls;
 pub mod control;
+pub mod events;
 pub mod http;
 pub mod sip;
 pub mod speech;
+pub mod webhook;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +48,15 @@ pub struct ServerConfig {
     pub user_agent: String,
     /// Bearer token required by the HTTP API and sockets (none: open).
     pub api_token: Option<String>,
+    /// Voice options every call starts with (speaker, scales, preset).
+    pub synth: crate::synth::SynthOptions,
+    /// Announce incoming calls here (POST) and take its decision.
+    pub webhook: Option<String>,
+    /// Sent as `Authorization: Bearer` with webhook requests.
+    pub webhook_token: Option<String>,
+    /// How long a call rings waiting for an agent's accept or reject before
+    /// the default (answer, greeting) applies.
+    pub decision_timeout: Duration,
 }
 
 /// An event about a call, for whoever listens (logs now; agents' sockets later).
@@ -63,12 +75,60 @@ pub struct Server {
     pub ports: PortAllocator,
     pub sip: mpsc::UnboundedSender<SipCommand>,
     pub events: broadcast::Sender<CallEvent>,
+    /// Call lifecycle events (JSON) for the events socket and the webhook.
+    pub lifecycle: broadcast::Sender<serde_json::Value>,
+    /// Events sockets connected with `?decide=true`.
+    pub deciders: AtomicUsize,
+    pub webhook: Option<webhook::Webhook>,
 }
 
 impl Server {
     /// Hands a call's media event to subscribers.
     pub fn publish(&self, call: &Call, event: MediaEvent) {
         let _ = self.events.send(CallEvent { call: call.id.clone(), event });
+    }
+
+    /// Publishes a lifecycle event to events sockets and the webhook.
+    pub fn lifecycle(self: &Arc<Self>, event: serde_json::Value) {
+        if let Some(hook) = &self.webhook {
+            if event["type"] != "call.incoming" {
+                let server = self.clone();
+                let event = event.clone();
+                let url = hook.url().to_owned();
+                tokio::spawn(async move {
+                    let Some(hook) = &server.webhook else { return };
+                    if let Err(e) = hook.post(&event, server.config.webhook_token.as_deref(), Duration::from_secs(5)).await {
+                        tracing::warn!(%url, error = %e, "webhook notification failed");
+                    }
+                });
+            }
+        }
+        let _ = self.lifecycle.send(event);
+    }
+
+    /// The call is over: its sockets hear `call.ended`, and so do the events socket and webhook.
+    pub fn ended(self: &Arc<Self>, call: &Call, reason: &str) {
+        self.publish(call, MediaEvent::Ended { reason: reason.into() });
+        self.lifecycle(serde_json::json!({"type": "call.ended", "call": call.id, "reason": reason}));
+    }
+
+    /// Announces a new call. Returns whether an agent may decide on it (a
+    /// deciding events socket is connected, or a webhook is configured, whose
+    /// answer comes back as a [`SipCommand::Decide`]).
+    pub fn announce_incoming(self: &Arc<Self>, call: &Call, request_uri: String, timeout: Duration) -> bool {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            call.headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let event = serde_json::json!({"type": "call.incoming", "call": call.id, "sip_call_id": call.sip_call_id,
+            "from": call.from, "to": call.to, "request_uri": request_uri, "source": call.signaling_peer.to_string(),
+            "headers": headers, "decide_within_ms": timeout.as_millis() as u64});
+        let deciding = self.deciders.load(Ordering::Relaxed) > 0 || self.webhook.is_some();
+        if self.webhook.is_some() {
+            let server = self.clone();
+            let (event, id) = (event.clone(), call.id.clone());
+            tokio::spawn(async move { events::ask_webhook(server, id, event, timeout).await });
+        }
+        self.lifecycle(event);
+        deciding
     }
 }
 
@@ -81,9 +141,9 @@ pub struct Bound {
 
 /// Binds everything, prepares the greeting, and runs until the process ends.
 /// `ready` is called once the sockets are bound and the greeting is cached.
-pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, ready: impl FnOnce(Bound)) -> Result<()> {
+pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: speech::VoiceCatalog, ready: impl FnOnce(Bound)) -> Result<()> {
     raise_fd_limit();
-    let speech = Speech::start(engine, config.synth_workers)?;
+    let speech = Speech::start(engine, catalog, config.synth_workers)?;
     {
         let speech = speech.clone();
         tokio::task::spawn_blocking(move || speech.warm_up()).await?.context("warming up the synthesizer")?;
@@ -106,7 +166,12 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, ready: impl Fn
     let endpoint = voxline_sip::Endpoint::new(sip_config);
     let (sip_tx, sip_rx) = mpsc::unbounded_channel();
     let (events, _) = broadcast::channel(1024);
+    let (lifecycle, _) = broadcast::channel(1024);
+    let webhook = config.webhook.as_deref().map(webhook::Webhook::new).transpose().context("--webhook")?;
     let server = Arc::new(Server {
+        lifecycle,
+        deciders: AtomicUsize::new(0),
+        webhook,
         ports: PortAllocator::new(config.media_ip, config.rtp_ports.0, config.rtp_ports.1),
         pacer: Pacer::start().context("starting the pacing thread")?,
         calls: Calls::default(),

@@ -21,6 +21,18 @@ use crate::media::{CallMedia, MediaEvent, PlayoutEvent, RemoteMedia};
 pub enum SipCommand {
     /// End the call with a BYE.
     Hangup { call: SipHandle, reason: &'static str },
+    /// An agent's answer to `call.incoming` (events socket or webhook).
+    Decide { call: String, decision: Decision },
+}
+
+/// What to do with a ringing call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer now. `greeting`: `None` plays the configured greeting,
+    /// `Some("")` none, anything else that text.
+    Accept { greeting: Option<String>, voice: Option<String>, preset: Option<crate::synth::Preset> },
+    /// Refuse with a final response (4xx-6xx).
+    Reject { status: u16, reason: Option<String> },
 }
 
 /// Runs the SIP task until the socket fails.
@@ -53,10 +65,20 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
                 let (due, later): (Vec<Pending>, Vec<Pending>) = ringing.drain(..).partition(|p| p.at <= now);
                 ringing = later;
                 for pending in due {
-                    answer_now(&server, &mut endpoint, pending);
+                    // Nobody decided in time (or plain ringing): the default.
+                    answer_now(&server, &mut endpoint, pending, None);
                 }
             }
             Some(command) = commands.recv() => match command {
+                SipCommand::Decide { call, decision } => {
+                    match ringing.iter().position(|p| p.call.id == call) {
+                        Some(i) => {
+                            let pending = ringing.swap_remove(i);
+                            decide(&server, &mut endpoint, pending, decision);
+                        }
+                        None => tracing::debug!(call, "decision for a call that is no longer ringing"),
+                    }
+                }
                 SipCommand::Hangup { call, reason } => {
                     tracing::info!(sip = %call, reason, "hanging up");
                     if let Err(e) = endpoint.hangup(Instant::now(), call) {
@@ -83,8 +105,8 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
 fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, ringing: &mut Vec<Pending>) {
     let now = Instant::now();
     match event {
-        Event::IncomingCall { call, call_id, from, to, source, offer, headers, .. } => {
-            match accept_call(server, endpoint, call, call_id, from, to, source, offer.as_deref(), headers) {
+        Event::IncomingCall { call, call_id, from, to, request_uri, source, offer, headers } => {
+            match accept_call(server, endpoint, call, call_id, from, to, request_uri, source, offer.as_deref(), headers) {
                 Ok(Some(pending)) => ringing.push(pending),
                 Ok(None) => {}
                 Err((status, reason)) => {
@@ -126,7 +148,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
         Event::CallCancelled { call } => {
             if let Some(c) = server.calls.remove_sip(call) {
                 tracing::info!(call = %c.id, "call cancelled");
-                server.publish(&c, MediaEvent::Ended { reason: "cancelled".into() });
+                server.ended(&c, "cancelled");
                 c.end();
             }
         }
@@ -141,7 +163,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                     _ => "ended",
                 };
                 tracing::info!(call = %c.id, reason, "call ended");
-                server.publish(&c, MediaEvent::Ended { reason: reason.into() });
+                server.ended(&c, reason);
                 c.end();
             }
         }
@@ -164,6 +186,7 @@ fn accept_call(
     sip_call_id: String,
     from: String,
     to: String,
+    request_uri: String,
     source: SocketAddr,
     offer: Option<&str>,
     headers: Vec<(String, String)>,
@@ -187,13 +210,39 @@ fn accept_call(
     let call = Arc::new(Call::new(id.clone(), handle, sip_call_id, from, to, headers, source, media.clone(), session));
     tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "incoming call");
     server.calls.insert(call.clone());
-    let pending = Pending { at: Instant::now() + server.config.ring, call, answer, events: events_rx };
-    if server.config.ring.is_zero() {
-        answer_now(server, endpoint, pending);
+    // With an agent deciding (events socket or webhook), ring until it does
+    // or the decision timeout passes; otherwise ring for the configured time.
+    let deciding = server.announce_incoming(&call, request_uri, server.config.decision_timeout);
+    let wait = if deciding { server.config.decision_timeout.max(server.config.ring) } else { server.config.ring };
+    let pending = Pending { at: Instant::now() + wait, call, answer, events: events_rx };
+    if wait.is_zero() {
+        answer_now(server, endpoint, pending, None);
         return Ok(None);
     }
     let _ = endpoint.ringing(Instant::now(), handle);
     Ok(Some(pending))
+}
+
+/// Applies an agent's decision to a ringing call.
+fn decide(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, decision: Decision) {
+    match decision {
+        Decision::Accept { greeting, voice, preset } => {
+            tracing::info!(call = %pending.call.id, "accepted by the agent");
+            pending.call.set_synth(voice, preset);
+            answer_now(server, endpoint, pending, Some(greeting.unwrap_or_else(|| server.config.greeting.clone().unwrap_or_default())));
+        }
+        Decision::Reject { status, reason } => {
+            let call = pending.call;
+            tracing::info!(call = %call.id, status, "rejected by the agent");
+            if let Err(e) = endpoint.reject(Instant::now(), call.sip, status, reason.as_deref()) {
+                tracing::debug!(error = %e, "reject failed");
+            }
+            if let Some(c) = server.calls.remove_sip(call.sip) {
+                server.ended(&c, "rejected");
+                c.end();
+            }
+        }
+    }
 }
 
 /// A call that rings before it is answered (`--ring-ms`).
@@ -205,7 +254,8 @@ pub struct Pending {
 }
 
 /// Sends the 200 and starts media, speech and the call's watchers.
-fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending) {
+/// `greeting`: what to say first (`None`: the configured greeting; empty: nothing).
+fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, greeting: Option<String>) {
     let Pending { call, answer, events: events_rx, .. } = pending;
     if server.calls.by_sip(call.sip).is_none() {
         return; // cancelled while ringing
@@ -219,6 +269,7 @@ fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending) {
     }
     call.set_state(CallState::Answered);
     tracing::info!(call = %call.id, "call answered");
+    server.lifecycle(serde_json::json!({"type": "call.answered", "call": call.id}));
     let (id, media) = (call.id.clone(), call.media.clone());
     server.pacer.add(media.clone());
     match media.sockets() {
@@ -229,9 +280,18 @@ fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending) {
         Err(e) => tracing::warn!(call = %id, error = %e, "cannot receive media"),
     }
     call.add_task(tokio::spawn(watch(server.clone(), call.clone(), events_rx)));
-    if let Some(greeting) = &server.config.greeting {
+    let greeting = greeting.or_else(|| server.config.greeting.clone()).filter(|g| !g.trim().is_empty());
+    if let Some(greeting) = greeting {
         let token = call.cancel_token();
-        server.speech.speak(&media, greeting, Default::default(), token);
+        let (voice, preset) = call.synth();
+        let mut options = server.config.synth.clone();
+        if preset.is_some() {
+            options.preset = preset;
+        }
+        // The configured greeting in the default voice comes from the cache.
+        let cached = voice.is_none() && preset.is_none() && server.config.greeting.as_deref() == Some(greeting.as_str());
+        let options = if cached { Default::default() } else { options };
+        server.speech.speak(&media, &greeting, voice.as_deref(), options, token);
     }
 }
 

@@ -14,9 +14,52 @@ use crate::audio::{encode_mulaw_into, StreamResampler};
 use crate::media::{ArrivalTracker, CallMedia, JitterEstimator, UtteranceId, RATE};
 use crate::synth::{AlignmentKind, CancelToken, Engine, SynthOptions, SynthRequest};
 
+/// Loads a voice by name (a name from [`VoiceCatalog::names`]).
+pub type VoiceLoader = Box<dyn Fn(&str) -> Result<Arc<dyn Engine>> + Send + Sync>;
+
+/// The voices calls may pick besides the default one.
+pub struct VoiceCatalog {
+    /// Names of the voices that can be loaded (the models folder's).
+    pub names: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    pub load: VoiceLoader,
+}
+
+impl VoiceCatalog {
+    /// Only the default voice.
+    pub fn none() -> Self {
+        Self { names: Box::new(Vec::new), load: Box::new(|name| Err(anyhow::anyhow!("no voice `{name}`"))) }
+    }
+}
+
+/// The default engine and every other voice loaded so far (each once, on
+/// first use, by the synthesis thread that needs it).
+struct Voices {
+    default: Arc<dyn Engine>,
+    loaded: Mutex<HashMap<String, Arc<dyn Engine>>>,
+    catalog: VoiceCatalog,
+}
+
+impl Voices {
+    fn engine(&self, voice: Option<&str>) -> Result<Arc<dyn Engine>> {
+        let Some(name) = voice.filter(|v| *v != self.default.info().voice) else { return Ok(self.default.clone()) };
+        if let Some(engine) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(engine.clone());
+        }
+        if !(self.catalog.names)().iter().any(|n| n == name) {
+            anyhow::bail!("no voice `{name}`");
+        }
+        let t0 = Instant::now();
+        let engine = (self.catalog.load)(name).with_context(|| format!("loading voice `{name}`"))?;
+        tracing::info!(voice = name, ms = t0.elapsed().as_millis() as u64, "voice loaded");
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_owned()).or_insert(engine.clone());
+        Ok(engine)
+    }
+}
+
 /// One utterance to synthesize into one call.
 struct Job {
     call: Arc<CallMedia>,
+    voice: Option<String>,
     utterance: UtteranceId,
     text: String,
     options: SynthOptions,
@@ -26,7 +69,7 @@ struct Job {
 
 /// The synthesizer as the calls see it.
 pub struct Speech {
-    engine: Arc<dyn Engine>,
+    voices: Arc<Voices>,
     jobs: Mutex<Sender<Job>>,
     jitter: Arc<JitterEstimator>,
     cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
@@ -35,20 +78,34 @@ pub struct Speech {
 
 impl Speech {
     /// Starts `workers` synthesis threads (at least one).
-    pub fn start(engine: Arc<dyn Engine>, workers: usize) -> Result<Arc<Self>> {
+    pub fn start(engine: Arc<dyn Engine>, catalog: VoiceCatalog, workers: usize) -> Result<Arc<Self>> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let jitter = Arc::new(JitterEstimator::new());
+        let voices = Arc::new(Voices { default: engine, loaded: Mutex::new(HashMap::new()), catalog });
         for i in 0..workers.max(1) {
             let rx = rx.clone();
-            let engine = engine.clone();
+            let voices = voices.clone();
             let jitter = jitter.clone();
             std::thread::Builder::new()
                 .name(format!("voxline-synth-{i}"))
-                .spawn(move || worker(&*engine, &rx, &jitter))
+                .spawn(move || worker(&voices, &rx, &jitter))
                 .context("starting a synthesis thread")?;
         }
-        Ok(Arc::new(Self { engine, jobs: Mutex::new(tx), jitter, cache: Mutex::new(HashMap::new()), next_utterance: AtomicU64::new(1) }))
+        Ok(Arc::new(Self { voices, jobs: Mutex::new(tx), jitter, cache: Mutex::new(HashMap::new()), next_utterance: AtomicU64::new(1) }))
+    }
+
+    /// Whether `name` is a voice a call may pick (the default one or one in the models folder).
+    pub fn has_voice(&self, name: &str) -> bool {
+        name == self.voice() || (self.voices.catalog.names)().iter().any(|n| n == name)
+    }
+
+    /// Every voice a call may pick, the default first.
+    pub fn voice_names(&self) -> Vec<String> {
+        let default = self.voice();
+        let mut names = vec![default.clone()];
+        names.extend((self.voices.catalog.names)().into_iter().filter(|n| *n != default));
+        names
     }
 
     /// The estimator every call's playout consults.
@@ -56,8 +113,9 @@ impl Speech {
         self.jitter.clone()
     }
 
+    /// The default voice's name.
     pub fn voice(&self) -> String {
-        self.engine.info().voice
+        self.voices.default.info().voice
     }
 
     /// Synthesizes `text` once, now, into the prompt cache (8 kHz mu-law).
@@ -69,17 +127,17 @@ impl Speech {
 
     /// Queues `text` on `call` after whatever it is already saying. Cached
     /// prompts are queued whole at once; anything else streams from a worker.
-    pub fn speak(&self, call: &Arc<CallMedia>, text: &str, options: SynthOptions, cancel: CancelToken) -> UtteranceId {
+    pub fn speak(&self, call: &Arc<CallMedia>, text: &str, voice: Option<&str>, options: SynthOptions, cancel: CancelToken) -> UtteranceId {
         let utterance = self.next_utterance.fetch_add(1, Ordering::Relaxed);
         call.playout.lock().unwrap_or_else(|e| e.into_inner()).begin(utterance);
         let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(text).cloned();
-        if let Some(pcmu) = cached.filter(|_| options == SynthOptions::default()) {
+        if let Some(pcmu) = cached.filter(|_| options == SynthOptions::default() && voice.is_none_or(|v| v == self.voice())) {
             let mut playout = call.playout.lock().unwrap_or_else(|e| e.into_inner());
             playout.push(utterance, &pcmu, Instant::now());
             playout.finish(utterance);
             return utterance;
         }
-        let job = Job { call: call.clone(), utterance, text: text.to_owned(), options, cancel, queued: Instant::now() };
+        let job = Job { call: call.clone(), voice: voice.map(str::to_owned), utterance, text: text.to_owned(), options, cancel, queued: Instant::now() };
         if let Err(mpsc::SendError(job)) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job) {
             // Workers gone (shutting down): end the utterance so nothing waits for it.
             job.call.playout.lock().unwrap_or_else(|e| e.into_inner()).finish(job.utterance);
@@ -88,11 +146,12 @@ impl Speech {
     }
 
     fn synthesize_pcmu(&self, text: &str, options: &SynthOptions) -> Result<Vec<u8>> {
-        let rate = self.engine.info().sample_rate;
+        let engine = &self.voices.default;
+        let rate = engine.info().sample_rate;
         let mut resampler = StreamResampler::new(rate, RATE)?;
         let mut request = SynthRequest::new(text);
         request.options = options.clone();
-        let mut stream = self.engine.start(request, CancelToken::new())?;
+        let mut stream = engine.start(request, CancelToken::new())?;
         let (mut pcm, mut out) = (Vec::new(), Vec::new());
         let mut tracker = ArrivalTracker::default();
         while let Some(chunk) = stream.next_chunk()? {
@@ -121,8 +180,7 @@ impl Speech {
     }
 }
 
-fn worker(engine: &dyn Engine, jobs: &Mutex<Receiver<Job>>, jitter: &JitterEstimator) {
-    let rate = engine.info().sample_rate;
+fn worker(voices: &Voices, jobs: &Mutex<Receiver<Job>>, jitter: &JitterEstimator) {
     loop {
         let job = {
             let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,14 +191,16 @@ fn worker(engine: &dyn Engine, jobs: &Mutex<Receiver<Job>>, jitter: &JitterEstim
         };
         let utterance = job.utterance;
         let call = job.call.clone();
-        if let Err(e) = run_job(engine, rate, job, jitter) {
+        let result = voices.engine(job.voice.as_deref()).and_then(|engine| run_job(&*engine, job, jitter));
+        if let Err(e) = result {
             tracing::warn!(call = %call.id, utterance, error = %e, "synthesis failed");
         }
         call.playout.lock().unwrap_or_else(|e| e.into_inner()).finish(utterance);
     }
 }
 
-fn run_job(engine: &dyn Engine, rate: u32, job: Job, jitter: &JitterEstimator) -> Result<()> {
+fn run_job(engine: &dyn Engine, job: Job, jitter: &JitterEstimator) -> Result<()> {
+    let rate = engine.info().sample_rate;
     if job.cancel.is_cancelled() || job.call.is_closed() {
         return Ok(());
     }

@@ -47,6 +47,41 @@ pub struct SynthOptions {
     pub noise_w: Option<f32>,
     /// Seed for the model's noise, for reproducible output.
     pub seed: Option<u64>,
+    /// Latency against quality; the engine's configuration when `None`.
+    pub preset: Option<Preset>,
+}
+
+/// How a request trades first-audio latency against quality.
+///
+/// The engine applies it to its decoding (Piper: the streaming windows); the
+/// control socket also applies it to how text is cut into clauses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// Smallest first window: audio starts soonest; more decode overhead.
+    Realtime,
+    /// The default streaming windows.
+    #[default]
+    Balanced,
+    /// Each sentence decoded whole, bit-identical to offline synthesis; the
+    /// first audio waits for the whole sentence.
+    Fidelity,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Realtime, Preset::Balanced, Preset::Fidelity];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Realtime => "realtime",
+            Preset::Balanced => "balanced",
+            Preset::Fidelity => "fidelity",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+    }
 }
 
 /// A span of the utterance that a chunk's audio covers.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use candle_core::Tensor;
 
+pub mod agent;
 pub mod calls;
 pub mod sip;
 
