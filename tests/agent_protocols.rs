@@ -234,6 +234,22 @@ fn a_webhook_decides_on_incoming_calls_and_hears_how_they_end() {
     assert_eq!(hook.wait_for("call.answered", 1).len(), 1);
 }
 
+/// RTP payloads of a classic pcap file of Ethernet/IPv4/UDP packets.
+fn pcap_rtp_payloads(path: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).expect("read the pcap");
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
+        let packet = &data[off + 16..off + 16 + caplen];
+        off += 16 + caplen;
+        let ip = &packet[14..];
+        let ihl = (ip[0] & 15) as usize * 4;
+        out.push(ip[ihl + 8 + 12..].to_vec());
+    }
+    out
+}
+
 #[test]
 fn a_sipp_caller_sends_dtmf_and_audio_that_the_agent_receives() {
     let _slot = shared_slot();
@@ -256,7 +272,11 @@ fn a_sipp_caller_sends_dtmf_and_audio_that_the_agent_receives() {
     assert!(agent.audio.iter().all(|(_, f)| f.len() % 2 == 0), "16-bit samples");
     let samples: Vec<i16> = agent.audio.iter().flat_map(|(_, f)| f.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]))).collect();
     let rms = (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
-    assert!(rms > 300.0, "the caller's speech arrives decoded (rms {rms:.0})");
+    // The capture's A-law decoded: the same level (A-law read as mu-law would be four times louder).
+    let sent: Vec<i16> = pcap_rtp_payloads("/usr/share/sip-tester/g711a.pcap").concat().into_iter().map(audio_codec_algorithms::decode_alaw).collect();
+    let sent_rms = (sent.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / sent.len() as f64).sqrt();
+    let energy_ratio = samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / sent.iter().map(|&s| (s as f64).powi(2)).sum::<f64>();
+    assert!((0.9..1.1).contains(&energy_ratio), "the caller's speech arrives decoded at its level: rms {rms:.0}, sent {sent_rms:.0}");
     agent.wait_for("call.ended", Duration::from_secs(20));
     sipp.wait().assert_success("the sipp caller");
 }

@@ -272,14 +272,14 @@ impl CallMedia {
                 tracing::trace!(call = %self.id, %from, ?reason, "RTP dropped");
                 return;
             }
-            Inbound::Audio { payload, timestamp, .. } => {
+            Inbound::Audio { mut payload, timestamp, .. } => {
+                // Agents get mu-law whatever the call negotiated.
+                if lock(&self.tx).remote.pcma {
+                    payload.iter_mut().for_each(|b| *b = audio_codec_algorithms::convert_alaw_to_ulaw(*b));
+                }
                 {
                     let mut kept = lock(&self.caller_audio);
-                    if lock(&self.tx).remote.pcma {
-                        kept.extend(payload.iter().map(|&b| audio_codec_algorithms::decode_alaw(b)));
-                    } else {
-                        kept.extend(crate::audio::decode_mulaw_i16(&payload));
-                    }
+                    kept.extend(crate::audio::decode_mulaw_i16(&payload));
                     let excess = kept.len().saturating_sub(CALLER_AUDIO_KEEP);
                     kept.drain(..excess);
                 }
