@@ -76,6 +76,28 @@ struct ServeArgs {
     /// events socket with decide=true) before it is answered with the greeting.
     #[arg(long, env = "VOXLINE_DECISION_TIMEOUT_MS", default_value_t = 3000)]
     decision_timeout_ms: u64,
+    /// STUN server for browsers' calls (WebRTC ICE), e.g. stun:stun.example.com:3478; repeatable.
+    #[arg(long, env = "VOXLINE_STUN", value_delimiter = ',')]
+    stun: Vec<String>,
+    /// TURN server for browsers behind strict NATs, e.g. turn:turn.example.com:3478?transport=udp; repeatable.
+    #[arg(long, env = "VOXLINE_TURN", value_delimiter = ',')]
+    turn: Vec<String>,
+    /// TURN user name.
+    #[arg(long, env = "VOXLINE_TURN_USERNAME")]
+    turn_username: Option<String>,
+    /// TURN password.
+    #[arg(long, env = "VOXLINE_TURN_PASSWORD", hide_env_values = true)]
+    turn_password: Option<String>,
+    /// Only these local addresses become WebRTC host candidates (default: every interface but
+    /// loopback); a loopback address allows a browser on the same machine. Repeatable.
+    #[arg(long, env = "VOXLINE_WEBRTC_IP", value_delimiter = ',')]
+    webrtc_ip: Vec<std::net::IpAddr>,
+    /// UDP ports for WebRTC ICE, LOW-HIGH (default: any).
+    #[arg(long, env = "VOXLINE_WEBRTC_PORTS", value_parser = parse_range)]
+    webrtc_ports: Option<(u16, u16)>,
+    /// Serve the demo page from this folder instead of the copy built into the binary.
+    #[arg(long, env = "VOXLINE_WEB_DIR")]
+    web_dir: Option<std::path::PathBuf>,
     /// Calls beyond this get 503.
     #[arg(long, env = "VOXLINE_MAX_CALLS", default_value_t = 1000)]
     max_calls: usize,
@@ -380,6 +402,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         webhook: args.webhook.filter(|w| !w.is_empty()),
         webhook_token: args.webhook_token.filter(|t| !t.is_empty()),
         decision_timeout: std::time::Duration::from_millis(args.decision_timeout_ms),
+        webrtc: voxline::server::webrtc::WebRtcConfig {
+            ice_servers: args
+                .stun
+                .iter()
+                .map(|url| voxline::server::webrtc::IceServer { url: url.clone(), username: String::new(), credential: String::new() })
+                .chain(args.turn.iter().map(|url| voxline::server::webrtc::IceServer {
+                    url: url.clone(),
+                    username: args.turn_username.clone().unwrap_or_default(),
+                    credential: args.turn_password.clone().unwrap_or_default(),
+                }))
+                .collect(),
+            ips: args.webrtc_ip.clone(),
+            ports: args.webrtc_ports,
+            external_ip: args.external_ip,
+        },
+        web_dir: args.web_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores.min(4)).enable_all().build()?;
     runtime.block_on(serve(config, Arc::new(engine), catalog, |bound| {

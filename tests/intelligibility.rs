@@ -28,6 +28,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::asr::{transcribe, word_edits, words};
+use common::sip::{POCKETSPHINX, POCKETSPHINX_MODEL};
 use common::*;
 use voxline::audio::{decode_mulaw, encode_mulaw, read_wav, write_wav_file, StreamResampler, WavFormat};
 use voxline::synth::piper::StreamConfig;
@@ -56,8 +58,6 @@ const SEED: u64 = 7;
 const REF_TAKES: usize = 3;
 const ASR_RATE: u32 = 16_000;
 const PHONE_RATE: u32 = 8_000;
-const POCKETSPHINX: &str = "pocketsphinx_continuous";
-const POCKETSPHINX_MODEL: &str = "/usr/share/pocketsphinx/model/en-us";
 
 fn engine() -> PiperEngine {
     let voice = PiperVoice::load(&default_voice(), &candle_core::Device::Cpu).expect("load the default voice");
@@ -116,16 +116,6 @@ fn require_pocketsphinx() {
     );
 }
 
-/// pocketsphinx's hypothesis for a 16 kHz mono 16-bit WAV (all utterances, joined).
-fn transcribe(wav: &Path) -> String {
-    let out = Command::new(POCKETSPHINX)
-        .args(["-infile".as_ref(), wav.as_os_str(), "-logfn".as_ref(), "/dev/null".as_ref()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {POCKETSPHINX} (install with `scripts/setup.sh --test`): {e}"));
-    assert!(out.status.success(), "{POCKETSPHINX} failed on {}: {}", wav.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
-}
 
 /// Transcribes every file, two recognizers at a time; results in input order.
 fn transcribe_all(wavs: &[PathBuf]) -> Vec<String> {
@@ -144,29 +134,7 @@ fn transcribe_all(wavs: &[PathBuf]) -> Vec<String> {
     results.into_inner().unwrap()
 }
 
-/// Lower-case words, punctuation dropped (apostrophes kept).
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .chars()
-        .map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' })
-        .collect::<String>()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
 
-/// Word-level Levenshtein distance (substitutions + deletions + insertions).
-fn word_edits(reference: &[String], hypothesis: &[String]) -> usize {
-    let mut prev: Vec<usize> = (0..=hypothesis.len()).collect();
-    for (i, r) in reference.iter().enumerate() {
-        let mut cur = vec![i + 1; hypothesis.len() + 1];
-        for (j, h) in hypothesis.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(r != h)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[hypothesis.len()]
-}
 
 /// Word error rate over the whole set: total edits / total reference words.
 /// `hypotheses` holds one or more renditions of SENTENCES, back to back.

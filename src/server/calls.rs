@@ -15,6 +15,15 @@ use crate::synth::{CancelToken, Preset};
 /// The SIP core's handle for a call.
 pub type SipHandle = voxline_sip::CallHandle;
 
+/// How the call reached us, and so how it is hung up.
+#[derive(Debug, Clone)]
+pub enum Leg {
+    /// SIP over UDP: the SIP task sends the BYE.
+    Sip(SipHandle),
+    /// A browser over WebRTC: notifying this closes the peer connection.
+    WebRtc(Arc<tokio::sync::Notify>),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
@@ -32,7 +41,7 @@ pub enum CallState {
 pub struct Call {
     /// Our id for the call (URLs, events).
     pub id: String,
-    pub sip: SipHandle,
+    pub leg: Leg,
     pub sip_call_id: String,
     pub from: String,
     pub to: String,
@@ -61,7 +70,7 @@ impl Call {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
-        sip: SipHandle,
+        leg: Leg,
         sip_call_id: String,
         from: String,
         to: String,
@@ -72,7 +81,7 @@ impl Call {
     ) -> Self {
         Self {
             id,
-            sip,
+            leg,
             sip_call_id,
             from,
             to,
@@ -97,6 +106,22 @@ impl Call {
 
     pub fn set_synth(&self, voice: Option<String>, preset: Option<Preset>) {
         *lock(&self.synth) = (voice, preset);
+    }
+
+    /// The SIP handle of a SIP call.
+    pub fn sip(&self) -> Option<SipHandle> {
+        match self.leg {
+            Leg::Sip(handle) => Some(handle),
+            Leg::WebRtc(_) => None,
+        }
+    }
+
+    /// `"sip"` or `"webrtc"`.
+    pub fn transport(&self) -> &'static str {
+        match self.leg {
+            Leg::Sip(_) => "sip",
+            Leg::WebRtc(_) => "webrtc",
+        }
     }
 
     pub fn state(&self) -> CallState {
@@ -143,6 +168,7 @@ impl Call {
         let remote = self.media.remote();
         CallInfo {
             id: self.id.clone(),
+            transport: self.transport(),
             sip_call_id: self.sip_call_id.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
@@ -178,6 +204,8 @@ impl Call {
 #[derive(Debug, Serialize)]
 pub struct CallInfo {
     pub id: String,
+    /// `sip` or `webrtc`.
+    pub transport: &'static str,
     pub sip_call_id: String,
     pub from: String,
     pub to: String,
@@ -228,7 +256,9 @@ pub struct Calls {
 impl Calls {
     pub fn insert(&self, call: Arc<Call>) {
         let mut inner = lock(&self.inner);
-        inner.1.insert(call.sip, call.id.clone());
+        if let Some(handle) = call.sip() {
+            inner.1.insert(handle, call.id.clone());
+        }
         inner.0.insert(call.id.clone(), call);
     }
 
@@ -245,6 +275,16 @@ impl Calls {
         let mut inner = lock(&self.inner);
         let id = inner.1.remove(&handle)?;
         inner.0.remove(&id)
+    }
+
+    /// Removes a call that has no SIP handle (WebRTC).
+    pub fn remove(&self, id: &str) -> Option<Arc<Call>> {
+        let mut inner = lock(&self.inner);
+        let call = inner.0.remove(id)?;
+        if let Some(handle) = call.sip() {
+            inner.1.remove(&handle);
+        }
+        Some(call)
     }
 
     pub fn len(&self) -> usize {

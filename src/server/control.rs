@@ -23,7 +23,6 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::calls::Call;
-use super::sip::SipCommand;
 use super::Server;
 use crate::media::{MediaEvent, PlayoutEvent, UtteranceId};
 use crate::synth::{Preset, SynthOptions, MAX_REQUEST_CHARS};
@@ -142,11 +141,17 @@ pub struct ControlQuery {
 
 /// How the socket's turns are spoken unless a turn says otherwise.
 #[derive(Debug, Clone, Default)]
-struct Defaults {
+pub struct Defaults {
     voice: Option<String>,
     preset: Option<Preset>,
     /// Overrides the preset's segmentation.
     segment: Option<Policy>,
+}
+
+impl Defaults {
+    pub fn new(voice: Option<String>, preset: Option<Preset>) -> Self {
+        Self { voice, preset, segment: None }
+    }
 }
 
 fn parse_segment(name: &str) -> Result<Policy, String> {
@@ -260,6 +265,54 @@ pub async fn upgrade(
         .into_response()
 }
 
+/// A frame from the agent, whatever carries it.
+#[derive(Debug)]
+pub enum AgentFrame {
+    Text(String),
+    Binary,
+    /// Anything else (pings): nothing to do.
+    Other,
+}
+
+/// A frame to the agent.
+#[derive(Debug)]
+pub enum AgentMessage {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// What carries the control protocol: the control WebSocket or a WebRTC
+/// data channel. `recv` answers `None` once the agent is gone.
+pub trait ControlTransport: Send {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<AgentFrame>> + Send;
+    /// `Err` once the agent is gone.
+    fn send(&mut self, message: AgentMessage) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+    fn close(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl ControlTransport for WebSocket {
+    async fn recv(&mut self) -> Option<AgentFrame> {
+        match WebSocket::recv(self).await {
+            Some(Ok(Message::Text(text))) => Some(AgentFrame::Text(text.as_str().to_owned())),
+            Some(Ok(Message::Binary(_))) => Some(AgentFrame::Binary),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => None,
+            Some(Ok(_)) => Some(AgentFrame::Other),
+        }
+    }
+
+    async fn send(&mut self, message: AgentMessage) -> Result<(), ()> {
+        let message = match message {
+            AgentMessage::Text(text) => Message::Text(Utf8Bytes::from(text)),
+            AgentMessage::Binary(bytes) => Message::Binary(bytes.into()),
+        };
+        WebSocket::send(self, message).await.map_err(|_| ())
+    }
+
+    async fn close(&mut self) {
+        let _ = WebSocket::send(self, Message::Close(None)).await;
+    }
+}
+
 /// What a session sends: events in voxline's own form (rendered in the
 /// socket's dialect on the way out) and caller audio.
 #[derive(Debug)]
@@ -276,11 +329,12 @@ fn error(code: &str, message: impl Into<String>) -> Out {
     event(json!({"type": "error", "code": code, "message": message.into()}))
 }
 
-fn text(value: Value) -> Message {
-    Message::Text(Utf8Bytes::from(value.to_string()))
+fn text(value: Value) -> AgentMessage {
+    AgentMessage::Text(value.to_string())
 }
 
-async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket, dialect: Dialect, defaults: Defaults) {
+/// Runs the control protocol for `call` over `socket` until either ends.
+pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut socket: T, dialect: Dialect, defaults: Defaults) {
     let mut events = server.events.subscribe();
     let base_preset = defaults.preset.or(server.config.synth.preset).unwrap_or_default();
     let mut session = Session {
@@ -301,7 +355,7 @@ async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket, dialec
             "headers": headers, "voice": session.voice(None), "voices": server.speech.voice_names()}),
         Dialect::ConversationRelay => json!({"type": "setup", "sessionId": format!("VX{}", call.id), "callSid": call.id,
             "parentCallSid": "", "accountSid": "", "from": call.from, "to": call.to, "forwardedFrom": "", "callerName": "",
-            "direction": "inbound", "callType": "SIP", "callStatus": "in-progress", "customParameters": headers}),
+            "direction": "inbound", "callType": if call.sip().is_some() { "SIP" } else { "WebRTC" }, "callStatus": "in-progress", "customParameters": headers}),
     };
     if socket.send(text(hello)).await.is_err() {
         return;
@@ -317,10 +371,10 @@ async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket, dialec
         };
         let out: Vec<Out> = tokio::select! {
             msg = socket.recv() => match msg {
-                Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()),
-                Some(Ok(Message::Binary(_))) => vec![error("unsupported", "binary frames from the agent are not accepted")],
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => vec![],
+                Some(AgentFrame::Text(text)) => session.handle_text(&text),
+                Some(AgentFrame::Binary) => vec![error("unsupported", "binary frames from the agent are not accepted")],
+                Some(AgentFrame::Other) => vec![],
+                None => break,
             },
             received = events.recv() => match received {
                 Ok(e) if e.call == call.id => session.handle_media(e.event),
@@ -343,7 +397,7 @@ async fn run(server: Arc<Server>, call: Arc<Call>, mut socket: WebSocket, dialec
             }
         }
         if ended {
-            let _ = socket.send(Message::Close(None)).await;
+            socket.close().await;
             break;
         }
     }
@@ -367,9 +421,9 @@ impl Session {
     }
 
     /// Renders an event in the socket's dialect; `None` when the dialect has no such event.
-    fn render(&self, out: Out) -> Option<Message> {
+    fn render(&self, out: Out) -> Option<AgentMessage> {
         let value = match out {
-            Out::Audio(bytes) => return Some(Message::Binary(bytes.into())),
+            Out::Audio(bytes) => return Some(AgentMessage::Binary(bytes)),
             Out::Event(value) => value,
         };
         if self.dialect == Dialect::Native {
@@ -452,7 +506,7 @@ impl Session {
                 vec![]
             }
             Inbound::Hangup => {
-                let _ = self.server.sip.send(SipCommand::Hangup { call: self.call.sip, reason: "agent" });
+                self.server.hangup(&self.call, "agent");
                 vec![]
             }
             Inbound::CallerAudio { enabled, format } => {
@@ -484,7 +538,7 @@ impl Session {
             RelayInbound::SendDigits { digits } => self.send_dtmf(&digits, None),
             RelayInbound::End { handoff_data } => {
                 tracing::info!(call = %self.call.id, handoff = handoff_data.as_deref().unwrap_or(""), "agent ended the session");
-                let _ = self.server.sip.send(SipCommand::Hangup { call: self.call.sip, reason: "agent" });
+                self.server.hangup(&self.call, "agent");
                 vec![]
             }
             RelayInbound::Play {} => vec![error("unsupported", "`play` is not supported: send text")],

@@ -23,7 +23,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::calls::Call;
-use super::sip::SipCommand;
 use super::Server;
 use crate::synth::MAX_REQUEST_CHARS;
 
@@ -39,8 +38,13 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/calls/{id}/caller-audio", get(caller_audio))
         .route("/v1/calls/{id}/control", get(super::control::upgrade))
         .route("/v1/events", get(super::events::upgrade))
+        .route("/v1/webrtc/offer", post(super::webrtc::offer))
+        .route("/v1/voices", get(voices))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));
-    Router::new().route("/healthz", get(|| async { "ok" })).merge(protected).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(server)
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(super::web::index))
+        .route("/app.js", get(super::web::app_js)).merge(protected).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(server)
 }
 
 /// With `--api-token` set, every route but `/healthz` needs
@@ -67,6 +71,12 @@ async fn authorize(State(server): State<Arc<Server>>, request: axum::extract::Re
 /// Compares without an early exit, so timing does not reveal a prefix.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /v1/voices`: the voices and presets a call may pick.
+async fn voices(State(server): State<Arc<Server>>) -> Response {
+    Json(json!({"default": server.speech.voice(), "voices": server.speech.voice_names(),
+        "presets": crate::synth::Preset::ALL.iter().map(|p| p.name()).collect::<Vec<_>>()})).into_response()
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -119,7 +129,7 @@ async fn speak(State(server): State<Arc<Server>>, Path(id): Path<String>, body: 
 async fn hangup(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
     match find(&server, &id) {
         Ok(call) => {
-            let _ = server.sip.send(SipCommand::Hangup { call: call.sip, reason: "api" });
+            server.hangup(&call, "api");
             (StatusCode::ACCEPTED, Json(json!({"hangup": id}))).into_response()
         }
         Err(e) => e,

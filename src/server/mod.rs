@@ -10,7 +10,9 @@ pub mod events;
 pub mod http;
 pub mod sip;
 pub mod speech;
+pub mod web;
 pub mod webhook;
+pub mod webrtc;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +59,10 @@ pub struct ServerConfig {
     /// How long a call rings waiting for an agent's accept or reject before
     /// the default (answer, greeting) applies.
     pub decision_timeout: Duration,
+    /// How browsers reach us (ICE servers, candidate addresses).
+    pub webrtc: webrtc::WebRtcConfig,
+    /// Serve the demo page from here (development) instead of the built-in copy.
+    pub web_dir: Option<std::path::PathBuf>,
 }
 
 /// An event about a call, for whoever listens (logs now; agents' sockets later).
@@ -104,6 +110,19 @@ impl Server {
             }
         }
         let _ = self.lifecycle.send(event);
+    }
+
+    /// Ends a call from our side: BYE for SIP, closing the peer connection for WebRTC.
+    pub fn hangup(&self, call: &Call, reason: &'static str) {
+        match &call.leg {
+            calls::Leg::Sip(handle) => {
+                let _ = self.sip.send(SipCommand::Hangup { call: *handle, reason });
+            }
+            calls::Leg::WebRtc(close) => {
+                tracing::info!(call = %call.id, reason, "hanging up the WebRTC call");
+                close.notify_one();
+            }
+        }
     }
 
     /// The call is over: its sockets hear `call.ended`, and so do the events socket and webhook.

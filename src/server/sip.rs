@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use voxline_sdp::{build_answer, negotiate, LocalMedia, Negotiated, SessionDescription};
 use voxline_sip::{Endpoint, Event};
 
-use super::calls::{new_call_id, Call, CallState, SipHandle};
+use super::calls::{new_call_id, Call, CallState, Leg, SipHandle};
 use super::Server;
 use crate::media::{CallMedia, MediaEvent, PlayoutEvent, RemoteMedia};
 
@@ -207,14 +207,14 @@ fn accept_call(
     let id = new_call_id();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let media = CallMedia::new(id.clone(), rtp, rtcp, remote_media(&neg), server.config.media.clone(), server.speech.jitter(), events_tx);
-    let call = Arc::new(Call::new(id.clone(), handle, sip_call_id, from, to, headers, source, media.clone(), session));
+    let call = Arc::new(Call::new(id.clone(), Leg::Sip(handle), sip_call_id, from, to, headers, source, media.clone(), session));
     tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "incoming call");
     server.calls.insert(call.clone());
     // With an agent deciding (events socket or webhook), ring until it does
     // or the decision timeout passes; otherwise ring for the configured time.
     let deciding = server.announce_incoming(&call, request_uri, server.config.decision_timeout);
     let wait = if deciding { server.config.decision_timeout.max(server.config.ring) } else { server.config.ring };
-    let pending = Pending { at: Instant::now() + wait, call, answer, events: events_rx };
+    let pending = Pending { at: Instant::now() + wait, call, sip: handle, answer, events: events_rx };
     if wait.is_zero() {
         answer_now(server, endpoint, pending, None);
         return Ok(None);
@@ -232,12 +232,12 @@ fn decide(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, decis
             answer_now(server, endpoint, pending, Some(greeting.unwrap_or_else(|| server.config.greeting.clone().unwrap_or_default())));
         }
         Decision::Reject { status, reason } => {
-            let call = pending.call;
+            let (call, sip) = (pending.call, pending.sip);
             tracing::info!(call = %call.id, status, "rejected by the agent");
-            if let Err(e) = endpoint.reject(Instant::now(), call.sip, status, reason.as_deref()) {
+            if let Err(e) = endpoint.reject(Instant::now(), sip, status, reason.as_deref()) {
                 tracing::debug!(error = %e, "reject failed");
             }
-            if let Some(c) = server.calls.remove_sip(call.sip) {
+            if let Some(c) = server.calls.remove_sip(sip) {
                 server.ended(&c, "rejected");
                 c.end();
             }
@@ -249,6 +249,7 @@ fn decide(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, decis
 pub struct Pending {
     at: Instant,
     call: Arc<Call>,
+    sip: SipHandle,
     answer: String,
     events: mpsc::UnboundedReceiver<MediaEvent>,
 }
@@ -256,13 +257,13 @@ pub struct Pending {
 /// Sends the 200 and starts media, speech and the call's watchers.
 /// `greeting`: what to say first (`None`: the configured greeting; empty: nothing).
 fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, greeting: Option<String>) {
-    let Pending { call, answer, events: events_rx, .. } = pending;
-    if server.calls.by_sip(call.sip).is_none() {
+    let Pending { call, sip, answer, events: events_rx, .. } = pending;
+    if server.calls.by_sip(sip).is_none() {
         return; // cancelled while ringing
     }
-    if let Err(e) = endpoint.answer(Instant::now(), call.sip, &answer) {
+    if let Err(e) = endpoint.answer(Instant::now(), sip, &answer) {
         tracing::info!(call = %call.id, error = %e, "cannot answer");
-        if let Some(c) = server.calls.remove_sip(call.sip) {
+        if let Some(c) = server.calls.remove_sip(sip) {
             c.end();
         }
         return;
@@ -270,6 +271,12 @@ fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, g
     call.set_state(CallState::Answered);
     tracing::info!(call = %call.id, "call answered");
     server.lifecycle(serde_json::json!({"type": "call.answered", "call": call.id}));
+    start_media(server, &call, events_rx, greeting);
+}
+
+/// Starts an answered call's media (SIP or WebRTC): pacing, reception, the
+/// watcher that publishes its events, and the greeting.
+pub(crate) fn start_media(server: &Arc<Server>, call: &Arc<Call>, events_rx: mpsc::UnboundedReceiver<MediaEvent>, greeting: Option<String>) {
     let (id, media) = (call.id.clone(), call.media.clone());
     server.pacer.add(media.clone());
     match media.sockets() {
@@ -397,6 +404,11 @@ async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::Unbounded
             }
             _ = check.tick() => {
                 let Some(limit) = server.config.rtp_timeout else { continue };
+                // A browser may send no audio at all (no microphone); ICE
+                // consent tells whether it is still there.
+                if call.sip().is_none() {
+                    continue;
+                }
                 let remote = call.media.remote();
                 // A call on hold may legitimately be silent.
                 if !remote.send {
@@ -404,7 +416,7 @@ async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::Unbounded
                 }
                 if call.media.last_received().elapsed() > limit {
                     tracing::info!(call = %call.id, "no RTP for {:?}: ending the call", limit);
-                    let _ = server.sip.send(SipCommand::Hangup { call: call.sip, reason: "rtp-timeout" });
+                    server.hangup(&call, "rtp-timeout");
                     return;
                 }
             }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use candle_core::Tensor;
 
 pub mod agent;
+pub mod asr;
 pub mod calls;
 pub mod sip;
 

@@ -1,0 +1,473 @@
+//! Browsers over WebRTC: HTTP offer/answer, a PCMU track fed by the same
+//! packetizer as SIP calls, and the control protocol on a data channel.
+//!
+//! ```text
+//! POST /v1/webrtc/offer   {"type":"offer","sdp":"v=0...", "voice"?, "preset"?, "greeting"?}
+//!                      -> {"type":"answer","sdp":"v=0...","call":"c..."}
+//! ```
+//!
+//! One pipeline, two transports: a browser call is a [`Call`] with a
+//! [`CallMedia`] like any SIP call, paced by the same clock. Its RTP sockets
+//! are bound on loopback and their "peer" is this module's relay socket: the
+//! relay hands each packet the pacer sends (our sequence numbers and
+//! timestamps, untouched) to the WebRTC track, which sends it SRTP-protected
+//! to the browser (rewriting only SSRC and payload type to the negotiated
+//! ones), and writes the browser's RTP into the call's socket, where the same
+//! source checks, mu-law decoding and caller-audio events as for SIP apply.
+//! The pacing thread stays free of async I/O and allocation; the WebRTC stack
+//! (ICE, DTLS-SRTP, SCTP) runs on the tokio runtime.
+//!
+//! The answer carries every candidate (no trickle): the handler waits for ICE
+//! gathering to finish (host candidates, plus STUN/TURN ones when
+//! configured), bounded by [`GATHER_TIMEOUT`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Notify};
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_PCMU};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::APIBuilder;
+use webrtc::data_channel::data_channel_message::DataChannelMessage;
+use webrtc::data_channel::RTCDataChannel;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+use webrtc_util::marshal::{Marshal, Unmarshal};
+
+use super::calls::{new_call_id, Call, CallState, Leg};
+use super::control::{AgentFrame, AgentMessage, ControlTransport, Defaults, Dialect};
+use super::http::error;
+use super::Server;
+use crate::media::{CallMedia, RemoteMedia};
+use crate::synth::Preset;
+
+/// Longest the offer handler waits for ICE gathering before it answers with
+/// the candidates it has.
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A call whose peer connection does not reach `connected` by then is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a silent peer connection lasts before the call is ended.
+pub const ICE_FAILED: Duration = Duration::from_secs(6);
+
+/// Largest offer accepted (a browser's is 3-8 KB).
+const MAX_SDP: usize = 32 * 1024;
+
+/// How browsers reach us.
+#[derive(Debug, Clone, Default)]
+pub struct WebRtcConfig {
+    /// STUN/TURN servers handed to the ICE agent (`stun:host:port`,
+    /// `turn:host:port?transport=udp`).
+    pub ice_servers: Vec<IceServer>,
+    /// Only these local addresses become host candidates (empty: every
+    /// interface but loopback). A loopback address here also allows loopback
+    /// candidates, for a browser on the same machine.
+    pub ips: Vec<IpAddr>,
+    /// UDP ports for ICE (empty: any).
+    pub ports: Option<(u16, u16)>,
+    /// The public address behind a 1:1 NAT (`--external-ip`), advertised as
+    /// the host candidates' address.
+    pub external_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IceServer {
+    pub url: String,
+    pub username: String,
+    pub credential: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferRequest {
+    sdp: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    voice: Option<String>,
+    #[serde(default)]
+    preset: Option<String>,
+    /// `true`/absent: the configured greeting; `false`: none; a string: that text.
+    #[serde(default)]
+    greeting: Option<Value>,
+}
+
+fn bad(code: &str, message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// `POST /v1/webrtc/offer`.
+pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferRequest>, JsonRejection>) -> Response {
+    let Json(request) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("invalid_json", format!("{}: send {{\"type\": \"offer\", \"sdp\": \"...\"}}", e.body_text())),
+    };
+    if request.kind.as_deref().is_some_and(|k| k != "offer") {
+        return bad("invalid_offer", "`type` must be \"offer\" (voxline answers; it does not offer)");
+    }
+    if request.sdp.len() > MAX_SDP {
+        return bad("invalid_sdp", format!("the offer is {} bytes; at most {MAX_SDP}", request.sdp.len()));
+    }
+    if let Err(message) = check_offer(&request.sdp) {
+        return bad("invalid_sdp", message);
+    }
+    if let Some(v) = request.voice.as_deref().filter(|v| !server.speech.has_voice(v)) {
+        return bad("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", ")));
+    }
+    let preset = match request.preset.as_deref().map(|p| Preset::parse(p).ok_or(p)).transpose() {
+        Ok(p) => p,
+        Err(p) => return bad("invalid_message", format!("unknown preset `{p}`: realtime, balanced or fidelity")),
+    };
+    let greeting = match request.greeting {
+        None | Some(Value::Bool(true)) | Some(Value::Null) => server.config.greeting.clone(),
+        Some(Value::Bool(false)) => None,
+        Some(Value::String(text)) if text.chars().count() <= crate::synth::MAX_REQUEST_CHARS => Some(text),
+        Some(Value::String(_)) => return bad("text_too_long", "the greeting is too long"),
+        Some(other) => return bad("invalid_message", format!("`greeting` is true, false or a text, not {other}")),
+    };
+    if server.calls.len() >= server.config.max_calls {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("at capacity ({} calls)", server.config.max_calls));
+    }
+    match answer(&server, request.sdp, request.voice, preset, greeting).await {
+        Ok((call, sdp)) => (StatusCode::OK, Json(json!({"type": "answer", "sdp": sdp, "call": call}))).into_response(),
+        Err(Refusal::Offer(message)) => bad("invalid_sdp", message),
+        Err(Refusal::Internal(message)) => {
+            tracing::warn!(error = %message, "WebRTC answer failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "webrtc_failed", message)
+        }
+    }
+}
+
+/// What the offer needs before the WebRTC stack sees it: an audio section
+/// that can carry PCMU. The stack itself checks the rest (ICE credentials,
+/// fingerprint) when the offer is applied.
+fn check_offer(sdp: &str) -> Result<(), String> {
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err("not an SDP offer: it must start with `v=0`".into());
+    }
+    let mut audio = false;
+    let mut pcmu = false;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            audio |= m.starts_with("audio ");
+        }
+        pcmu |= line.starts_with("a=rtpmap:") && line.to_ascii_uppercase().contains(" PCMU/8000");
+    }
+    if !audio {
+        return Err("the offer has no audio section (m=audio): add an audio transceiver or track".into());
+    }
+    if !pcmu {
+        return Err("the offer's audio does not include PCMU/8000, the only codec voxline sends".into());
+    }
+    Ok(())
+}
+
+enum Refusal {
+    /// The offer could not be applied (the browser's fault).
+    Offer(String),
+    Internal(String),
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::Internal(e.to_string())
+}
+
+fn pcmu() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability { mime_type: MIME_TYPE_PCMU.to_owned(), clock_rate: 8000, channels: 1, ..Default::default() }
+}
+
+async fn peer_connection(config: &WebRtcConfig) -> Result<RTCPeerConnection, Refusal> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(RTCRtpCodecParameters { capability: pcmu(), payload_type: 0, ..Default::default() }, RTPCodecType::Audio)
+        .map_err(internal)?;
+    let registry = register_default_interceptors(Registry::new(), &mut media).map_err(internal)?;
+    let mut settings = SettingEngine::default();
+    // Browsers hide their addresses behind mDNS names; their checks still
+    // reach us and become peer-reflexive candidates, so no mDNS is needed.
+    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    // A browser that vanishes (tab closed, network lost) is noticed within
+    // ICE_FAILED: consent checks every 2 s, disconnected after 4 s without
+    // an answer, failed 6 s later; the call then ends.
+    settings.set_ice_timeouts(Some(Duration::from_secs(4)), Some(ICE_FAILED), Some(Duration::from_secs(2)));
+    if !config.ips.is_empty() {
+        let ips = config.ips.clone();
+        settings.set_include_loopback_candidate(ips.iter().any(IpAddr::is_loopback));
+        settings.set_ip_filter(Box::new(move |ip| ips.contains(&ip)));
+    }
+    if let Some((low, high)) = config.ports {
+        settings.set_udp_network(UDPNetwork::Ephemeral(EphemeralUDP::new(low, high).map_err(internal)?));
+    }
+    if let Some(ip) = config.external_ip {
+        settings.set_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
+    }
+    let api = APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build();
+    let ice_servers = config
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer { urls: vec![s.url.clone()], username: s.username.clone(), credential: s.credential.clone() })
+        .collect();
+    api.new_peer_connection(RTCConfiguration { ice_servers, ..Default::default() }).await.map_err(internal)
+}
+
+/// Loopback sockets for the call's media and the relay that is its peer.
+fn loopback_pair() -> std::io::Result<(StdUdpSocket, StdUdpSocket)> {
+    let rtp = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let rtcp = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    rtp.set_nonblocking(true)?;
+    rtcp.set_nonblocking(true)?;
+    Ok((rtp, rtcp))
+}
+
+async fn answer(
+    server: &Arc<Server>,
+    offer: String,
+    voice: Option<String>,
+    preset: Option<Preset>,
+    greeting: Option<String>,
+) -> Result<(String, String), Refusal> {
+    let pc = Arc::new(peer_connection(&server.config.webrtc).await?);
+    let track = Arc::new(TrackLocalStaticRTP::new(pcmu(), "voxline-audio".into(), "voxline".into()));
+    let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>).await.map_err(internal)?;
+    // The sender's RTCP (receiver reports) must be read for the interceptors to run.
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 1500];
+        while sender.read(&mut buf).await.is_ok() {}
+    });
+    let description = RTCSessionDescription::offer(offer).map_err(|e| Refusal::Offer(format!("malformed SDP: {e}")))?;
+    if let Err(e) = pc.set_remote_description(description).await {
+        let _ = pc.close().await;
+        return Err(Refusal::Offer(format!("the offer cannot be applied: {e}")));
+    }
+    let answer = match pc.create_answer(None).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(Refusal::Offer(format!("no answer to this offer: {e}")));
+        }
+    };
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(answer).await.map_err(internal)?;
+    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
+    let Some(local) = pc.local_description().await else {
+        let _ = pc.close().await;
+        return Err(internal("no local description after gathering"));
+    };
+
+    // The call: media on loopback, its peer the relay.
+    let (rtp, rtcp) = loopback_pair().map_err(internal)?;
+    let media_addr = rtp.local_addr().map_err(internal)?;
+    let relay = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.map_err(internal)?);
+    let relay_addr = relay.local_addr().map_err(internal)?;
+    let remote = RemoteMedia { rtp: relay_addr, rtcp: relay_addr, payload_type: 0, dtmf_payload_type: None, pcma: false, send: true };
+    let id = new_call_id();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let media = CallMedia::new(id.clone(), rtp, rtcp, remote, server.config.media.clone(), server.speech.jitter(), events_tx);
+    let close = Arc::new(Notify::new());
+    let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let call = Arc::new(Call::new(
+        id.clone(),
+        Leg::WebRtc(close.clone()),
+        format!("webrtc-{id}"),
+        "browser".into(),
+        "voxline".into(),
+        Vec::new(),
+        unspecified,
+        media.clone(),
+        0,
+    ));
+    call.set_synth(voice.clone(), preset);
+    server.calls.insert(call.clone());
+    tracing::info!(call = %id, "WebRTC call: answer sent");
+
+    // Outbound: what the pacer sends to the relay goes onto the track.
+    {
+        let (relay, track) = (relay.clone(), track.clone());
+        call.add_task(tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                let Ok((n, from)) = relay.recv_from(&mut buf).await else { return };
+                // RTCP (payload types 200-204) stays here: the WebRTC stack reports for itself.
+                if from != media_addr || n < 12 || (200..=204).contains(&buf[1]) {
+                    continue;
+                }
+                let Ok(packet) = rtp::packet::Packet::unmarshal(&mut &buf[..n]) else { continue };
+                let _ = track.write_rtp(&packet).await;
+            }
+        }));
+    }
+    // Inbound: the browser's audio into the call's socket, as from the negotiated peer.
+    {
+        let relay = relay.clone();
+        pc.on_track(Box::new(move |remote, _, _| {
+            let relay = relay.clone();
+            Box::pin(async move {
+                if remote.kind() != RTPCodecType::Audio {
+                    return;
+                }
+                tokio::spawn(async move {
+                    while let Ok((packet, _)) = remote.read_rtp().await {
+                        if let Ok(bytes) = packet.marshal() {
+                            let _ = relay.send_to(&bytes, media_addr).await;
+                        }
+                    }
+                });
+            })
+        }));
+    }
+    // The control protocol on any data channel the browser opens.
+    {
+        let (server, call_weak) = (server.clone(), Arc::downgrade(&call));
+        let (voice, preset) = (voice.clone(), preset);
+        pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
+            let (server, call) = (server.clone(), call_weak.upgrade());
+            let defaults = Defaults::new(voice.clone(), preset);
+            Box::pin(async move {
+                let Some(call) = call else { return };
+                let (tx, rx) = mpsc::unbounded_channel();
+                let closed = tx.clone();
+                channel.on_message(Box::new(move |message: DataChannelMessage| {
+                    let frame = if message.is_string {
+                        match String::from_utf8(message.data.to_vec()) {
+                            Ok(text) => AgentFrame::Text(text),
+                            Err(_) => AgentFrame::Text(String::from("\u{fffd}")),
+                        }
+                    } else {
+                        AgentFrame::Binary
+                    };
+                    let _ = tx.send(Some(frame));
+                    Box::pin(async {})
+                }));
+                channel.on_close(Box::new(move || {
+                    let _ = closed.send(None);
+                    Box::pin(async {})
+                }));
+                tracing::debug!(call = %call.id, label = channel.label(), "data channel opened");
+                let transport = DataChannelTransport { channel, frames: rx };
+                let task = tokio::spawn(super::control::run(server, call.clone(), transport, Dialect::Native, defaults));
+                call.add_task(task);
+            })
+        }));
+    }
+    // Lifecycle: media starts once connected; the call ends when the peer
+    // connection fails or closes, or when we hang up.
+    let (state_tx, state_rx) = mpsc::unbounded_channel();
+    pc.on_peer_connection_state_change(Box::new(move |state| {
+        let _ = state_tx.send(state);
+        Box::pin(async {})
+    }));
+    tokio::spawn(supervise(server.clone(), Arc::downgrade(&call), pc.clone(), close, state_rx, events_rx, greeting));
+    Ok((id, local.sdp))
+}
+
+/// Follows the peer connection: starts the call's media when it connects,
+/// ends the call when it fails, closes or is hung up.
+async fn supervise(
+    server: Arc<Server>,
+    call: Weak<Call>,
+    pc: Arc<RTCPeerConnection>,
+    close: Arc<Notify>,
+    mut states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    events_rx: mpsc::UnboundedReceiver<crate::media::MediaEvent>,
+    greeting: Option<String>,
+) {
+    let mut events_rx = Some(events_rx);
+    let started = AtomicBool::new(false);
+    let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+    tokio::pin!(deadline);
+    let reason = loop {
+        tokio::select! {
+            state = states.recv() => match state {
+                Some(RTCPeerConnectionState::Connected) => {
+                    let Some(call) = call.upgrade() else { break "ended" };
+                    if !started.swap(true, Ordering::Relaxed) {
+                        if let Some(rx) = events_rx.take() {
+                            tracing::info!(call = %call.id, "WebRTC connected");
+                            call.set_state(CallState::Active);
+                            server.lifecycle(json!({"type": "call.answered", "call": call.id}));
+                            super::sip::start_media(&server, &call, rx, greeting.clone());
+                        }
+                    }
+                }
+                Some(RTCPeerConnectionState::Failed) => break "connection_failed",
+                Some(RTCPeerConnectionState::Closed) | None => break "remote_hangup",
+                Some(_) => {}
+            },
+            () = close.notified() => break "local_hangup",
+            () = &mut deadline, if !started.load(Ordering::Relaxed) => break "connection_timeout",
+        }
+    };
+    let _ = pc.close().await;
+    if let Some(call) = call.upgrade() {
+        if server.calls.remove(&call.id).is_some() {
+            tracing::info!(call = %call.id, reason, "WebRTC call ended");
+            server.ended(&call, reason);
+        }
+        call.end();
+    }
+}
+
+/// The control protocol over a WebRTC data channel.
+struct DataChannelTransport {
+    channel: Arc<RTCDataChannel>,
+    /// `None`: the channel closed.
+    frames: mpsc::UnboundedReceiver<Option<AgentFrame>>,
+}
+
+impl ControlTransport for DataChannelTransport {
+    async fn recv(&mut self) -> Option<AgentFrame> {
+        self.frames.recv().await.flatten()
+    }
+
+    async fn send(&mut self, message: AgentMessage) -> Result<(), ()> {
+        let sent = match message {
+            AgentMessage::Text(text) => self.channel.send_text(text).await,
+            AgentMessage::Binary(bytes) => self.channel.send(&Bytes::from(bytes)).await,
+        };
+        sent.map(|_| ()).map_err(|_| ())
+    }
+
+    async fn close(&mut self) {
+        let _ = self.channel.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_without_audio_or_pcmu_are_refused_with_a_reason() {
+        let chrome_audio = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0 8\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n";
+        assert_eq!(check_offer(chrome_audio), Ok(()));
+        let video_only = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert!(check_offer(video_only).unwrap_err().contains("no audio"));
+        let opus_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(check_offer(opus_only).unwrap_err().contains("PCMU"));
+        assert!(check_offer("hello").unwrap_err().contains("v=0"));
+        assert!(check_offer("").is_err());
+    }
+}
