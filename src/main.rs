@@ -39,7 +39,7 @@ enum Command {
     /// Measure real-time factor and time to first chunk (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Answer SIP calls and speak into them (SIP/UDP, RTP PCMU, HTTP API).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Args)]
@@ -279,7 +279,7 @@ fn main() {
             Ok(())
         }
         Command::Bench(args) => bench::run(args),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
     };
     if let Err(e) = result {
         eprintln!("voxline: error: {e:#}");
