@@ -100,22 +100,22 @@ fn a_webrtc_client_hears_the_text_it_sent_on_the_data_channel_sample_for_sample(
     assert_eq!(done["text"], TEXT);
     assert!(kinds.iter().filter(|k| *k == "word").count() >= 5, "word timings: {kinds:?}");
 
-    // What arrived over SRTP is the engine's phone-band rendering, exactly.
+    // What arrived over SRTP is the engine's phone-band rendering, exactly:
+    // sample for sample once silence is set aside (an underrun, synthesis
+    // running late on a loaded machine, puts digital silence into the stream
+    // and the audio resumes where it was; silence decodes to exactly 0).
     let received = read_pcm16(&dir.join("received.wav"));
     let expected: Vec<f32> = voxline::audio::decode_mulaw(&say(&["--rate", "8000", "--mulaw", "--raw", "-o", "-"]));
-    assert!(received.len() > expected.len(), "{} samples received, {} expected", received.len(), expected.len());
-    let (offset, _) = (0..=received.len() - expected.len())
-        .map(|o| (o, expected.iter().zip(&received[o..]).map(|(a, b)| (a - b).abs()).sum::<f32>()))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap();
-    let window = &received[offset..offset + expected.len()];
-    let exact = window.iter().zip(&expected).filter(|(a, b)| a == b).count();
-    assert_eq!(exact, expected.len(), "samples equal to the engine's own 8 kHz output (at offset {offset})");
-    let rms = (window.iter().map(|s| s * s).sum::<f32>() / window.len() as f32).sqrt();
+    let sound = |samples: &[f32]| -> Vec<f32> { samples.iter().copied().filter(|&s| s != 0.0).collect() };
+    let (got, want) = (sound(&received), sound(&expected));
+    assert!(want.len() > 10_000, "the engine's rendering has {} non-silent samples", want.len());
+    assert_eq!(got.len(), want.len(), "non-silent samples received vs the engine's own 8 kHz output");
+    let first_diff = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(first_diff, None, "the received audio differs from the engine's own 8 kHz output");
+    let underruns = summary["events"].as_array().unwrap().iter().find(|e| e["type"] == "utterance.done").map_or(0, |e| e["underruns"].as_u64().unwrap_or(0));
+    eprintln!("{} non-silent samples equal; {underruns} underrun frames", want.len());
+    let rms = (got.iter().map(|s| s * s).sum::<f32>() / got.len() as f32).sqrt();
     assert!(rms > 0.02, "voiced (rms {rms})");
-    // Silence around it: nothing but the utterance was played.
-    let outside = received[..offset].iter().chain(&received[offset + expected.len()..]).map(|s| s.abs()).fold(0.0, f32::max);
-    assert!(outside < 0.01, "silence before and after the utterance (peak {outside})");
 
     // ... and that rendering, at 16 kHz, says the text.
     let wide = dir.join("wide.wav");
