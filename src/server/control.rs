@@ -28,6 +28,8 @@ use crate::media::{MediaEvent, PlayoutEvent, UtteranceId};
 use crate::synth::{Preset, SynthOptions, MAX_REQUEST_CHARS};
 use crate::text::{Policy, Segmenter, SegmenterConfig};
 
+mod relay;
+
 /// Frames larger than this are refused with an error event.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Backpressure: `paused` once this much audio is queued, `resumed` below the low mark.
@@ -82,33 +84,6 @@ enum Inbound {
         #[serde(default)]
         format: Option<String>,
     },
-}
-
-/// Messages of Twilio's ConversationRelay protocol an agent sends.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-enum RelayInbound {
-    Text {
-        token: String,
-        #[serde(default)]
-        last: bool,
-        /// Whether a new turn's text cuts this turn off.
-        #[serde(default)]
-        preemptible: bool,
-        #[serde(default, rename = "lang")]
-        _lang: Option<String>,
-        #[serde(default, rename = "interruptible")]
-        _interruptible: Option<Value>,
-    },
-    #[serde(rename_all = "camelCase")]
-    SendDigits { digits: String },
-    #[serde(rename_all = "camelCase")]
-    End {
-        #[serde(default)]
-        handoff_data: Option<String>,
-    },
-    Play {},
-    Language {},
 }
 
 /// Which protocol a socket speaks.
@@ -426,20 +401,10 @@ impl Session {
             Out::Audio(bytes) => return Some(AgentMessage::Binary(bytes)),
             Out::Event(value) => value,
         };
-        if self.dialect == Dialect::Native {
-            return Some(text(value));
+        match self.dialect {
+            Dialect::Native => Some(text(value)),
+            Dialect::ConversationRelay => relay::render(value).map(text),
         }
-        let relay = match value["type"].as_str().unwrap_or_default() {
-            "cleared" => json!({"type": "interrupt", "utteranceUntilInterrupt": value["heard_text"],
-                "durationUntilInterruptMs": value["heard_ms"]}),
-            "dtmf" => json!({"type": "dtmf", "digit": value["digit"]}),
-            "error" => json!({"type": "error", "description": format!("{}: {}",
-                value["code"].as_str().unwrap_or_default(), value["message"].as_str().unwrap_or_default())}),
-            // Answers to voxline's own messages, which the dialect also accepts.
-            "mark" => value,
-            _ => return None,
-        };
-        Some(text(relay))
     }
 
     fn handle_text(&mut self, text: &str) -> Vec<Out> {
@@ -520,30 +485,6 @@ impl Session {
                 vec![]
             }
         }
-    }
-
-    /// A ConversationRelay message, or `None` to read it as voxline's own.
-    fn handle_relay(&mut self, text: &str) -> Option<Vec<Out>> {
-        let value: Value = serde_json::from_str(text).ok()?;
-        let kind = value["type"].as_str()?;
-        if !matches!(kind, "text" | "sendDigits" | "end" | "play" | "language") {
-            return None;
-        }
-        let message: RelayInbound = match serde_json::from_value(value) {
-            Ok(m) => m,
-            Err(e) => return Some(vec![error("invalid_message", e.to_string())]),
-        };
-        Some(match message {
-            RelayInbound::Text { token, last, preemptible, .. } => self.speak(token, None, last, last, None, None, preemptible),
-            RelayInbound::SendDigits { digits } => self.send_dtmf(&digits, None),
-            RelayInbound::End { handoff_data } => {
-                tracing::info!(call = %self.call.id, handoff = handoff_data.as_deref().unwrap_or(""), "agent ended the session");
-                self.server.hangup(&self.call, "agent");
-                vec![]
-            }
-            RelayInbound::Play {} => vec![error("unsupported", "`play` is not supported: send text")],
-            RelayInbound::Language {} => vec![error("unsupported", "`language` is not supported: pick a voice with ?voice=")],
-        })
     }
 
     fn check_voice(&self, voice: Option<&str>) -> Result<(), Out> {
