@@ -14,6 +14,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use voxline::synth::chatterbox::hift::source::{Noise, SineState};
 use voxline::synth::chatterbox::hift::{Hift, HiftConfig};
+use voxline::synth::chatterbox::s3gen::conds::BuiltinVoice;
+use voxline::synth::chatterbox::s3gen::flow::S3Flow;
+use voxline::synth::chatterbox::s3gen::{S3Gen, S3GenConfig};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chatterbox/s3gen")
@@ -105,4 +108,83 @@ fn hift_reads_old_weight_norm_names() {
     let a = new.decode(mel, &io["hift.source"]).unwrap();
     let b = old.decode(mel, &io["hift.source"]).unwrap();
     assert_eq!(flat(&a), flat(&b));
+}
+
+fn s3gen_config() -> S3GenConfig {
+    serde_json::from_str(&std::fs::read_to_string(dir().join("config.json")).unwrap()).expect("config.json as S3GenConfig")
+}
+
+fn ids(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|i| i as u32).collect()
+}
+
+#[test]
+fn fixture_config_reads_as_s3gen_config() {
+    let cfg = s3gen_config();
+    assert_eq!(cfg.hift, hift_config());
+    assert_eq!(cfg.encoder.output_size, 32);
+    assert_eq!(cfg.decoder.num_mid_blocks, 2);
+    assert_eq!(cfg.n_timesteps, 2, "unset fields keep Turbo's values");
+}
+
+#[test]
+fn conformer_encoder_matches_reference() {
+    let io = io();
+    let flow = S3Flow::load(&s3gen_config(), vb(weights()).pp("flow")).unwrap();
+    let h = flow.encode(&ids(&io["enc.tokens"])).unwrap();
+    check("encoder h", &h, &io["enc.h"], 1e-5);
+    let mu = flow.project(&h).unwrap();
+    check("encoder mu", &mu, &io["enc.mu"], 1e-5);
+}
+
+#[test]
+fn meanflow_decoder_step_matches_reference() {
+    let io = io();
+    let flow = S3Flow::load(&s3gen_config(), vb(weights()).pp("flow")).unwrap();
+    let scalar = |k: &str| flat(&io[k])[0];
+    let out = flow
+        .estimator
+        .forward(&io["step.x"], &io["step.mu"], scalar("step.t"), scalar("step.r"), &io["step.spks"], &io["step.cond"])
+        .unwrap();
+    check("estimator output", &out, &io["step.out"], 2e-5);
+}
+
+#[test]
+fn builtin_voice_reads_from_conds_pt() {
+    let voice = BuiltinVoice::load(dir().join("conds.pt"), &Device::Cpu).unwrap();
+    let io = io();
+    let tokens = ids(&io["enc.tokens"]);
+    // The encoder fixture's tokens are the voice's prompt followed by the new tokens.
+    assert_eq!(voice.gen.prompt_tokens, tokens[..voice.gen.prompt_tokens.len()]);
+    assert_eq!(voice.gen.prompt_feat.dims(), &[1, 2 * voice.gen.prompt_tokens.len(), 80]);
+    assert_eq!(voice.gen.embedding.dims(), &[1, 192]);
+    // The prompt mel is the estimator's condition in the step fixture.
+    let cond = io["step.cond"].narrow(2, 0, voice.gen.prompt_feat.dim(1).unwrap()).unwrap();
+    check("conds prompt_feat", &voice.gen.prompt_feat.transpose(1, 2).unwrap(), &cond, 0.0);
+    assert_eq!(voice.t3.speaker_emb.dims(), &[1, 256]);
+    assert_eq!(voice.t3.cond_prompt_speech_tokens.as_ref().map(Vec::len), Some(10));
+    assert!(voice.t3.emotion_adv.is_none(), "a plain float is not a tensor");
+}
+
+#[test]
+fn tokens_to_audio_matches_reference() {
+    let io = io();
+    let cfg = s3gen_config();
+    let s3gen = S3Gen::load(&cfg, vb(weights())).unwrap();
+    let voice = BuiltinVoice::load(dir().join("conds.pt"), &Device::Cpu).unwrap().gen;
+    let tokens = ids(&io["e2e.tokens"]);
+    // The CFM's start: its randn_like(mu) over the prompt, the caller's noise after.
+    let p = voice.prompt_feat.dim(1).unwrap();
+    let x0 = Tensor::cat(&[io["e2e.z"].narrow(2, 0, p).unwrap(), io["e2e.noised_mels"].clone()], 2).unwrap();
+    assert_eq!(x0.dim(2).unwrap(), s3gen.flow.total_frames(&voice, tokens.len(), true));
+
+    let mel = s3gen.flow.mel(&voice, &tokens, &x0, cfg.n_timesteps, true).unwrap();
+    check("e2e mel (2 meanflow steps)", &mel, &io["e2e.mel"], 2e-5);
+
+    let noise = flat(&io["e2e.sine_noise"]);
+    let mut sine = SineState::with_phases(&flat(&io["e2e.phase"]), 0);
+    let audio = s3gen.synthesize(&voice, &tokens, &x0, &mut sine, Noise::Given(&noise)).unwrap();
+    check("e2e audio", &audio, &io["e2e.audio"], 5e-4);
+    // The trim fade silences the first 20 ms.
+    assert!(flat(&audio)[..480].iter().all(|&s| s == 0.0));
 }
