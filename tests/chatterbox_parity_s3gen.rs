@@ -13,9 +13,11 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use voxline::synth::chatterbox::hift::source::{Noise, SineState};
+use voxline::synth::chatterbox::hift::stream::{HiftStream, HiftStreamConfig};
 use voxline::synth::chatterbox::hift::{Hift, HiftConfig};
 use voxline::synth::chatterbox::s3gen::conds::BuiltinVoice;
 use voxline::synth::chatterbox::s3gen::flow::S3Flow;
+use voxline::synth::chatterbox::s3gen::stream::{NoiseTape, S3GenStream, S3GenStreamConfig};
 use voxline::synth::chatterbox::s3gen::{S3Gen, S3GenConfig};
 
 fn dir() -> PathBuf {
@@ -187,4 +189,123 @@ fn tokens_to_audio_matches_reference() {
     check("e2e audio", &audio, &io["e2e.audio"], 5e-4);
     // The trim fade silences the first 20 ms.
     assert!(flat(&audio)[..480].iter().all(|&s| s == 0.0));
+}
+
+// ---- streaming ---------------------------------------------------------------
+
+/// A longer mel than the fixture's (60 frames, 1.2 s), deterministic.
+fn long_mel() -> Tensor {
+    let v: Vec<f32> = (0..80 * 60)
+        .map(|i| {
+            let (c, t) = ((i / 60) as f32, (i % 60) as f32);
+            -4.0 + 2.5 * ((0.21 * t + 0.13 * c).sin() + 0.5 * (0.05 * t * c).cos()) - 0.03 * c
+        })
+        .collect();
+    Tensor::from_vec(v, (1, 80, 60), &Device::Cpu).unwrap()
+}
+
+fn stream_hift(hift: &Hift, mel: &Tensor, chunks: &[usize], cfg: HiftStreamConfig) -> Vec<f32> {
+    let mut stream = HiftStream::new(hift, cfg, hift.sine_state(7));
+    let (mut out, mut at, mut i) = (Vec::new(), 0, 0);
+    let total = mel.dim(2).unwrap();
+    while at < total {
+        let n = chunks[i % chunks.len()].min(total - at);
+        out.extend(stream.push(&mel.narrow(2, at, n).unwrap()).unwrap());
+        at += n;
+        i += 1;
+    }
+    out.extend(stream.finish().unwrap());
+    out
+}
+
+/// With left context and lookahead covering HiFT's receptive field, vocoding
+/// chunk by chunk (excitation state carried) is vocoding the whole mel.
+#[test]
+fn hift_stream_with_full_context_equals_whole() {
+    let hift = Hift::load(&hift_config(), vb(weights()).pp("mel2wav")).unwrap();
+    let mel = long_mel();
+    let mut sine = hift.sine_state(7);
+    let whole = flat(&hift.forward(&mel, &mut sine, Noise::Drawn).unwrap().audio);
+    for chunks in [&[1usize][..], &[3], &[7, 2, 11], &[60]] {
+        let streamed = stream_hift(&hift, &mel, chunks, HiftStreamConfig::exact());
+        assert_eq!(streamed.len(), whole.len(), "chunks {chunks:?}: length");
+        let d = whole.iter().zip(&streamed).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("hift stream, chunks {chunks:?}: max |diff| vs whole = {d:.2e}");
+        assert!(d < 1e-5, "chunks {chunks:?}: max |diff| {d}");
+    }
+}
+
+/// With a shorter lookahead the last frames of each step lack right context:
+/// the stream is an approximation, crossfaded at the seams. The length is exact
+/// and the error shrinks as the lookahead grows (these random weights are far
+/// more sensitive to context than a trained vocoder; the numbers are reported).
+#[test]
+fn hift_stream_error_shrinks_with_lookahead() {
+    let hift = Hift::load(&hift_config(), vb(weights()).pp("mel2wav")).unwrap();
+    let mel = long_mel();
+    let mut sine = hift.sine_state(7);
+    let whole = flat(&hift.forward(&mel, &mut sine, Noise::Drawn).unwrap().audio);
+    let sig: f64 = whole.iter().map(|a| (*a as f64).powi(2)).sum();
+    let mut last_snr = f64::NEG_INFINITY;
+    for lookahead in [4usize, 8, 14] {
+        let cfg = HiftStreamConfig { lookahead, ..HiftStreamConfig::default() };
+        let streamed = stream_hift(&hift, &mel, &[10], cfg);
+        assert_eq!(streamed.len(), whole.len());
+        let err: f64 = whole.iter().zip(&streamed).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let snr = 10.0 * (sig / err.max(1e-30)).log10();
+        eprintln!("hift stream, lookahead {lookahead} frames, 10-frame chunks: SNR vs whole {snr:.1} dB");
+        assert!(snr > last_snr, "lookahead {lookahead}: SNR {snr} dB not above {last_snr} dB");
+        last_snr = snr;
+    }
+}
+
+/// A stream whose only step is `finish` is the whole-utterance path on the same
+/// noise; a chunked stream emits the same number of samples.
+#[test]
+fn s3gen_stream_matches_whole_utterance() {
+    let cfg = s3gen_config();
+    let s3gen = S3Gen::load(&cfg, vb(weights())).unwrap();
+    let voice = BuiltinVoice::load(dir().join("conds.pt"), &Device::Cpu).unwrap().gen;
+    let tokens: Vec<u32> = (0..30).map(|i| (i * 37 % 100) as u32).collect();
+    let scfg = S3GenStreamConfig {
+        first_chunk_tokens: usize::MAX,
+        context_tokens: usize::MAX,
+        hift: HiftStreamConfig::exact(),
+        seed: 11,
+        ..S3GenStreamConfig::default()
+    };
+
+    let mut one = S3GenStream::new(&s3gen, voice.clone(), scfg).unwrap();
+    let mut a = one.push(&tokens).unwrap();
+    assert!(a.is_empty(), "no step before a chunk has gathered");
+    a.extend(one.finish().unwrap());
+
+    let p = voice.prompt_feat.dim(1).unwrap();
+    let mut tape = NoiseTape::new(80, p, scfg.seed);
+    let x0 = tape.x0(0, 2 * tokens.len(), &Device::Cpu).unwrap();
+    let mut sine = s3gen.hift.sine_state(scfg.seed + 1);
+    let whole = flat(&s3gen.synthesize(&voice, &tokens, &x0, &mut sine, Noise::Drawn).unwrap());
+    assert_eq!(a.len(), whole.len());
+    let d = whole.iter().zip(&a).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    eprintln!("s3gen stream, one push: max |diff| vs synthesize = {d:.2e}");
+    assert!(d < 1e-5, "max |diff| {d}");
+
+    // Eight tokens at a time, a bounded window: every sample arrives, in order.
+    let chunked = S3GenStreamConfig { first_chunk_tokens: 8, chunk_tokens: 8, context_tokens: 10, ..S3GenStreamConfig::default() };
+    let mut stream = S3GenStream::new(&s3gen, voice, chunked).unwrap();
+    let mut b = Vec::new();
+    let mut sizes = Vec::new();
+    for part in tokens.chunks(8) {
+        let got = stream.push(part).unwrap();
+        sizes.push(got.len());
+        b.extend(got);
+    }
+    b.extend(stream.finish().unwrap());
+    eprintln!("s3gen stream, 8-token pushes: samples per push {sizes:?}, total {}", b.len());
+    assert_eq!(b.len(), whole.len());
+    // 8 tokens = 16 frames, less 6 held back by the encoder's lookahead, 4 by
+    // HiFT's and a 240-sample crossfade: 2640 samples; then 16 frames a step;
+    // the last 6 tokens do not make a chunk and wait for `finish`.
+    assert_eq!(sizes, vec![2640, 7680, 7680, 0]);
+    assert!(b.iter().all(|s| s.is_finite() && s.abs() <= 0.99));
 }

@@ -11,6 +11,7 @@
 pub mod f0;
 pub mod resblock;
 pub mod source;
+pub mod stream;
 pub mod stft;
 
 use candle_core::{Module, Result, Tensor};

@@ -12,7 +12,7 @@
 //! ```
 //! [`flow`] holds the token-to-mel half ([`encoder`], [`decoder`]),
 //! [`crate::synth::chatterbox::hift`] the vocoder, [`conds`] the built-in voice
-//! and `stream` the chunked driver. Checkpoint names appear only in
+//! and [`stream`] the chunked driver. Checkpoint names appear only in
 //! `vb.pp(..)`: `flow.*` and `mel2wav.*` as in the reference state dict.
 
 pub mod conds;
@@ -20,7 +20,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod flow;
 pub mod nn;
-
+pub mod stream;
 
 use std::path::PathBuf;
 
