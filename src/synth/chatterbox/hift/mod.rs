@@ -212,7 +212,7 @@ impl Hift {
             x = (sum / kernels as f64)?;
         }
         // The last activation uses PyTorch's default slope.
-        x = self.conv_post.forward(&leaky_relu(&x, 0.01)?)?;
+        x = self.conv_post.forward_leaky(&x, 0.01)?;
         let bins = self.stft.bins();
         let magnitude = x.narrow(1, 0, bins)?.exp()?.clamp(f32::MIN, 1e2f32)?;
         let phase = x.narrow(1, bins, bins)?.sin()?;

@@ -130,7 +130,7 @@ impl S3Flow {
         // torch.linspace(0, 1, n + 1) in f32: from the start for the first half, from the end after.
         let step = 1.0 / steps as f32;
         let t_span: Vec<f32> =
-            (0..=steps).map(|i| if i < (steps + 1) / 2 { i as f32 * step } else { 1.0 - (steps - i) as f32 * step }).collect();
+            (0..=steps).map(|i| if i < steps.div_ceil(2) { i as f32 * step } else { 1.0 - (steps - i) as f32 * step }).collect();
         let mut x = x0.clone();
         for w in t_span.windows(2) {
             let (t, r) = (w[0], w[1]);

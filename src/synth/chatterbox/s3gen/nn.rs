@@ -2,8 +2,12 @@
 //! asymmetric) padding, weight normalisation resolved at load time, and the
 //! activations the reference uses that candle lacks (Mish, Snake).
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
+
+use crate::synth::piper::vits::cpu_conv::{self, ConvShape};
 
 /// `g · v / ‖v‖`, the norm taken over every dimension but the first (PyTorch's
 /// `weight_norm(dim=0)`). Reads either naming of the parametrisation:
@@ -62,36 +66,89 @@ impl ConvSpec {
     }
 }
 
-/// `Conv1d` over `[B, C, T]`.
+/// `Conv1d` over `[B, C, T]`. On the CPU (batch 1, f32) it runs the
+/// shifted-matmul convolution of [`cpu_conv`] (the Piper engine's), which
+/// avoids candle's im2col copy and its transpose.
 #[derive(Debug, Clone)]
 pub struct Conv1d {
     weight: Tensor,
     bias: Option<Tensor>,
     spec: ConvSpec,
+    /// Weight and bias as plain slices, on the CPU.
+    cpu: Option<Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl Conv1d {
     /// A plain convolution (`weight`, `bias`).
     pub fn load(c_in: usize, c_out: usize, spec: ConvSpec, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get((c_out, c_in, spec.kernel), "weight")?;
-        let bias = Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1))?);
-        Ok(Self { weight, bias, spec })
+        let bias = vb.get(c_out, "bias")?;
+        Self::new(weight, bias, spec)
     }
 
     /// A weight-normalised convolution, resolved to a plain weight.
     pub fn load_weight_norm(c_in: usize, c_out: usize, spec: ConvSpec, vb: VarBuilder) -> Result<Self> {
         let weight = weight_norm_weight(&vb, &[c_out, c_in, spec.kernel])?;
-        let bias = Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1))?);
-        Ok(Self { weight, bias, spec })
+        let bias = vb.get(c_out, "bias")?;
+        Self::new(weight, bias, spec)
+    }
+
+    fn new(weight: Tensor, bias: Tensor, spec: ConvSpec) -> Result<Self> {
+        let cpu = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            Some(Arc::new((weight.flatten_all()?.to_vec1()?, bias.to_vec1()?)))
+        } else {
+            None
+        };
+        let bias = Some(bias.reshape((1, (), 1))?);
+        Ok(Self { weight, bias, spec, cpu })
     }
 
     pub fn spec(&self) -> ConvSpec {
         self.spec
     }
+
+    /// `conv(leaky_relu(x, slope))`, the activation fused on the CPU.
+    pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        match self.forward_cpu(x, Some(slope as f32))? {
+            Some(y) => Ok(y),
+            None => self.forward(&leaky_relu(x, slope)?),
+        }
+    }
+
+    fn forward_cpu(&self, x: &Tensor, slope: Option<f32>) -> Result<Option<Tensor>> {
+        let Some(cpu) = &self.cpu else { return Ok(None) };
+        let (b, c_in, len) = x.dims3()?;
+        if b != 1 || x.dtype() != DType::F32 || !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let c_out = self.weight.dim(0)?;
+        let s = self.spec;
+        let shape = ConvShape {
+            c_in,
+            c_out,
+            kernel: s.kernel,
+            stride: s.stride,
+            dilation: s.dilation,
+            pad_left: s.pad_left,
+            pad_right: s.pad_right,
+        };
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else { return Ok(None) };
+        let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
+        let data = &storage.as_slice::<f32>()?[start..end];
+        match cpu_conv::conv1d(data, len, &cpu.0, Some(&cpu.1), &shape, slope, None) {
+            Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (1, c_out, out_len), &Device::Cpu)?)),
+            None => candle_core::bail!("conv1d: input {c_in}x{len} does not fit kernel {:?}", self.weight.dims()),
+        }
+    }
 }
 
 impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, None)? {
+            return Ok(y);
+        }
         let s = self.spec;
         let y = if s.pad_left == s.pad_right {
             x.conv1d(&self.weight, s.pad_left, s.stride, s.dilation, 1)?
