@@ -210,7 +210,8 @@ def main():
     gen = dict(
         prompt_token=torch.randint(0, CFG["vocab_size"], (1, n_prompt), generator=g),
         prompt_token_len=torch.tensor([n_prompt]),
-        prompt_feat=smooth_mel(g, 2 * n_prompt).transpose(1, 2).contiguous(),  # (1, T, 80)
+        # (1, T, 80) as a transposed view, the layout `embed_ref` leaves it in.
+        prompt_feat=smooth_mel(g, 2 * n_prompt).transpose(1, 2),
         prompt_feat_len=None,
         embedding=torch.randn(1, 192, generator=g),
     )
