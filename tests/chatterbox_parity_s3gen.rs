@@ -18,7 +18,7 @@ use voxline::synth::chatterbox::hift::{Hift, HiftConfig};
 use voxline::synth::chatterbox::s3gen::conds::BuiltinVoice;
 use voxline::synth::chatterbox::s3gen::flow::S3Flow;
 use voxline::synth::chatterbox::s3gen::stream::{NoiseTape, S3GenStream, S3GenStreamConfig};
-use voxline::synth::chatterbox::s3gen::{S3Gen, S3GenConfig};
+use voxline::synth::chatterbox::s3gen::{prepare_tokens, S3Gen, S3GenConfig, SILENCE_TOKEN};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chatterbox/s3gen")
@@ -118,6 +118,11 @@ fn s3gen_config() -> S3GenConfig {
 
 fn ids(t: &Tensor) -> Vec<u32> {
     t.flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|i| i as u32).collect()
+}
+
+#[test]
+fn t3_tokens_are_prepared_as_turbo_does() {
+    assert_eq!(prepare_tokens(&[6561, 5, 6000, 6562]), vec![5, 6000, SILENCE_TOKEN, SILENCE_TOKEN, SILENCE_TOKEN]);
 }
 
 #[test]
@@ -285,6 +290,7 @@ fn s3gen_stream_matches_whole_utterance() {
     let x0 = tape.x0(0, 2 * tokens.len(), &Device::Cpu).unwrap();
     let mut sine = s3gen.hift.sine_state(scfg.seed + 1);
     let whole = flat(&s3gen.synthesize(&voice, &tokens, &x0, &mut sine, Noise::Drawn).unwrap());
+    assert_eq!(s3gen.generate(&voice, &tokens, scfg.seed).unwrap(), whole, "generate draws the stream's noise");
     assert_eq!(a.len(), whole.len());
     let d = whole.iter().zip(&a).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     eprintln!("s3gen stream, one push: max |diff| vs synthesize = {d:.2e}");

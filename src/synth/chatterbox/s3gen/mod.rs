@@ -106,6 +106,15 @@ impl S3GenConfig {
     }
 }
 
+/// T3's output as Turbo hands it to S3Gen (`ChatterboxTurboTTS.generate`):
+/// tokens outside the speech vocabulary (start/stop) dropped, three
+/// [`SILENCE_TOKEN`]s appended.
+pub fn prepare_tokens(t3_tokens: &[u32]) -> Vec<u32> {
+    let mut tokens: Vec<u32> = t3_tokens.iter().copied().filter(|&t| (t as usize) < SPEECH_VOCAB_SIZE).collect();
+    tokens.extend([SILENCE_TOKEN; 3]);
+    tokens
+}
+
 /// `trim_fade`: the first 20 ms silenced, the next 20 ms a raised-cosine
 /// fade-in (`S3Token2Wav.__init__`), against spill-over from the prompt.
 pub fn trim_fade(sample_rate: u32) -> Vec<f32> {
@@ -121,7 +130,7 @@ pub fn trim_fade(sample_rate: u32) -> Vec<f32> {
     fade
 }
 
-/// Standard normal noise `[1, channels, frames]` for the solver's start.
+/// Standard normal noise `[1, channels, frames]`.
 pub fn gaussian(channels: usize, frames: usize, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
     let v: Vec<f32> = (0..channels * frames).map(|_| rng.sample(StandardNormal)).collect();
     Tensor::from_vec(v, (1, channels, frames), device)
@@ -163,6 +172,16 @@ impl S3Gen {
         let mel = self.flow.mel(voice, tokens, x0, self.cfg.n_timesteps, true)?;
         let audio = self.hift.forward(&mel, sine, noise)?.audio;
         self.apply_fade(&audio)
+    }
+
+    /// [`Self::synthesize`] with its noise drawn from `seed` (the same noise a
+    /// [`stream::S3GenStream`] with that seed uses): samples at 24 kHz.
+    pub fn generate(&self, voice: &VoiceConds, tokens: &[u32], seed: u64) -> Result<Vec<f32>> {
+        let device = voice.prompt_feat.device();
+        let mut tape = stream::NoiseTape::new(self.cfg.n_mels, voice.prompt_feat.dim(1)?, seed);
+        let x0 = tape.x0(0, tokens.len() * self.cfg.mel_frames_per_token(), device)?;
+        let mut sine = self.hift.sine_state(seed.wrapping_add(1));
+        self.synthesize(voice, tokens, &x0, &mut sine, Noise::Drawn)?.flatten_all()?.to_vec1()
     }
 
     /// Multiplies the start of an utterance by [`trim_fade`].
