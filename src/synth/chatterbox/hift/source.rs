@@ -160,3 +160,53 @@ impl SourceModule {
         Tensor::from_vec(out, (1, 1, len), device)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use candle_core::DType;
+
+    fn module() -> SourceModule {
+        let w = Tensor::new(&[[0.5f32, -0.3, 0.2, 0.1, -0.1, 0.05, 0.3, -0.2, 0.1]], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[0.01f32], &Device::Cpu).unwrap();
+        let ts = HashMap::from([("l_linear.weight".to_string(), w), ("l_linear.bias".to_string(), b)]);
+        SourceModule::load(&HiftConfig::chatterbox(), VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu)).unwrap()
+    }
+
+    fn samples(t: Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    /// The excitation of an F0 track generated in pieces is the excitation of the whole.
+    #[test]
+    fn chunks_continue_phase_and_noise() {
+        let m = module();
+        let f0: Vec<f32> = (0..9).map(|i| if i == 4 { 0.0 } else { 100.0 + 15.0 * i as f32 }).collect();
+        let mut whole_state = m.state(3);
+        let whole = samples(m.forward(&f0, &mut whole_state, Noise::Drawn, &Device::Cpu).unwrap());
+        let mut state = m.state(3);
+        let mut pieces = Vec::new();
+        for part in [&f0[..2], &f0[2..3], &f0[3..]] {
+            pieces.extend(samples(m.forward(part, &mut state, Noise::Drawn, &Device::Cpu).unwrap()));
+        }
+        assert_eq!(whole, pieces);
+        assert_eq!(state.position(), 9 * 480);
+    }
+
+    /// Unvoiced frames carry noise only; the same seed gives the same noise.
+    #[test]
+    fn unvoiced_frames_are_noise_and_seeded() {
+        let m = module();
+        let f0 = [0.0f32; 2];
+        let a = samples(m.forward(&f0, &mut m.state(1), Noise::Drawn, &Device::Cpu).unwrap());
+        let b = samples(m.forward(&f0, &mut m.state(1), Noise::Drawn, &Device::Cpu).unwrap());
+        let c = samples(m.forward(&f0, &mut m.state(2), Noise::Drawn, &Device::Cpu).unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let zeros = vec![0f32; 9 * 960];
+        let silent = samples(m.forward(&f0, &mut m.state(1), Noise::Given(&zeros), &Device::Cpu).unwrap());
+        assert!(silent.iter().all(|&s| s == 0.01f32.tanh()), "no sine where unvoiced");
+    }
+}
