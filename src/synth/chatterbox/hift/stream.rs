@@ -107,6 +107,12 @@ impl<'a> HiftStream<'a> {
 
     /// Adds mel frames `[1, n_mels, n]`; returns the audio that became final.
     pub fn push(&mut self, mel: &Tensor) -> Result<Vec<f32>> {
+        self.append(mel)?;
+        self.step(false)
+    }
+
+    /// Adds mel frames without vocoding (when [`Self::finish`] follows).
+    pub fn append(&mut self, mel: &Tensor) -> Result<()> {
         let n = mel.dim(D::Minus1)?;
         if n > 0 {
             self.mel = Some(match self.mel.take() {
@@ -115,7 +121,7 @@ impl<'a> HiftStream<'a> {
             });
             self.received += n;
         }
-        self.step(false)
+        Ok(())
     }
 
     /// No more mel: vocodes what is left.

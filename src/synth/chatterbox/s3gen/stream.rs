@@ -144,7 +144,11 @@ impl<'a> S3GenStream<'a> {
             let mel = flow.mel(&self.voice, window, &x0, self.s3gen.config().n_timesteps, finalize)?;
             let new = mel.narrow(D::Minus1, self.mel_done - first, end - self.mel_done)?;
             self.mel_done = end;
-            audio = self.hift.push(&new)?;
+            if finalize {
+                self.hift.append(&new)?;
+            } else {
+                audio = self.hift.push(&new)?;
+            }
         }
         if finalize {
             audio.extend(self.hift.finish()?);
