@@ -25,11 +25,19 @@ fn dir() -> PathBuf {
 }
 
 fn io() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir().join("io.safetensors"), &Device::Cpu).expect("io.safetensors")
+    io_in(&dir())
 }
 
 fn weights() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir().join("model.safetensors"), &Device::Cpu).expect("model.safetensors")
+    weights_in(&dir())
+}
+
+fn io_in(dir: &std::path::Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu).expect("io.safetensors")
+}
+
+fn weights_in(dir: &std::path::Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).expect("model.safetensors")
 }
 
 fn vb(w: HashMap<String, Tensor>) -> VarBuilder<'static> {
@@ -113,7 +121,11 @@ fn hift_reads_old_weight_norm_names() {
 }
 
 fn s3gen_config() -> S3GenConfig {
-    serde_json::from_str(&std::fs::read_to_string(dir().join("config.json")).unwrap()).expect("config.json as S3GenConfig")
+    s3gen_config_in(&dir())
+}
+
+fn s3gen_config_in(dir: &std::path::Path) -> S3GenConfig {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).expect("config.json as S3GenConfig")
 }
 
 fn ids(t: &Tensor) -> Vec<u32> {
@@ -314,4 +326,50 @@ fn s3gen_stream_matches_whole_utterance() {
     // the last 6 tokens do not make a chunk and wait for `finish`.
     assert_eq!(sizes, vec![2640, 7680, 7680, 0]);
     assert!(b.iter().all(|s| s.is_finite() && s.abs() <= 0.99));
+}
+
+// ---- full size (not committed: ~270 MB) ---------------------------------------
+
+/// The reference's own `S3Token2Wav(meanflow=True)` at Turbo/Nano sizes with
+/// random weights, written by `chatterbox_s3gen_reference.py OUT_DIR --full`:
+/// `CHATTERBOX_S3GEN_FULL_DIR=OUT_DIR cargo test --release --test
+/// chatterbox_parity_s3gen -- --ignored`. Also checks that `S3GenConfig::turbo()`
+/// is what the reference constructor builds.
+#[test]
+#[ignore = "needs the full-size fixture (CHATTERBOX_S3GEN_FULL_DIR)"]
+fn full_size_turbo_matches_reference() {
+    let Some(dir) = std::env::var_os("CHATTERBOX_S3GEN_FULL_DIR").map(PathBuf::from) else {
+        panic!("set CHATTERBOX_S3GEN_FULL_DIR to the output of chatterbox_s3gen_reference.py --full");
+    };
+    let cfg = S3GenConfig::turbo();
+    assert_eq!(s3gen_config_in(&dir), cfg, "Turbo preset = the reference constructor's sizes");
+    assert_eq!(S3GenConfig::nano(), cfg);
+    let io = io_in(&dir);
+    let s3gen = S3Gen::load(&cfg, vb(weights_in(&dir))).unwrap();
+
+    let h = s3gen.flow.encode(&ids(&io["enc.tokens"])).unwrap();
+    check("full encoder h", &h, &io["enc.h"], 1e-4);
+    check("full encoder mu", &s3gen.flow.project(&h).unwrap(), &io["enc.mu"], 1e-4);
+
+    let scalar = |k: &str| flat(&io[k])[0];
+    let out = s3gen
+        .flow
+        .estimator
+        .forward(&io["step.x"], &io["step.mu"], scalar("step.t"), scalar("step.r"), &io["step.spks"], &io["step.cond"])
+        .unwrap();
+    check("full estimator output", &out, &io["step.out"], 1e-4);
+
+    let mel = &io["hift.mel"];
+    check("full hift f0 (Hz)", &s3gen.hift.f0(mel).unwrap(), &io["hift.f0"], 2e-3);
+    check("full hift audio (reference source)", &s3gen.hift.decode(mel, &io["hift.source"]).unwrap(), &io["hift.audio"], 1e-4);
+
+    let voice = BuiltinVoice::load(dir.join("conds.pt"), &Device::Cpu).unwrap().gen;
+    let tokens = ids(&io["e2e.tokens"]);
+    let p = voice.prompt_feat.dim(1).unwrap();
+    let x0 = Tensor::cat(&[io["e2e.z"].narrow(2, 0, p).unwrap(), io["e2e.noised_mels"].clone()], 2).unwrap();
+    check("full e2e mel", &s3gen.flow.mel(&voice, &tokens, &x0, cfg.n_timesteps, true).unwrap(), &io["e2e.mel"], 2e-4);
+    let noise = flat(&io["e2e.sine_noise"]);
+    let mut sine = SineState::with_phases(&flat(&io["e2e.phase"]), 0);
+    let audio = s3gen.synthesize(&voice, &tokens, &x0, &mut sine, Noise::Given(&noise)).unwrap();
+    check("full e2e audio", &audio, &io["e2e.audio"], 1e-3);
 }

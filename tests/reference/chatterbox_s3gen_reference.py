@@ -3,9 +3,13 @@
 and HiFT vocoder, from the reference PyTorch modules of the PyPI package
 `chatterbox-tts` (0.1.7, CPU), at reduced sizes with seeded random weights.
 
-    /work/venv-cb/bin/python tests/reference/chatterbox_s3gen_reference.py [OUT_DIR]
+    /work/venv-cb/bin/python tests/reference/chatterbox_s3gen_reference.py [OUT_DIR] [--full]
 
-OUT_DIR defaults to tests/fixtures/chatterbox/s3gen/. Writes:
+OUT_DIR defaults to tests/fixtures/chatterbox/s3gen/. With `--full` the model is the
+reference's own `S3Token2Wav(meanflow=True)` at the real Turbo/Nano sizes (about
+200 MB of weights; not committed: `CHATTERBOX_S3GEN_FULL_DIR=OUT_DIR cargo test
+--release --test chatterbox_parity_s3gen -- --ignored` checks it, and that voxline's
+`S3GenConfig::turbo()` is the reference constructor's). Writes:
 
 * `config.json`        the reduced sizes (voxline's `S3GenConfig` fields)
 * `model.safetensors`  the state dict of a reduced `S3Token2Wav` (prefixes `flow.`,
@@ -58,7 +62,9 @@ from chatterbox.models.s3gen.transformer.upsample_encoder import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests/fixtures/chatterbox/s3gen"
+ARGS = [a for a in sys.argv[1:] if a != "--full"]
+FULL = "--full" in sys.argv[1:]
+OUT = Path(ARGS[0]) if ARGS else ROOT / "tests/fixtures/chatterbox/s3gen"
 
 # Reduced sizes. Everything else (80 mels, 192-d x-vector, token/mel ratio 2,
 # lookahead 3, HiFT rates [8,5,3] and kernels, n_fft 16 / hop 4, 9 harmonics) is real.
@@ -69,6 +75,15 @@ CFG = dict(
     decoder=dict(in_channels=320, out_channels=80, channels=32, attention_head_dim=24,
                  n_blocks=1, num_mid_blocks=2, num_heads=2),
     hift=dict(in_channels=80, base_channels=32, f0_channels=32),
+)
+# What `S3Token2Wav(meanflow=True)` builds (for --full).
+FULL_CFG = dict(
+    vocab_size=6561,
+    encoder=dict(input_size=512, output_size=512, attention_heads=8, linear_units=2048,
+                 num_blocks=6, num_up_blocks=4),
+    decoder=dict(in_channels=320, out_channels=80, channels=256, attention_head_dim=64,
+                 n_blocks=4, num_mid_blocks=12, num_heads=8),
+    hift=dict(in_channels=80, base_channels=512, f0_channels=512),
 )
 
 
@@ -181,10 +196,17 @@ def smooth_mel(g, frames):
 
 
 def main():
+    global CFG
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(20260603)
-    model = build()
+    if FULL:
+        CFG = FULL_CFG
+        model = S3Token2Wav(meanflow=True)
+        model.speaker_encoder = None
+        model.eval()
+    else:
+        model = build()
     randomize(model, g)
     io = {}
 
