@@ -133,6 +133,18 @@ fn ids(t: &Tensor) -> Vec<u32> {
 }
 
 #[test]
+fn missing_weights_name_the_file() {
+    let err = S3Gen::from_safetensors(&S3GenConfig::turbo(), std::path::Path::new("/nonexistent/s3gen.safetensors"), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/s3gen.safetensors"), "{err}");
+    // A checkpoint at other sizes is refused with the tensor's name.
+    let path = dir().join("model.safetensors");
+    let err = S3Gen::from_safetensors(&S3GenConfig::turbo(), &path, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("shape mismatch") && err.contains("flow."), "{err}");
+}
+
+#[test]
 fn t3_tokens_are_prepared_as_turbo_does() {
     assert_eq!(prepare_tokens(&[6561, 5, 6000, 6562]), vec![5, 6000, SILENCE_TOKEN, SILENCE_TOKEN, SILENCE_TOKEN]);
 }
@@ -345,7 +357,7 @@ fn full_size_turbo_matches_reference() {
     assert_eq!(s3gen_config_in(&dir), cfg, "Turbo preset = the reference constructor's sizes");
     assert_eq!(S3GenConfig::nano(), cfg);
     let io = io_in(&dir);
-    let s3gen = S3Gen::load(&cfg, vb(weights_in(&dir))).unwrap();
+    let s3gen = S3Gen::from_safetensors(&cfg, &dir.join("model.safetensors"), &Device::Cpu).unwrap();
 
     let h = s3gen.flow.encode(&ids(&io["enc.tokens"])).unwrap();
     check("full encoder h", &h, &io["enc.h"], 1e-4);

@@ -49,8 +49,8 @@ pub const SAMPLE_RATE: u32 = 24_000;
 pub enum S3GenError {
     #[error("{}: not a usable conds.pt: {reason}", path.display())]
     Conds { path: PathBuf, reason: String },
-    #[error("S3Gen configuration: {0}")]
-    Config(String),
+    #[error("{}: cannot load S3Gen weights ({source}); expected s3gen_meanflow.safetensors from ResembleAI/chatterbox-turbo", path.display())]
+    Weights { path: PathBuf, source: candle_core::Error },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -154,10 +154,11 @@ impl S3Gen {
     }
 
     /// Memory-maps `s3gen_meanflow.safetensors` (f32 on `device`).
-    pub fn from_safetensors(cfg: &S3GenConfig, path: &std::path::Path, device: &Device) -> Result<Self> {
+    pub fn from_safetensors(cfg: &S3GenConfig, path: &std::path::Path, device: &Device) -> std::result::Result<Self, S3GenError> {
+        let err = |source| S3GenError::Weights { path: path.to_owned(), source };
         // SAFETY: the file is not modified while mapped (model files are read-only in use).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? };
-        Self::load(cfg, vb)
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }.map_err(err)?;
+        Self::load(cfg, vb).map_err(err)
     }
 
     pub fn config(&self) -> &S3GenConfig {
