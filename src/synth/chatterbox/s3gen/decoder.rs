@@ -77,7 +77,8 @@ impl CausalBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv.forward(x)?.transpose(1, 2)?;
+        // candle's fused LayerNorm needs a contiguous input.
+        let h = self.conv.forward(x)?.transpose(1, 2)?.contiguous()?;
         mish(&self.norm.forward(&h)?.transpose(1, 2)?)
     }
 }
