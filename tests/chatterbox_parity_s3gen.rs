@@ -220,6 +220,18 @@ fn tokens_to_audio_matches_reference() {
     assert!(flat(&audio)[..480].iter().all(|&s| s == 0.0));
 }
 
+/// One meanflow step (the count Turbo's README states; its code runs two).
+#[test]
+fn one_meanflow_step_matches_reference() {
+    let io = io();
+    let flow = S3Flow::load(&s3gen_config(), vb(weights()).pp("flow")).unwrap();
+    let voice = BuiltinVoice::load(dir().join("conds.pt"), &Device::Cpu).unwrap().gen;
+    let p = voice.prompt_feat.dim(1).unwrap();
+    let x0 = Tensor::cat(&[io["e2e1.z"].narrow(2, 0, p).unwrap(), io["e2e1.noised_mels"].clone()], 2).unwrap();
+    let mel = flow.mel(&voice, &ids(&io["e2e.tokens"]), &x0, 1, true).unwrap();
+    check("mel (1 meanflow step)", &mel, &io["e2e1.mel"], 2e-5);
+}
+
 // ---- streaming ---------------------------------------------------------------
 
 /// A longer mel than the fixture's (60 frames, 1.2 s), deterministic.

@@ -26,6 +26,8 @@ reference's own `S3Token2Wav(meanflow=True)` at the real Turbo/Nano sizes (about
     - `e2e.*`       `S3Token2Wav.inference` (2 meanflow steps, finalize=True) from speech
                     tokens and the voice in `conds.pt`: `tokens`, `z` (the CFM's
                     randn_like(mu)), `noised_mels`, `mel`, `phase`, `sine_noise`, `audio`
+    - `e2e1.*`      the same tokens through `flow_inference` with one meanflow step:
+                    `z`, `noised_mels`, `mel`
 * `conds.pt`           a built-in-voice file in the layout `Conditionals.save` writes
                        (`{"t3": T3Cond.__dict__, "gen": ref_dict}`), small random tensors
 
@@ -278,6 +280,12 @@ def main():
     print(f"e2e: mel {tuple(mel_e2e.shape)} audio {tuple(wav.shape)} peak {wav.abs().max():.3f}")
     io.update({"e2e.tokens": tokens, "e2e.z": z, "e2e.noised_mels": noised_mels, "e2e.mel": mel_e2e,
                "e2e.phase": phase, "e2e.sine_noise": sine_noise, "e2e.audio": wav})
+
+    # --- the same with one meanflow step (the README's count) ------------------
+    torch.manual_seed(4)
+    with capture() as draws:
+        mel_1 = model.flow_inference(tokens[0], ref_dict=dict(gen), n_cfm_timesteps=1, finalize=True)
+    io.update({"e2e1.z": draws["randn_like"][0], "e2e1.noised_mels": draws["randn"][0], "e2e1.mel": mel_1})
 
     # --- write ----------------------------------------------------------------
     state = {k: v.half().contiguous() for k, v in model.state_dict().items()
