@@ -189,6 +189,9 @@ impl Hift {
 
     /// The harmonic-plus-noise excitation for `f0` `[1, T]`: `[1, 1, T·480]`.
     pub fn source(&self, f0: &Tensor, state: &mut SineState, noise: Noise) -> Result<Tensor> {
+        if f0.rank() == 2 && f0.dim(0)? != 1 {
+            candle_core::bail!("HiFT runs one utterance at a time (F0 batch of {})", f0.dim(0)?);
+        }
         let f0: Vec<f32> = f0.flatten_all()?.to_vec1()?;
         self.source.forward(&f0, state, noise, self.stft.device())
     }
