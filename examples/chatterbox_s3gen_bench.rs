@@ -3,10 +3,12 @@
 //! the cost does not depend on the values).
 //!
 //! ```text
-//! RAYON_NUM_THREADS=1 cargo run --release --example chatterbox_s3gen_bench -- [PROMPT_TOKENS] [TOKENS] [STEPS] [ROUNDS]
+//! RAYON_NUM_THREADS=1 cargo run --release --example chatterbox_s3gen_bench -- [PROMPT_TOKENS] [TOKENS] [STEPS] [ROUNDS] [stream]
 //! ```
 //! Defaults: a 250-token (10 s) voice prompt, 100 new tokens (4 s of audio),
-//! 2 meanflow steps, 3 rounds after one warm-up.
+//! 2 meanflow steps, 3 rounds after one warm-up. With `stream`, the tokens go
+//! one at a time into an `S3GenStream` (default chunking: 10, then 25) and the
+//! compute time of each step that returns audio is reported.
 
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::SeedableRng;
 use voxline::synth::chatterbox::hift::source::Noise;
 use voxline::synth::chatterbox::s3gen::flow::VoiceConds;
+use voxline::synth::chatterbox::s3gen::stream::{S3GenStream, S3GenStreamConfig};
 use voxline::synth::chatterbox::s3gen::{gaussian, S3Gen, S3GenConfig};
 
 /// Any tensor asked for, random with a fan-in scale (1 ± 0.1 for vectors).
@@ -41,7 +44,8 @@ impl SimpleBackend for RandomWeights {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
+    let stream = std::env::args().any(|a| a == "stream");
+    let args: Vec<usize> = std::env::args().skip(1).filter(|a| a != "stream").map(|a| a.parse().expect("numbers")).collect();
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (prompt_tokens, tokens, steps, rounds) = (arg(0, 250), arg(1, 100), arg(2, 2), arg(3, 3));
     let dev = Device::Cpu;
@@ -63,6 +67,9 @@ fn main() -> Result<()> {
     println!(
         "prompt {prompt_tokens} tokens, {tokens} new tokens ({audio_s:.2} s of audio), {steps} meanflow steps, {threads} thread(s)"
     );
+    if stream {
+        return bench_stream(&s3gen, &voice, &ids, rounds, audio_s);
+    }
     let mut all = voice.prompt_tokens.clone();
     all.extend(&ids);
     for round in 0..=rounds {
@@ -83,6 +90,42 @@ fn main() -> Result<()> {
         println!(
             "{label}: encoder {t_enc:.3} s, solver ({steps} steps) {:.3} s, HiFT {t_hift:.3} s; total {total:.3} s, RTF {:.3}",
             t_flow - t_enc,
+            total / audio_s
+        );
+    }
+    Ok(())
+}
+
+/// Tokens one at a time into a stream; per-step compute and the first audio.
+fn bench_stream(s3gen: &S3Gen, voice: &VoiceConds, ids: &[u32], rounds: usize, audio_s: f64) -> Result<()> {
+    let cfg = S3GenStreamConfig::default();
+    println!(
+        "streaming: chunks of {} then {} tokens, {} tokens of left context, HiFT lookahead {} frames",
+        cfg.first_chunk_tokens, cfg.chunk_tokens, cfg.context_tokens, cfg.hift.lookahead
+    );
+    for round in 0..=rounds {
+        let mut stream = S3GenStream::new(s3gen, voice.clone(), cfg)?;
+        let (mut steps, mut samples, mut first) = (Vec::new(), 0usize, None);
+        let start = Instant::now();
+        for (i, &t) in ids.iter().enumerate() {
+            let t0 = Instant::now();
+            let out = stream.push(&[t])?;
+            if !out.is_empty() {
+                steps.push(format!("{:.2}", t0.elapsed().as_secs_f64()));
+                first.get_or_insert((i + 1, t0.elapsed().as_secs_f64(), out.len()));
+            }
+            samples += out.len();
+        }
+        let t0 = Instant::now();
+        samples += stream.finish()?.len();
+        steps.push(format!("{:.2}", t0.elapsed().as_secs_f64()));
+        let total = start.elapsed().as_secs_f64();
+        let label = if round == 0 { "warm-up".to_string() } else { format!("round {round}") };
+        let (tok, secs, n) = first.unwrap_or((0, 0.0, 0));
+        println!(
+            "{label}: first audio after token {tok}: {secs:.2} s compute for {:.0} ms of audio; steps (s) [{}]; total {total:.2} s for {samples} samples, RTF {:.2}",
+            n as f64 / 24.0,
+            steps.join(", "),
             total / audio_s
         );
     }
