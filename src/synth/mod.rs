@@ -11,6 +11,7 @@
 //! that batches many calls implements the same traits: `start` registers the
 //! request with its scheduler and the stream receives that request's chunks.
 
+pub mod chatterbox;
 pub mod piper;
 
 use std::sync::atomic::{AtomicBool, Ordering};

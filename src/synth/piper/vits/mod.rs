@@ -14,7 +14,7 @@
 //! works at the phoneme and frame rate); [`Vits::decode`] turns any window of
 //! `z` into audio, which is where the time goes and what streaming splits.
 
-mod cpu_conv;
+pub(crate) mod cpu_conv;
 pub use self::cpu_conv::set_threads;
 pub mod decoder;
 pub mod duration;
