@@ -11,6 +11,7 @@
 //! that batches many calls implements the same traits: `start` registers the
 //! request with its scheduler and the stream receives that request's chunks.
 
+pub mod chatterbox;
 pub mod piper;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,6 +123,8 @@ pub enum SynthError {
     Text(#[from] TextError),
     #[error(transparent)]
     Piper(#[from] PiperError),
+    #[error(transparent)]
+    Chatterbox(#[from] chatterbox::ChatterboxError),
 }
 
 /// Facts about an engine and its voice.
