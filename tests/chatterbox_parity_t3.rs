@@ -1,0 +1,159 @@
+//! Chatterbox-Turbo's text front end and T3 match the reference (PyPI
+//! `chatterbox-tts` 0.1.7 on transformers 5.2.0, PyTorch, CPU) on the fixtures
+//! that tests/reference/chatterbox_t3_reference.py writes:
+//!
+//! * tokenizer: punc_norm's text and the token ids, exactly;
+//! * T3 at reduced sizes with random weights: prefill hidden states, prefill
+//!   logits and three cached decode steps within `TOL` (f32, absolute; the
+//!   values are O(1)-O(10)), and the greedy token sequence exactly;
+//! * the sampler's logits processors at the real speech vocabulary (6563) with
+//!   the reference's defaults: the same tokens masked, the rest within 1e-5.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use common::{fixture, flat, max_abs_diff};
+use voxline::synth::chatterbox::t3::for_s3gen;
+use voxline::synth::chatterbox::{punc_norm, GenerateParams, SamplingParams, T3Cond, T3Config, TextTokenizer, T3};
+
+/// Largest absolute error allowed on hidden states and logits.
+const TOL: f32 = 1e-4;
+
+#[derive(serde::Deserialize)]
+struct Expected {
+    vocab_size: usize,
+    cases: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    text: String,
+    normalized: String,
+    ids: Vec<u32>,
+    raw_ids: Vec<u32>,
+}
+
+#[test]
+fn tokenizer_matches_transformers_auto_tokenizer() {
+    let dir = fixture("chatterbox/tokenizer");
+    let tok = TextTokenizer::from_dir(&dir).expect("load tokenizer");
+    let expected: Expected =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(tok.vocab_size(), expected.vocab_size);
+    assert!(expected.cases.len() >= 10);
+    for case in &expected.cases {
+        let norm = punc_norm(&case.text);
+        assert_eq!(norm, case.normalized, "punc_norm({:?})", case.text);
+        assert_eq!(tok.encode(&norm).unwrap(), case.ids, "ids of {norm:?}");
+        assert_eq!(tok.encode(&case.text).unwrap(), case.raw_ids, "ids of raw {:?}", case.text);
+    }
+    // Each paralinguistic tag is one id.
+    let laugh = tok.token_to_id("[laugh]").unwrap();
+    assert_eq!(tok.encode("[laugh]").unwrap(), vec![laugh]);
+}
+
+#[test]
+fn tokenizer_reports_missing_files() {
+    let err = TextTokenizer::from_dir(&fixture("chatterbox/t3")).unwrap_err().to_string();
+    assert!(err.contains("vocab.json") && err.contains("--model-dir"), "{err}");
+}
+
+struct T3Fixture {
+    t3: T3,
+    io: HashMap<String, Tensor>,
+    cond: T3Cond,
+    text: Vec<u32>,
+}
+
+fn ids(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_dtype(DType::U32).unwrap().to_vec1().unwrap()
+}
+
+fn load_t3() -> T3Fixture {
+    let dir = fixture("chatterbox/t3");
+    let config: T3Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let dev = Device::Cpu;
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("weights.safetensors")], DType::F32, &dev) }
+        .unwrap();
+    let t3 = T3::load(vb, &config).expect("build T3");
+    let io = candle_core::safetensors::load(dir.join("io.safetensors"), &dev).unwrap();
+    let cond = T3Cond {
+        speaker_emb: io["speaker_emb"].clone(),
+        cond_prompt_speech_tokens: Some(io["cond_prompt_speech_tokens"].to_dtype(DType::U32).unwrap()),
+    };
+    let text = ids(&io["text_tokens"]);
+    T3Fixture { t3, io, cond, text }
+}
+
+fn check(name: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
+    assert_eq!(ours.dims(), reference.dims(), "{name}: shape");
+    let d = max_abs_diff(&flat(ours), &flat(reference));
+    let scale = flat(reference).iter().fold(0f32, |m, x| m.max(x.abs()));
+    eprintln!("{name}: max |diff| = {d:.2e} (values up to {scale:.2})");
+    assert!(d <= tol, "{name}: max |diff| {d} > {tol}");
+}
+
+#[test]
+fn t3_prefill_and_cached_decode_match_reference() {
+    let f = load_t3();
+    let embeds = f.t3.prompt_embeds(&f.cond, &f.text).unwrap();
+    let mut state = f.t3.new_state();
+    let hidden = f.t3.backbone().forward(&embeds, &mut state).unwrap();
+    check("prefill hidden", &hidden, &f.io["prefill_hidden"], TOL);
+
+    let mut state = f.t3.new_state();
+    let logits = f.t3.prefill(&f.cond, &f.text, &mut state).unwrap();
+    check("prefill logits", &logits, &f.io["prefill_logits"], TOL);
+    assert_eq!(state.seq_len(), hidden.dim(1).unwrap());
+
+    let reference = &f.io["decode_logits"];
+    for (i, token) in ids(&f.io["decode_tokens"]).into_iter().enumerate() {
+        let logits = f.t3.step(token, &mut state).unwrap();
+        check(&format!("decode step {i}"), &logits, &reference.narrow(0, i, 1).unwrap(), TOL);
+    }
+}
+
+#[test]
+fn t3_greedy_generation_matches_inference_turbo() {
+    let f = load_t3();
+    // top_k = 1 makes the reference's draw deterministic whatever its generator.
+    let params = GenerateParams {
+        sampling: SamplingParams { top_k: 1, ..SamplingParams::default() },
+        max_gen_len: 24,
+        seed: 99,
+    };
+    let tokens = f.t3.generate(&f.cond, &f.text, &params).unwrap();
+    let reference = ids(&f.io["greedy_tokens"]);
+    assert_eq!(tokens, reference);
+    assert_eq!(tokens.len(), params.max_gen_len + 1, "no stop token in this run: every step is drawn");
+    let s3 = for_s3gen(&tokens, f.t3.config());
+    assert_eq!(&s3[s3.len() - 3..], &[4299, 4299, 4299]);
+}
+
+#[test]
+fn sampling_processors_match_hf_logits_processors() {
+    let f = load_t3();
+    let logits = &f.io["proc_logits"];
+    let history = &f.io["proc_history"];
+    let reference = &f.io["proc_out"];
+    let params = SamplingParams::default();
+    for row in 0..logits.dim(0).unwrap() {
+        let mut ours: Vec<f32> = flat(&logits.narrow(0, row, 1).unwrap());
+        let hist = ids(&history.narrow(0, row, 1).unwrap());
+        params.process(&mut ours, &hist, &mut Vec::new());
+        let want = flat(&reference.narrow(0, row, 1).unwrap());
+        let kept = want.iter().filter(|x| x.is_finite()).count();
+        let mut worst = 0f32;
+        for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+            assert_eq!(a.is_finite(), b.is_finite(), "row {row} token {i}: ours {a}, reference {b}");
+            if b.is_finite() {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        eprintln!("processors row {row}: {kept} tokens kept, max |diff| {worst:.2e}");
+        assert!(worst <= 1e-5, "row {row}: max |diff| {worst}");
+    }
+}
