@@ -18,7 +18,7 @@
 //! lives in [`Gpt2State`], so one loaded model serves many streams.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::kv_cache::ConcatKvCache;
+use candle_nn::kv_cache::KvCache;
 use candle_nn::{LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +90,7 @@ impl Attention {
     }
 
     /// `x`: `[B, T, D]`; `mask`: additive `[T, S]` (None when `T == 1`).
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: &mut ConcatKvCache) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let qkv = self.c_attn.forward(x)?;
         let heads = |i: usize| -> Result<Tensor> {
@@ -149,7 +149,7 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: &mut ConcatKvCache) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask, cache)?)?;
         &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
     }
@@ -157,18 +157,22 @@ impl Block {
 
 /// The key/value cache of one sequence: what the model has seen so far.
 pub struct Gpt2State {
-    layers: Vec<ConcatKvCache>,
+    layers: Vec<KvCache>,
 }
+
+/// Positions a cache holds before it grows (by as many again): a voice
+/// prompt (up to 376 positions) plus text fits in the first block.
+const CACHE_BLOCK: usize = 512;
 
 impl Gpt2State {
     /// Positions consumed so far (the next input starts at this position).
     pub fn seq_len(&self) -> usize {
-        self.layers.first().map_or(0, |c| c.current_seq_len())
+        self.layers.first().map_or(0, KvCache::current_seq_len)
     }
 
     /// Forgets everything; the next forward starts at position 0.
     pub fn reset(&mut self) {
-        self.layers.iter_mut().for_each(ConcatKvCache::reset);
+        self.layers.iter_mut().for_each(KvCache::reset);
     }
 }
 
@@ -208,7 +212,12 @@ impl Gpt2 {
 
     /// A fresh, empty cache for one sequence.
     pub fn new_state(&self) -> Gpt2State {
-        Gpt2State { layers: (0..self.config.n_layer).map(|_| ConcatKvCache::new(2)).collect() }
+        self.new_state_with_block(CACHE_BLOCK)
+    }
+
+    /// A cache that allocates `block` positions at a time.
+    pub fn new_state_with_block(&self, block: usize) -> Gpt2State {
+        Gpt2State { layers: (0..self.config.n_layer).map(|_| KvCache::new(2, block.max(1))).collect() }
     }
 
     /// Runs `embeds` `[B, T, D]` after what `state` holds and returns the final
@@ -270,7 +279,8 @@ mod tests {
         let mut full_state = model.new_state();
         let full = model.forward(&x, &mut full_state).unwrap();
 
-        let mut state = model.new_state();
+        // Blocks of 3 positions: the cache grows twice on the way.
+        let mut state = model.new_state_with_block(3);
         let head = model.forward(&x.narrow(1, 0, 4).unwrap(), &mut state).unwrap();
         let mut parts = vec![head];
         for i in 4..7 {
