@@ -55,13 +55,11 @@ fn main() -> Result<()> {
     let load_s = load_start.elapsed().as_secs_f64();
 
     let s3 = config.s3_vocab();
-    let cond = T3Cond {
-        speaker_emb: Tensor::randn(0f32, 1.0, (1, config.speaker_embed_size), &device)?,
-        cond_prompt_speech_tokens: Some(Tensor::new(
-            (0..args.prompt as u32).map(|i| (i * 7919) % s3).collect::<Vec<_>>(),
-            &device,
-        )?.unsqueeze(0)?),
-    };
+    let prompt: Vec<u32> = (0..args.prompt as u32).map(|i| (i * 7919) % s3).collect();
+    let cond = T3Cond::new(
+        Tensor::randn(0f32, 1.0, (1, config.speaker_embed_size), &device)?,
+        Some(Tensor::new(prompt, &device)?.unsqueeze(0)?),
+    );
     let text: Vec<u32> = (0..args.text as u32).map(|i| (i * 104_729) % 50_000).collect();
 
     let mut state = t3.new_state();

@@ -24,6 +24,8 @@ t3/ (tests/fixtures/chatterbox/t3/)
       config.json        voxline's T3Config for these sizes
       weights.safetensors the T3 state dict (with tfmr.wte and text_head, as the
                          checkpoints have them; the model drops/ignores them)
+      conds.pt           a built-in voice file written by the reference's Conditionals.save,
+                         with this fixture's speaker embedding and prompt tokens
       io.safetensors     inputs and outputs:
         speaker_emb [1,256], cond_prompt_speech_tokens [1,20] i64, text_tokens [1,12] i64,
         prefill_hidden [1,34,64]   GPT2Model last_hidden_state over the prompt
@@ -36,6 +38,11 @@ t3/ (tests/fixtures/chatterbox/t3/)
 
 Usage: chatterbox_t3_reference.py [--out tests/fixtures/chatterbox]
 (needs `pip install chatterbox-tts==0.1.7`; runs in seconds on a CPU).
+
+`--t3-sizes nano --out DIR` writes the same T3 fixture at Chatterbox-Nano's real
+shapes (GPT-2 small, 50276 text and 6563 speech tokens, 8196 positions, a
+375-token voice prompt; ~600 MB) into DIR/t3 for the ignored test
+`t3_matches_reference_at_nano_shapes` (VOXLINE_T3_NANO_FIXTURE=DIR/t3).
 """
 
 import argparse
@@ -58,7 +65,7 @@ from chatterbox.models.t3 import T3
 from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 from chatterbox.models.t3.modules.t3_config import T3Config
-from chatterbox.tts_turbo import punc_norm
+from chatterbox.tts_turbo import Conditionals, punc_norm
 
 # The tags Chatterbox-Turbo's added_tokens.json registers (ids here are ours).
 TAGS = [
@@ -142,9 +149,17 @@ def randomize(module, gen):
                 p.copy_(std * torch.randn(p.shape, generator=gen))
 
 
-def build_t3(out: Path):
+# (text vocab, speech vocab, width, layers, heads, positions, prompt tokens, text tokens)
+SIZES = {
+    "tiny": (300, 131, 64, 2, 4, 128, 20, 12),
+    # Chatterbox-Nano's real shapes (GPT2_small, the checkpoint's vocabularies): ~600 MB, not committed.
+    "nano": (50276, 6563, 768, 12, 12, 8196, 375, 30),
+}
+
+
+def build_t3(out: Path, sizes: str = "tiny"):
     out.mkdir(parents=True, exist_ok=True)
-    text_vocab, speech_vocab, width, layers, heads, positions = 300, 131, 64, 2, 4, 128
+    text_vocab, speech_vocab, width, layers, heads, positions, n_prompt, n_text = SIZES[sizes]
     LLAMA_CONFIGS["GPT2_tiny"] = dict(
         LLAMA_CONFIGS["GPT2_medium"], n_embd=width, hidden_size=width, n_head=heads, n_layer=layers,
         n_positions=positions, n_ctx=positions, vocab_size=text_vocab,
@@ -155,7 +170,7 @@ def build_t3(out: Path):
     hp.start_speech_token = speech_vocab - 2
     hp.stop_speech_token = speech_vocab - 1
     hp.input_pos_emb = None
-    hp.speech_cond_prompt_len = 20
+    hp.speech_cond_prompt_len = n_prompt
     hp.use_perceiver_resampler = False
     hp.emotion_adv = False
 
@@ -178,8 +193,8 @@ def build_t3(out: Path):
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
     speaker_emb = torch.randn(1, 256, generator=gen)
-    prompt = torch.randint(0, hp.start_speech_token, (1, 20), generator=gen)
-    text = torch.randint(0, text_vocab, (1, 12), generator=gen)
+    prompt = torch.randint(0, hp.start_speech_token, (1, n_prompt), generator=gen)
+    text = torch.randint(0, text_vocab, (1, n_text), generator=gen)
     io = {"speaker_emb": speaker_emb, "cond_prompt_speech_tokens": prompt, "text_tokens": text}
 
     with torch.inference_mode():
@@ -218,16 +233,32 @@ def build_t3(out: Path):
         io["proc_history"] = history
         io["proc_out"] = torch.cat([procs(history[i:i + 1], logits[i:i + 1].clone()) for i in range(4)])
     save_file({k: v.contiguous() for k, v in io.items()}, str(out / "io.safetensors"))
+
+    if sizes == "tiny":
+        # A built-in voice file in the checkpoint's format (`Conditionals.save`, as conds.pt),
+        # holding this fixture's T3 conditioning and a small random S3Gen half.
+        gen_dict = {
+            "prompt_token": torch.randint(0, 6561, (1, 8), generator=gen),
+            "prompt_token_len": torch.tensor([8]),
+            "prompt_feat": torch.randn(1, 16, 80, generator=gen),
+            "prompt_feat_len": None,
+            "embedding": torch.randn(1, 192, generator=gen),
+        }
+        t3_cond = T3Cond(speaker_emb=speaker_emb, cond_prompt_speech_tokens=prompt, emotion_adv=0.5 * torch.ones(1, 1, 1))
+        Conditionals(t3_cond, gen_dict).save(out / "conds.pt")
     print(f"t3: prompt length {embeds.shape[1]}, greedy {greedy[0].tolist()}")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "fixtures" / "chatterbox"))
+    ap.add_argument("--t3-sizes", choices=sorted(SIZES), default="tiny",
+                    help="nano: only the T3 fixture, at Chatterbox-Nano's real shapes, into OUT/t3")
     args = ap.parse_args()
     out = Path(args.out)
-    build_tokenizer(out / "tokenizer")
-    build_t3(out / "t3")
+    if args.t3_sizes == "tiny":
+        build_tokenizer(out / "tokenizer")
+    build_t3(out / "t3", args.t3_sizes)
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Loads from a `GPT2Model` state dict (`wpe`, `h.{i}.*`, `ln_f`); `wte` is ignored.
     pub fn load(vb: VarBuilder, config: &Gpt2Config) -> Result<Self> {
-        if config.n_head == 0 || config.n_embd % config.n_head != 0 {
+        if config.n_head == 0 || !config.n_embd.is_multiple_of(config.n_head) {
             candle_core::bail!("n_embd {} is not a multiple of n_head {}", config.n_embd, config.n_head);
         }
         let wpe = vb.pp("wpe").get((config.n_positions, config.n_embd), "weight")?;

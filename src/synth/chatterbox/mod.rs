@@ -39,6 +39,8 @@ pub enum ChatterboxError {
     Tokenize(String),
     #[error("{path} does not fit the {model} model: {reason}")]
     BadCheckpoint { path: PathBuf, model: String, reason: String },
+    #[error("{path} is not a usable Chatterbox voice: {reason}")]
+    BadVoice { path: PathBuf, reason: String },
     #[error("invalid option: {0}")]
     InvalidOption(String),
     #[error("model computation failed: {}", first_line(.0))]
@@ -46,6 +48,6 @@ pub enum ChatterboxError {
 }
 
 /// candle errors may carry a captured backtrace after the message; users get the message.
-fn first_line(e: &candle_core::Error) -> String {
+pub(crate) fn first_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }

@@ -15,12 +15,15 @@
 //! * text tokens are the raw GPT-2 BPE ids (no start/stop text tokens);
 //! * `speech_head` has a bias (`is_gpt`); `text_head` and `wte` are unused.
 
+use std::path::Path;
+
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::gpt2::{Gpt2, Gpt2Config, Gpt2State};
 use super::sampling::{Sampler, SamplingParams};
+use super::{first_line, ChatterboxError};
 
 /// T3's hyper-parameters (the Turbo subset of the reference's `T3Config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,33 @@ pub struct T3Cond {
     pub speaker_emb: Tensor,
     /// S3 tokens of the voice's reference audio, `[1, P]` (u32), if any.
     pub cond_prompt_speech_tokens: Option<Tensor>,
+    /// Their embeddings `[1, P, D]` when the voice file already carries them
+    /// (the reference then uses these instead of embedding the tokens).
+    pub cond_prompt_speech_emb: Option<Tensor>,
+}
+
+impl T3Cond {
+    pub fn new(speaker_emb: Tensor, cond_prompt_speech_tokens: Option<Tensor>) -> Self {
+        Self { speaker_emb, cond_prompt_speech_tokens, cond_prompt_speech_emb: None }
+    }
+
+    /// Reads the `t3` half of a voice file written by the reference's
+    /// `Conditionals.save` (the checkpoint's built-in voice `conds.pt`).
+    pub fn from_pth(path: &Path, device: &Device) -> std::result::Result<Self, ChatterboxError> {
+        let bad = |reason: String| ChatterboxError::BadVoice { path: path.to_path_buf(), reason };
+        if !path.is_file() {
+            return Err(ChatterboxError::MissingFile { path: path.to_path_buf(), what: "the built-in voice" });
+        }
+        let pth = candle_core::pickle::PthTensors::new(path, Some("t3"))
+            .map_err(|e| bad(format!("not a Chatterbox voice file (torch pickle with a `t3` dict): {e}")))?;
+        let get = |name: &str| -> std::result::Result<Option<Tensor>, ChatterboxError> {
+            let t = pth.get(name).map_err(|e| bad(format!("cannot read `t3.{name}`: {e}")))?;
+            t.map(|t| t.to_device(device)).transpose().map_err(ChatterboxError::from)
+        };
+        let speaker_emb = get("speaker_emb")?.ok_or_else(|| bad("it has no `t3.speaker_emb`".into()))?;
+        let tokens = get("cond_prompt_speech_tokens")?.map(|t| t.to_dtype(DType::U32)).transpose()?;
+        Ok(Self { speaker_emb, cond_prompt_speech_tokens: tokens, cond_prompt_speech_emb: get("cond_prompt_speech_emb")? })
+    }
 }
 
 /// One sampling run's settings.
@@ -111,6 +141,40 @@ impl T3 {
         })
     }
 
+    /// Loads a T3 checkpoint file (`t3_turbo_v1.safetensors` / `t3_nano_v1.safetensors`),
+    /// saying which model the file fits when it does not fit `config`.
+    pub fn load_checkpoint(
+        path: &Path,
+        config: &T3Config,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<Self, ChatterboxError> {
+        if !path.is_file() {
+            return Err(ChatterboxError::MissingFile { path: path.to_path_buf(), what: "the T3 weights" });
+        }
+        let model = if config.gpt2 == Gpt2Config::small() { "Chatterbox-Nano" } else { "Chatterbox-Turbo" };
+        let bad = |reason: String| ChatterboxError::BadCheckpoint {
+            path: path.to_path_buf(),
+            model: model.to_string(),
+            reason,
+        };
+        // SAFETY: the file is mapped read-only and not modified while loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+            .map_err(|e| bad(format!("not a readable safetensors file: {}", first_line(&e))))?;
+        if let Ok(wpe) = vb.get_unchecked("tfmr.wpe.weight") {
+            let width = wpe.dim(1)?;
+            if width != config.gpt2.n_embd {
+                let hint = match width {
+                    768 => " (GPT-2 small: a Chatterbox-Nano checkpoint)",
+                    1024 => " (GPT-2 medium: a Chatterbox-Turbo checkpoint)",
+                    _ => "",
+                };
+                return Err(bad(format!("its GPT-2 is {width} wide{hint}, the model needs {}", config.gpt2.n_embd)));
+            }
+        }
+        Self::load(vb, config).map_err(|e| bad(first_line(&e)))
+    }
+
     pub fn config(&self) -> &T3Config {
         &self.config
     }
@@ -133,6 +197,9 @@ impl T3 {
         let dtype = self.tfmr.dtype();
         let spk = cond.speaker_emb.to_dtype(dtype)?.reshape((1, self.config.speaker_embed_size))?;
         let spk = self.spkr_enc.forward(&spk)?.unsqueeze(1)?; // [1, 1, D]
+        if let Some(emb) = &cond.cond_prompt_speech_emb {
+            return Tensor::cat(&[spk, emb.to_dtype(dtype)?], 1);
+        }
         match &cond.cond_prompt_speech_tokens {
             Some(tokens) => {
                 let tokens = self.check_ids(tokens, self.config.speech_tokens_dict_size, "prompt speech")?;

@@ -212,7 +212,7 @@ impl TextTokenizer {
             }
         }
 
-        let max_len = config.model_max_length.filter(|&n| n >= 1.0 && n < 1e12).map(|n| n as usize);
+        let max_len = config.model_max_length.filter(|n| (1.0..1e12).contains(n)).map(|n| n as usize);
         Ok(Self { inner, max_len })
     }
 
