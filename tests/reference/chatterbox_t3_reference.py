@@ -18,12 +18,12 @@ tokenizer/ (tests/fixtures/chatterbox/tokenizer/)
 t3/ (tests/fixtures/chatterbox/t3/)
     T3 built as `ChatterboxTurboTTS.from_local` builds it (input_pos_emb=None,
     no perceiver, no emotion input, GPT-2 backbone), at reduced sizes: a GPT-2 of
-    2 layers, width 64, 4 heads, 128 positions; 300 text tokens; 131 speech
+    2 layers, width 64, 4 heads, 128 positions; 420 text tokens (the tokenizer fixture's); 131 speech
     tokens (start 129, stop 130). Weights are seeded random normals (larger than
     GPT-2's init so that errors show). Files:
       config.json        voxline's T3Config for these sizes
-      weights.safetensors the T3 state dict (with tfmr.wte and text_head, as the
-                         checkpoints have them; the model drops/ignores them)
+      weights.safetensors the T3 state dict, less tfmr.wte and text_head (unused at
+                         inference: the reference deletes wte after loading)
       conds.pt           a built-in voice file written by the reference's Conditionals.save,
                          with this fixture's speaker embedding and prompt tokens
       io.safetensors     inputs and outputs:
@@ -151,7 +151,8 @@ def randomize(module, gen):
 
 # (text vocab, speech vocab, width, layers, heads, positions, prompt tokens, text tokens)
 SIZES = {
-    "tiny": (300, 131, 64, 2, 4, 128, 20, 12),
+    # 420 text tokens: the tokenizer fixture's vocabulary, so the two make a tiny checkpoint.
+    "tiny": (420, 131, 64, 2, 4, 128, 20, 12),
     # Chatterbox-Nano's real shapes (GPT2_small, the checkpoint's vocabularies): ~600 MB, not committed.
     "nano": (50276, 6563, 768, 12, 12, 8196, 375, 30),
 }
@@ -178,7 +179,8 @@ def build_t3(out: Path, sizes: str = "tiny"):
     t3 = T3(hp)
     gen = torch.Generator().manual_seed(1234)
     randomize(t3, gen)
-    state = {k: v.contiguous() for k, v in t3.state_dict().items()}
+    # The checkpoints also hold tfmr.wte and text_head, which inference never reads; left out to keep this small.
+    state = {k: v.contiguous() for k, v in t3.state_dict().items() if k not in ("tfmr.wte.weight", "text_head.weight")}
     save_file(state, str(out / "weights.safetensors"))
     del t3.tfmr.wte
     t3.eval()

@@ -7,12 +7,14 @@
 //! * [`t3`]: the GPT-2 ([`gpt2`]) language model that turns text into 25 Hz S3
 //!   speech tokens, conditioned on a voice, drawing with [`sampling`];
 //! * S3Gen (meanflow decoder) and the HiFT vocoder, which turn speech tokens
-//!   into 24 kHz audio.
+//!   into 24 kHz audio, behind [`engine::SpeechRenderer`];
+//! * [`engine`]: the streaming [`crate::synth::Engine`] over all of it.
 //!
 //! Parity with the reference PyTorch modules on random weights is checked by
 //! `tests/chatterbox_parity_t3.rs` (fixtures from
 //! `tests/reference/chatterbox_t3_reference.py`).
 
+pub mod engine;
 pub mod gpt2;
 pub mod sampling;
 pub mod t3;
@@ -20,6 +22,7 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
+pub use self::engine::{ChatterboxEngine, EngineConfig, RenderStream, SpeechRenderer, Variant, WholeUtterance};
 pub use self::gpt2::{Gpt2, Gpt2Config, Gpt2State};
 pub use self::sampling::{Sampler, SamplingParams};
 pub use self::t3::{GenerateParams, Generation, T3Cond, T3Config, T3};
