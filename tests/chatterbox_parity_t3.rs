@@ -134,9 +134,15 @@ fn prefill_and_decode_match(f: &T3Fixture, tol: f32) {
     assert_eq!(state.seq_len(), hidden.dim(1).unwrap());
 
     let reference = &f.io["decode_logits"];
+    let prefix = f.t3.voice_prefix(&f.cond).unwrap();
+    let mut forked = prefix.fork().unwrap();
+    let logits = f.t3.prefill_text(&f.text, &mut forked).unwrap();
+    check("prefill logits after the voice prefix", &logits, &f.io["prefill_logits"], tol);
     for (i, token) in ids(&f.io["decode_tokens"]).into_iter().enumerate() {
         let logits = f.t3.step(token, &mut state).unwrap();
         check(&format!("decode step {i}"), &logits, &reference.narrow(0, i, 1).unwrap(), tol);
+        let logits = f.t3.step(token, &mut forked).unwrap();
+        check(&format!("decode step {i} after the voice prefix"), &logits, &reference.narrow(0, i, 1).unwrap(), tol);
     }
 }
 

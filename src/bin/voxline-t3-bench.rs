@@ -1,5 +1,6 @@
 //! T3 speed at Chatterbox-Nano or -Turbo shapes with random weights: prefill
-//! time over a voice-sized prompt, then decode tokens per second (model step +
+//! time over a voice-sized prompt (whole, and text only after a cached voice
+//! prefix, as the engine runs it), then decode tokens per second (model step +
 //! the reference's sampler), printed as one JSON object.
 //!
 //! `voxline-t3-bench [--preset nano|turbo] [--prompt 375] [--text 24] [--tokens 200] [--cuda]`
@@ -73,6 +74,13 @@ fn main() -> Result<()> {
     let prefill_s = t0.elapsed().as_secs_f64();
     let prompt_len = state.seq_len();
 
+    // What a request pays when the voice's prefix was computed once at load.
+    let prefix = t3.voice_prefix(&cond)?;
+    let t0 = Instant::now();
+    let mut forked = prefix.fork()?;
+    t3.prefill_text(&text, &mut forked)?.squeeze(0)?.to_vec1::<f32>()?;
+    let prefill_text_s = t0.elapsed().as_secs_f64();
+
     // Decode without stopping (random weights may draw the stop token anywhere).
     let t1 = Instant::now();
     let mut history = vec![config.start_speech_token];
@@ -94,6 +102,7 @@ fn main() -> Result<()> {
         "load_random_s": load_s,
         "prompt_positions": prompt_len,
         "prefill_s": prefill_s,
+        "prefill_text_after_voice_prefix_s": prefill_text_s,
         "decode_tokens": args.tokens,
         "decode_s": decode_s,
         "tokens_per_s": tps,

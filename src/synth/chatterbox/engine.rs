@@ -1,5 +1,8 @@
 //! [`ChatterboxEngine`]: the [`Engine`] for Chatterbox-Turbo and -Nano.
 //!
+//! The voice's part of T3's prompt (speaker embedding and 375 prompt tokens)
+//! runs once at load; each request prefills only its text after a copy of it.
+//!
 //! Text -> [`punc_norm`] -> GPT-2 BPE -> T3 draws speech tokens one by one ->
 //! every `chunk_tokens` tokens the new ones go to a [`RenderStream`] (S3Gen +
 //! HiFT), whose audio leaves as a [`PcmChunk`]. After the stop token the
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 
+use super::gpt2::Gpt2State;
 use super::t3::{GenerateParams, Generation, T3Cond, T3Config, S3GEN_SILENCE, T3};
 use super::tokenizer::{punc_norm, TextTokenizer};
 use super::ChatterboxError;
@@ -158,7 +162,8 @@ struct Shared {
     name: &'static str,
     tokenizer: TextTokenizer,
     t3: T3,
-    voice: T3Cond,
+    /// The built-in voice's prompt, run through T3 once at load.
+    voice: Gpt2State,
     renderer: Arc<dyn SpeechRenderer>,
     config: EngineConfig,
 }
@@ -222,6 +227,7 @@ impl ChatterboxEngine {
         if config.chunk_tokens == 0 {
             return Err(ChatterboxError::InvalidOption("chunk_tokens must be at least 1".into()));
         }
+        let voice = t3.voice_prefix(&voice)?;
         Ok(Self { shared: Arc::new(Shared { name, tokenizer, t3, voice, renderer, config }) })
     }
 }
@@ -319,7 +325,7 @@ impl SynthStream for ChatterboxStream {
             let generation = match &mut self.generation {
                 Some(g) => g,
                 None => self.generation.insert(
-                    t3.start(&shared.voice, &self.text_ids, &self.params).map_err(ChatterboxError::from)?,
+                    t3.start_after(&shared.voice, &self.text_ids, &self.params).map_err(ChatterboxError::from)?,
                 ),
             };
             let mut tokens = Vec::with_capacity(shared.config.chunk_tokens);

@@ -174,6 +174,24 @@ impl Gpt2State {
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(KvCache::reset);
     }
+
+    /// An independent copy (its own buffers) that continues from the same
+    /// positions: a shared prefix computed once, extended per sequence.
+    pub fn fork(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|cache| {
+                let block = cache.k_cache().max_seq_len();
+                let mut copy = KvCache::new(2, block);
+                if let (Some(k), Some(v)) = (cache.k()?, cache.v()?) {
+                    copy.append(&k.contiguous()?, &v.contiguous()?)?;
+                }
+                Ok(copy)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
 }
 
 /// GPT-2 without its token table: embeddings in, final hidden states out.
@@ -290,6 +308,22 @@ mod tests {
         let stepped = Tensor::cat(&parts, 1).unwrap();
         let diff = (full - stepped).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-5, "max diff {diff}");
+    }
+
+    #[test]
+    fn forked_prefix_continues_like_one_pass_and_leaves_the_prefix_intact() {
+        let (model, cfg) = tiny();
+        let x = Tensor::randn(0f32, 1.0, (1, 6, cfg.n_embd), &Device::Cpu).unwrap();
+        let full = model.forward(&x, &mut model.new_state()).unwrap().narrow(1, 3, 3).unwrap();
+        let mut prefix = model.new_state_with_block(4);
+        model.forward(&x.narrow(1, 0, 3).unwrap(), &mut prefix).unwrap();
+        for _ in 0..2 {
+            let mut state = prefix.fork().unwrap();
+            let rest = model.forward(&x.narrow(1, 3, 3).unwrap(), &mut state).unwrap();
+            let diff = (&full - rest).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "max diff {diff}");
+        }
+        assert_eq!(prefix.seq_len(), 3);
     }
 
     #[test]

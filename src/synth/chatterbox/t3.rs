@@ -221,6 +221,28 @@ impl T3 {
         )
     }
 
+    /// The voice's part of the prompt run once: a state to [`fork`](Gpt2State::fork)
+    /// for each utterance in that voice (the prompt is causal, so what follows
+    /// cannot change it).
+    pub fn voice_prefix(&self, cond: &T3Cond) -> Result<Gpt2State> {
+        let mut state = self.new_state();
+        self.tfmr.forward(&self.conditioning(cond)?, &mut state)?;
+        Ok(state)
+    }
+
+    /// The rest of the prompt (text, start-of-speech) after a voice prefix held in
+    /// `state`; the speech logits `[1, V]` of the last position.
+    pub fn prefill_text(&self, text_tokens: &[u32], state: &mut Gpt2State) -> Result<Tensor> {
+        let dev = self.device();
+        let text = Tensor::new(text_tokens, dev)?.unsqueeze(0)?;
+        let text = self.check_ids(&text, self.config.text_tokens_dict_size, "text")?;
+        let start = Tensor::new(&[self.config.start_speech_token], dev)?.unsqueeze(0)?;
+        let embeds = Tensor::cat(&[self.text_emb.forward(&text)?, self.speech_emb.forward(&start)?], 1)?;
+        let hidden = self.tfmr.forward(&embeds, state)?;
+        let last = hidden.i((.., hidden.dim(1)? - 1, ..))?;
+        self.speech_head.forward(&last)
+    }
+
     /// Runs the prompt through an empty `state`; the speech logits `[1, V]` of the last position.
     pub fn prefill(&self, cond: &T3Cond, text_tokens: &[u32], state: &mut Gpt2State) -> Result<Tensor> {
         state.reset();
@@ -244,14 +266,27 @@ impl T3 {
         params.sampling.validate().map_err(candle_core::Error::Msg)?;
         let mut state = self.new_state();
         let logits = self.prefill(cond, text_tokens, &mut state)?;
-        Ok(Generation {
+        Ok(self.generation(state, logits, params))
+    }
+
+    /// [`start`](Self::start) from a [`voice_prefix`](Self::voice_prefix): only the
+    /// text is prefilled.
+    pub fn start_after(&self, prefix: &Gpt2State, text_tokens: &[u32], params: &GenerateParams) -> Result<Generation> {
+        params.sampling.validate().map_err(candle_core::Error::Msg)?;
+        let mut state = prefix.fork()?;
+        let logits = self.prefill_text(text_tokens, &mut state)?;
+        Ok(self.generation(state, logits, params))
+    }
+
+    fn generation(&self, state: Gpt2State, logits: Tensor, params: &GenerateParams) -> Generation {
+        Generation {
             state,
             logits: Some(logits),
             generated: Vec::new(),
             sampler: Sampler::new(params.sampling.clone(), params.seed),
             max_tokens: params.max_gen_len + 1,
             row: Vec::new(),
-        })
+        }
     }
 
     /// Generates the whole sequence (see [`Generation::next_token`]).
