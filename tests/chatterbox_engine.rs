@@ -69,7 +69,7 @@ fn tiny_config() -> T3Config {
 
 fn greedy() -> EngineConfig {
     let sampling = SamplingParams { top_k: 1, ..SamplingParams::default() };
-    EngineConfig { generate: GenerateParams { sampling, max_gen_len: 30, seed: 0 }, chunk_tokens: 8 }
+    EngineConfig { generate: GenerateParams { sampling, max_gen_len: 30, seed: 0 }, chunk_tokens: 8, ..Default::default() }
 }
 
 fn engine(renderer: Arc<dyn SpeechRenderer>, config: EngineConfig) -> ChatterboxEngine {
@@ -152,6 +152,7 @@ fn a_seed_reproduces_sampled_speech() {
     let config = EngineConfig {
         generate: GenerateParams { max_gen_len: 20, ..GenerateParams::default() },
         chunk_tokens: 5,
+        ..Default::default()
     };
     let e = engine(Arc::new(Immediate(Default::default())), config);
     let run = |seed| {

@@ -13,7 +13,8 @@ tokenizer/ (tests/fixtures/chatterbox/tokenizer/)
     reference path is exactly the one `ChatterboxTurboTTS` uses:
     `AutoTokenizer.from_pretrained(dir)` and `tokenizer(punc_norm(text)).input_ids`.
     expected.json: for each string, punc_norm's output, the ids of the
-    normalised text, and the ids of the raw string.
+    normalised text, and the ids of the raw string (both with truncation=True,
+    as the reference tokenizes: one string is past model_max_length).
 
 t3/ (tests/fixtures/chatterbox/t3/)
     T3 built as `ChatterboxTurboTTS.from_local` builds it (input_pos_emb=None,
@@ -100,6 +101,7 @@ STRINGS = [
     "end of text <|endoftext|> marker",
     "It's they're we've I'll you'd",
     "",
+    "Say the long word again " * 120,  # past model_max_length (1024 tokens): truncated
 ]
 
 
@@ -128,7 +130,7 @@ def build_tokenizer(out: Path):
             "text": s,
             "normalized": norm,
             "ids": tok(norm, return_tensors="pt", padding=True, truncation=True).input_ids[0].tolist(),
-            "raw_ids": tok(s).input_ids,
+            "raw_ids": tok(s, truncation=True).input_ids,
         })
     expected = {"vocab_size": len(tok), "tokenizer": type(tok).__name__, "cases": cases}
     (out / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=1))

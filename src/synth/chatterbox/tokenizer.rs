@@ -224,7 +224,8 @@ impl TextTokenizer {
             .encode(text, true)
             .map_err(|e| ChatterboxError::Tokenize(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
-        if let Some(max) = self.max_len {
+        if let Some(max) = self.max_len.filter(|&m| ids.len() > m) {
+            tracing::warn!(tokens = ids.len(), max, "text truncated to the tokenizer's model_max_length, as the reference does");
             ids.truncate(max);
         }
         Ok(ids)
