@@ -161,7 +161,7 @@ impl T3 {
         // SAFETY: the file is mapped read-only and not modified while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
             .map_err(|e| bad(format!("not a readable safetensors file: {}", first_line(&e))))?;
-        if let Ok(wpe) = vb.get_unchecked("tfmr.wpe.weight") {
+        if let Ok(wpe) = vb.pp("tfmr").pp("wpe").get_unchecked("weight") {
             let width = wpe.dim(1)?;
             if width != config.gpt2.n_embd {
                 let hint = match width {
@@ -211,14 +211,21 @@ impl T3 {
 
     /// The prefill input `[1, L, D]`: conditioning, text, start-of-speech.
     pub fn prompt_embeds(&self, cond: &T3Cond, text_tokens: &[u32]) -> Result<Tensor> {
+        Tensor::cat(&[self.conditioning(cond)?, self.text_embeds(text_tokens)?], 1)
+    }
+
+    /// `[1, N + 1, D]`: the text tokens' embeddings, then start-of-speech's.
+    fn text_embeds(&self, text_tokens: &[u32]) -> Result<Tensor> {
         let dev = self.device();
         let text = Tensor::new(text_tokens, dev)?.unsqueeze(0)?;
         let text = self.check_ids(&text, self.config.text_tokens_dict_size, "text")?;
         let start = Tensor::new(&[self.config.start_speech_token], dev)?.unsqueeze(0)?;
-        Tensor::cat(
-            &[self.conditioning(cond)?, self.text_emb.forward(&text)?, self.speech_emb.forward(&start)?],
-            1,
-        )
+        Tensor::cat(&[self.text_emb.forward(&text)?, self.speech_emb.forward(&start)?], 1)
+    }
+
+    /// Speech logits `[1, V]` of the last position of `hidden` `[1, T, D]`.
+    fn last_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.speech_head.forward(&hidden.i((.., hidden.dim(1)? - 1, ..))?)
     }
 
     /// The voice's part of the prompt run once: a state to [`fork`](Gpt2State::fork)
@@ -233,23 +240,15 @@ impl T3 {
     /// The rest of the prompt (text, start-of-speech) after a voice prefix held in
     /// `state`; the speech logits `[1, V]` of the last position.
     pub fn prefill_text(&self, text_tokens: &[u32], state: &mut Gpt2State) -> Result<Tensor> {
-        let dev = self.device();
-        let text = Tensor::new(text_tokens, dev)?.unsqueeze(0)?;
-        let text = self.check_ids(&text, self.config.text_tokens_dict_size, "text")?;
-        let start = Tensor::new(&[self.config.start_speech_token], dev)?.unsqueeze(0)?;
-        let embeds = Tensor::cat(&[self.text_emb.forward(&text)?, self.speech_emb.forward(&start)?], 1)?;
-        let hidden = self.tfmr.forward(&embeds, state)?;
-        let last = hidden.i((.., hidden.dim(1)? - 1, ..))?;
-        self.speech_head.forward(&last)
+        let hidden = self.tfmr.forward(&self.text_embeds(text_tokens)?, state)?;
+        self.last_logits(&hidden)
     }
 
     /// Runs the prompt through an empty `state`; the speech logits `[1, V]` of the last position.
     pub fn prefill(&self, cond: &T3Cond, text_tokens: &[u32], state: &mut Gpt2State) -> Result<Tensor> {
         state.reset();
-        let embeds = self.prompt_embeds(cond, text_tokens)?;
-        let hidden = self.tfmr.forward(&embeds, state)?;
-        let last = hidden.i((.., hidden.dim(1)? - 1, ..))?;
-        self.speech_head.forward(&last)
+        let hidden = self.tfmr.forward(&self.prompt_embeds(cond, text_tokens)?, state)?;
+        self.last_logits(&hidden)
     }
 
     /// Feeds one speech token after `state`; its speech logits `[1, V]`.
