@@ -75,8 +75,11 @@ fn greedy() -> EngineConfig {
 fn engine(renderer: Arc<dyn SpeechRenderer>, config: EngineConfig) -> ChatterboxEngine {
     let dir = checkpoint_dir();
     let t3 = tiny_config();
-    ChatterboxEngine::load_with(&dir, "chatterbox-test", "t3_turbo_v1.safetensors", &t3, renderer, &Device::Cpu, config)
-        .expect("load engine")
+    let engine =
+        ChatterboxEngine::load_with(&dir, "chatterbox-test", "t3_turbo_v1.safetensors", &t3, renderer, &Device::Cpu, config)
+            .expect("load engine");
+    std::fs::remove_dir_all(&dir).unwrap(); // mapped weights stay readable
+    engine
 }
 
 const TEXT: &str = "hello there [laugh] how are you";
@@ -96,6 +99,7 @@ fn expected_tokens(params: &GenerateParams) -> Vec<u32> {
     let t3 = T3::load(vb, &tiny_config()).unwrap();
     let voice = T3Cond::from_pth(&dir.join("conds.pt"), &Device::Cpu).unwrap();
     let ids = tok.encode(&punc_norm(TEXT)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     let s3 = t3.config().s3_vocab();
     let mut tokens: Vec<u32> = t3.generate(&voice, &ids, params).unwrap().into_iter().filter(|&t| t < s3).collect();
     tokens.extend([4299; 3]);
@@ -199,4 +203,5 @@ fn bad_requests_and_files_are_reported() {
         .unwrap()
         .to_string();
     assert!(err.contains("model directory"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
