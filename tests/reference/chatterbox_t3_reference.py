@@ -43,7 +43,8 @@ Usage: chatterbox_t3_reference.py [--out tests/fixtures/chatterbox]
 `--t3-sizes nano --out DIR` writes the same T3 fixture at Chatterbox-Nano's real
 shapes (GPT-2 small, 50276 text and 6563 speech tokens, 8196 positions, a
 375-token voice prompt; ~600 MB) into DIR/t3 for the ignored test
-`t3_matches_reference_at_nano_shapes` (VOXLINE_T3_NANO_FIXTURE=DIR/t3).
+`t3_matches_reference_at_real_shapes` (VOXLINE_T3_REAL_FIXTURE=DIR/t3);
+`--t3-sizes turbo` the same at Turbo's (GPT-2 medium; ~1.7 GB).
 """
 
 import argparse
@@ -157,6 +158,8 @@ SIZES = {
     "tiny": (420, 131, 64, 2, 4, 128, 20, 12),
     # Chatterbox-Nano's real shapes (GPT2_small, the checkpoint's vocabularies): ~600 MB, not committed.
     "nano": (50276, 6563, 768, 12, 12, 8196, 375, 30),
+    # Chatterbox-Turbo's (GPT2_medium): ~1.7 GB, not committed.
+    "turbo": (50276, 6563, 1024, 24, 16, 8196, 375, 30),
 }
 
 
@@ -257,7 +260,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "fixtures" / "chatterbox"))
     ap.add_argument("--t3-sizes", choices=sorted(SIZES), default="tiny",
-                    help="nano: only the T3 fixture, at Chatterbox-Nano's real shapes, into OUT/t3")
+                    help="nano, turbo: only the T3 fixture, at that model's real shapes, into OUT/t3")
     args = ap.parse_args()
     out = Path(args.out)
     if args.t3_sizes == "tiny":
