@@ -41,8 +41,27 @@ struct Case {
 
 #[test]
 fn tokenizer_matches_transformers_auto_tokenizer() {
-    let dir = fixture("chatterbox/tokenizer");
-    let tok = TextTokenizer::from_dir(&dir).expect("load tokenizer");
+    check_tokenizer(&fixture("chatterbox/tokenizer"));
+}
+
+/// The script checked that transformers gives the same ids with only
+/// `{model_max_length, tokenizer_class}` in tokenizer_config.json and no
+/// special_tokens_map.json; so must we.
+#[test]
+fn tokenizer_with_minimal_config_files_matches_too() {
+    let dir = std::env::temp_dir().join(format!("voxline-chatterbox-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["vocab.json", "merges.txt", "added_tokens.json", "expected.json"] {
+        std::fs::copy(fixture("chatterbox/tokenizer").join(f), dir.join(f)).unwrap();
+    }
+    let minimal = r#"{"model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"}"#;
+    std::fs::write(dir.join("tokenizer_config.json"), minimal).unwrap();
+    check_tokenizer(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn check_tokenizer(dir: &std::path::Path) {
+    let tok = TextTokenizer::from_dir(dir).expect("load tokenizer");
     let expected: Expected =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     assert_eq!(tok.vocab_size(), expected.vocab_size);

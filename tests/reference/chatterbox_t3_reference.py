@@ -49,6 +49,8 @@ shapes (GPT-2 small, 50276 text and 6563 speech tokens, 8196 positions, a
 
 import argparse
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -133,6 +135,16 @@ def build_tokenizer(out: Path):
             "ids": tok(norm, return_tensors="pt", padding=True, truncation=True).input_ids[0].tolist(),
             "raw_ids": tok(s, truncation=True).input_ids,
         })
+    # The same ids when tokenizer_config.json has only the class and the length and there
+    # is no special_tokens_map.json (GPT2Tokenizer's defaults): the Rust test checks both.
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in ("vocab.json", "merges.txt", "added_tokens.json"):
+            shutil.copy(out / f, tmp)
+        minimal = {"model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"}
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(minimal))
+        tok2 = AutoTokenizer.from_pretrained(tmp)
+        for c in cases:
+            assert tok2(c["normalized"], truncation=True).input_ids == c["ids"], c["text"]
     expected = {"vocab_size": len(tok), "tokenizer": type(tok).__name__, "cases": cases}
     (out / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=1))
     print(f"tokenizer: {len(tok)} tokens ({type(tok).__name__}), {len(cases)} cases")

@@ -110,6 +110,10 @@ enum SpecialToken {
     List(#[allow(dead_code)] Vec<serde_json::Value>),
 }
 
+/// GPT-2's end-of-text token, which transformers' `GPT2Tokenizer` registers as
+/// its BOS, EOS and UNK by default.
+const ENDOFTEXT: &str = "<|endoftext|>";
+
 /// The Turbo/Nano text tokenizer.
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -200,11 +204,12 @@ impl TextTokenizer {
         let specials: HashMap<String, SpecialToken> = read_json_opt(&specials_path)?.unwrap_or_default();
         let mut names: Vec<_> = specials.into_iter().collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, tok) in names {
-            let content = match tok {
-                SpecialToken::Plain(s) | SpecialToken::Spec { content: s } => s,
-                SpecialToken::List(_) => continue,
-            };
+        let listed = names.into_iter().filter_map(|(_, tok)| match tok {
+            SpecialToken::Plain(s) | SpecialToken::Spec { content: s } => Some(s),
+            SpecialToken::List(_) => None,
+        });
+        // GPT2Tokenizer's default bos/eos/unk, special even when no file names it.
+        for content in listed.chain(std::iter::once(ENDOFTEXT.to_string())) {
             if inner.token_to_id(&content).is_some() {
                 inner
                     .add_special_tokens([AddedToken::from(content.clone(), true)])
