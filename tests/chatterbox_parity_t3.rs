@@ -46,7 +46,7 @@ fn tokenizer_matches_transformers_auto_tokenizer() {
 
 /// The script checked that transformers gives the same ids with only
 /// `{model_max_length, tokenizer_class}` in tokenizer_config.json and no
-/// special_tokens_map.json; so must we.
+/// special_tokens_map.json, and with an `added_tokens_decoder` table; so must we.
 #[test]
 fn tokenizer_with_minimal_config_files_matches_too() {
     let dir = std::env::temp_dir().join(format!("voxline-chatterbox-tok-{}", std::process::id()));
@@ -56,6 +56,10 @@ fn tokenizer_with_minimal_config_files_matches_too() {
     }
     let minimal = r#"{"model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"}"#;
     std::fs::write(dir.join("tokenizer_config.json"), minimal).unwrap();
+    check_tokenizer(&dir);
+    // And with an added_tokens_decoder table in tokenizer_config.json.
+    let table = fixture("chatterbox/tokenizer/tokenizer_config_decoder_table.json");
+    std::fs::copy(table, dir.join("tokenizer_config.json")).unwrap();
     check_tokenizer(&dir);
     std::fs::remove_dir_all(&dir).unwrap();
 }

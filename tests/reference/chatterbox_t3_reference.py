@@ -12,6 +12,8 @@ tokenizer/ (tests/fixtures/chatterbox/tokenizer/)
     tokenizer_config.json / special_tokens_map.json in GPT-2's form. The
     reference path is exactly the one `ChatterboxTurboTTS` uses:
     `AutoTokenizer.from_pretrained(dir)` and `tokenizer(punc_norm(text)).input_ids`.
+    tokenizer_config_decoder_table.json: a tokenizer_config.json in the form newer
+    transformers write (an added_tokens_decoder table), checked to give the same ids.
     expected.json: for each string, punc_norm's output, the ids of the
     normalised text, and the ids of the raw string (both with truncation=True,
     as the reference tokenizes: one string is past model_max_length).
@@ -145,6 +147,18 @@ def build_tokenizer(out: Path):
         tok2 = AutoTokenizer.from_pretrained(tmp)
         for c in cases:
             assert tok2(c["normalized"], truncation=True).input_ids == c["ids"], c["text"]
+        # ... and with the table newer transformers write (added_tokens_decoder).
+        table = {str(base - 1): {"content": "<|endoftext|>", "lstrip": False, "rstrip": False,
+                                 "normalized": True, "single_word": False, "special": True}}
+        for i, t in enumerate(TAGS):
+            table[str(base + i)] = {"content": t, "lstrip": False, "rstrip": False, "normalized": False,
+                                    "single_word": False, "special": False}
+        (out / "tokenizer_config_decoder_table.json").write_text(
+            json.dumps(dict(minimal, add_prefix_space=False, added_tokens_decoder=table), indent=1))
+        shutil.copy(out / "tokenizer_config_decoder_table.json", Path(tmp) / "tokenizer_config.json")
+        tok3 = AutoTokenizer.from_pretrained(tmp)
+        for c in cases:
+            assert tok3(c["normalized"], truncation=True).input_ids == c["ids"], c["text"]
     expected = {"vocab_size": len(tok), "tokenizer": type(tok).__name__, "cases": cases}
     (out / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=1))
     print(f"tokenizer: {len(tok)} tokens ({type(tok).__name__}), {len(cases)} cases")
