@@ -158,6 +158,8 @@ pub enum SynthError {
     Text(#[from] TextError),
     #[error(transparent)]
     Piper(#[from] PiperError),
+    #[error(transparent)]
+    Chatterbox(#[from] chatterbox::ChatterboxError),
 }
 
 /// Facts about an engine and its voice.
