@@ -170,6 +170,14 @@ pub struct VoiceArgs {
     /// Threads for one stream's convolutions; 0 = every core.
     #[arg(long, env = "VOXLINE_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// The synthesizer: piper (the voices of the models folder), chatterbox-turbo or chatterbox-nano.
+    #[arg(long, env = "VOXLINE_ENGINE", default_value = "piper")]
+    pub engine: String,
+    /// Chatterbox: a local copy of the model repository (ResembleAI/chatterbox-turbo or
+    /// ResembleAI/chatterbox-nano: t3_*_v1.safetensors, s3gen_meanflow.safetensors, conds.pt,
+    /// vocab.json, merges.txt, added_tokens.json).
+    #[arg(long, env = "VOXLINE_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
 }
 
 impl VoiceArgs {
@@ -193,6 +201,31 @@ impl VoiceArgs {
         tracing::debug!(voice = %voice.name, ms = t0.elapsed().as_millis() as u64, "voice loaded");
         let phonemizer = Arc::new(EspeakPhonemizer::new()?);
         Ok(PiperEngine::new(voice, phonemizer, StreamConfig::default())?)
+    }
+
+    /// The engine `--engine` names.
+    pub fn any_engine(&self) -> Result<Arc<dyn Engine>> {
+        use voxline::synth::chatterbox::{ChatterboxEngine, EngineConfig, S3GenRenderer, Variant};
+        let variant = match self.engine.as_str() {
+            "piper" => return Ok(Arc::new(self.engine()?)),
+            "chatterbox-turbo" => Variant::Turbo,
+            "chatterbox-nano" => Variant::Nano,
+            other => bail!("unknown engine `{other}`: piper, chatterbox-turbo or chatterbox-nano"),
+        };
+        let Some(dir) = &self.model_dir else {
+            bail!(
+                "--engine {} needs --model-dir DIR: a local copy of the Hugging Face repository {} \
+                 (this build does not download from the hub)",
+                self.engine,
+                variant.repo_id()
+            );
+        };
+        let device = device(&self.device)?;
+        let t0 = Instant::now();
+        let renderer = S3GenRenderer::load(dir, &device, Default::default())?;
+        let engine = ChatterboxEngine::load(dir, variant, Arc::new(renderer), &device, EngineConfig::default())?;
+        tracing::debug!(engine = %self.engine, ms = t0.elapsed().as_millis() as u64, "model loaded");
+        Ok(Arc::new(engine))
     }
 
     /// The other voices of the models folder, loaded when a call first asks for one.
@@ -298,7 +331,7 @@ fn say(args: SayArgs) -> Result<()> {
     } else {
         args.text.join(" ")
     };
-    let engine = args.voice.engine()?;
+    let engine = args.voice.any_engine()?;
     let voice_rate = engine.info().sample_rate;
     let out_rate = args.rate.unwrap_or(voice_rate);
     let mut resampler = StreamResampler::new(voice_rate, out_rate)?;
@@ -377,8 +410,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     use voxline::server::{serve, ServerConfig};
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let engine = args.voice.engine()?;
-    let catalog = args.voice.catalog(&engine)?;
+    let (engine, catalog): (Arc<dyn Engine>, _) = if args.voice.engine == "piper" {
+        let engine = args.voice.engine()?;
+        let catalog = args.voice.catalog(&engine)?;
+        (Arc::new(engine), catalog)
+    } else {
+        (args.voice.any_engine()?, voxline::server::speech::VoiceCatalog::none())
+    };
     let media_ip = args.sip.ip();
     let config = ServerConfig {
         sip_listen: args.sip,
@@ -420,7 +458,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         web_dir: args.web_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores.min(4)).enable_all().build()?;
-    runtime.block_on(serve(config, Arc::new(engine), catalog, |bound| {
+    runtime.block_on(serve(config, engine, catalog, |bound| {
         // One machine-readable line for scripts and tests, then a human one.
         println!("ready sip={} http={}", bound.sip, bound.http);
         let _ = std::io::stdout().flush();

@@ -17,6 +17,7 @@
 pub mod engine;
 pub mod gpt2;
 pub mod hift;
+pub mod render;
 pub mod s3gen;
 pub mod sampling;
 pub mod t3;
@@ -24,6 +25,7 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
+pub use self::render::S3GenRenderer;
 pub use self::engine::{ChatterboxEngine, EngineConfig, RenderStream, SpeechRenderer, Variant, WholeUtterance};
 pub use self::gpt2::{Gpt2, Gpt2Config, Gpt2State};
 pub use self::sampling::{Sampler, SamplingParams};

@@ -51,8 +51,10 @@ impl HiftStreamConfig {
 
 /// One utterance's vocoder state.
 #[derive(Debug)]
-pub struct HiftStream<'a> {
-    hift: &'a Hift,
+/// Owns a clone of the vocoder (its tensors are shared, not copied), so a
+/// stream can outlive the borrow it was made from.
+pub struct HiftStream {
+    hift: Hift,
     cfg: HiftStreamConfig,
     /// Mel frames kept, `[1, n_mels, kept]`, starting at frame `mel_start`.
     mel: Option<Tensor>,
@@ -72,15 +74,15 @@ pub struct HiftStream<'a> {
     tail: Vec<f32>,
 }
 
-impl<'a> HiftStream<'a> {
+impl HiftStream {
     /// `cfg.crossfade` is capped at one frame (480 samples) and
     /// `cfg.left_context` raised to at least the F0 predictor's context.
-    pub fn new(hift: &'a Hift, mut cfg: HiftStreamConfig, sine: SineState) -> Self {
+    pub fn new(hift: &Hift, mut cfg: HiftStreamConfig, sine: SineState) -> Self {
         let spf = hift.config().samples_per_frame();
         cfg.crossfade = cfg.crossfade.min(spf);
         cfg.left_context = cfg.left_context.max(F0Predictor::CONTEXT);
         Self {
-            hift,
+            hift: hift.clone(),
             cfg,
             mel: None,
             mel_start: 0,

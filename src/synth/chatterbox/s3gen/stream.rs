@@ -78,8 +78,10 @@ impl Default for S3GenStreamConfig {
 
 /// One utterance.
 #[derive(Debug)]
-pub struct S3GenStream<'a> {
-    s3gen: &'a S3Gen,
+/// Owns a clone of the model (shared tensors), so it can be boxed and sent
+/// to a synthesis thread.
+pub struct S3GenStream {
+    s3gen: S3Gen,
     voice: VoiceConds,
     cfg: S3GenStreamConfig,
     tokens: Vec<u32>,
@@ -88,21 +90,21 @@ pub struct S3GenStream<'a> {
     /// Generated mel frames handed to the vocoder.
     mel_done: usize,
     noise: NoiseTape,
-    hift: HiftStream<'a>,
+    hift: HiftStream,
     /// Output samples so far, and the utterance-start fade.
     position: usize,
     fade: Vec<f32>,
     finished: bool,
 }
 
-impl<'a> S3GenStream<'a> {
-    pub fn new(s3gen: &'a S3Gen, voice: VoiceConds, cfg: S3GenStreamConfig) -> Result<Self> {
+impl S3GenStream {
+    pub fn new(s3gen: &S3Gen, voice: VoiceConds, cfg: S3GenStreamConfig) -> Result<Self> {
         let prompt_frames = voice.prompt_feat.dim(1)?;
         let noise = NoiseTape::new(s3gen.config().n_mels, prompt_frames, cfg.seed);
         let sine = s3gen.hift.sine_state(cfg.seed.wrapping_add(1));
         let hift = HiftStream::new(&s3gen.hift, cfg.hift, sine);
         let fade = super::trim_fade(s3gen.config().hift.sample_rate);
-        Ok(Self { s3gen, voice, cfg, tokens: Vec::new(), stepped: 0, mel_done: 0, noise, hift, position: 0, fade, finished: false })
+        Ok(Self { s3gen: s3gen.clone(), voice, cfg, tokens: Vec::new(), stepped: 0, mel_done: 0, noise, hift, position: 0, fade, finished: false })
     }
 
     /// Adds speech tokens; once a chunk's worth has gathered, runs a step and
