@@ -32,8 +32,8 @@ pub enum RejectReason {
 pub enum SourcePolicy {
     /// Only from the address in the SDP (the default).
     Strict,
-    /// NAT handling: the first packet within the latch window fixes source
-    /// address and SSRC for the rest of the call; nothing else is accepted.
+    /// NAT handling: the first packet within the latch window fixes the source
+    /// address for the rest of the call; no other address is accepted.
     Latch { window: Duration },
 }
 
