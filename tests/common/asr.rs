@@ -16,16 +16,7 @@ pub fn transcribe(wav: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Lower-case words, punctuation dropped (apostrophes kept).
-pub fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .chars()
-        .map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' })
-        .collect::<String>()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
+pub use super::sip::words;
 
 /// Word-level Levenshtein distance (substitutions + deletions + insertions).
 pub fn word_edits(reference: &[String], hypothesis: &[String]) -> usize {
