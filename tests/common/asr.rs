@@ -16,6 +16,7 @@ pub fn transcribe(wav: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+#[allow(unused_imports)] // not every test binary uses it
 pub use super::sip::words;
 
 /// Word-level Levenshtein distance (substitutions + deletions + insertions).
