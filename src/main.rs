@@ -245,7 +245,7 @@ impl VoiceArgs {
 }
 
 fn parse_preset(name: &str) -> Result<Preset, String> {
-    Preset::parse(name).ok_or_else(|| format!("unknown preset `{name}`: realtime, balanced or fidelity"))
+    Preset::from_name(name)
 }
 
 /// `auto`, `cpu`, `cuda` or `cuda:N`.

@@ -138,7 +138,7 @@ fn parse_segment(name: &str) -> Result<Policy, String> {
 }
 
 fn parse_preset(name: &str) -> Result<Preset, String> {
-    Preset::parse(name).ok_or_else(|| format!("unknown preset `{name}`: realtime, balanced or fidelity"))
+    Preset::from_name(name)
 }
 
 /// How text is cut for a preset (and a policy override).

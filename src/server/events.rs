@@ -56,19 +56,13 @@ fn parse_decision(server: &Server, value: Value) -> Result<(String, Decision), (
     let message: DecisionMessage = serde_json::from_value(value).map_err(|e| ("invalid_message", e.to_string()))?;
     match message {
         DecisionMessage::Accept { call, greeting, voice, preset } => {
-            let greeting = match greeting {
-                None | Some(Value::Bool(true)) | Some(Value::Null) => None,
-                Some(Value::Bool(false)) => Some(String::new()),
-                Some(Value::String(text)) if text.chars().count() <= crate::synth::MAX_REQUEST_CHARS => Some(text),
-                Some(Value::String(_)) => return Err(("text_too_long", "the greeting is too long".into())),
-                Some(other) => return Err(("invalid_message", format!("`greeting` is true, false or a text, not {other}"))),
-            };
+            let greeting = super::parse_greeting(greeting)?;
             if let Some(v) = voice.as_deref().filter(|v| !server.speech.has_voice(v)) {
                 return Err(("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", "))));
             }
             let preset = match preset.as_deref() {
                 None => None,
-                Some(name) => Some(Preset::parse(name).ok_or(("invalid_message", format!("unknown preset `{name}`: realtime, balanced or fidelity")))?),
+                Some(name) => Some(Preset::from_name(name).map_err(|e| ("invalid_message", e))?),
             };
             Ok((call, Decision::Accept { greeting, voice, preset }))
         }

@@ -151,6 +151,20 @@ impl Server {
     }
 }
 
+/// An agent's `greeting` field (call decisions, WebRTC offers): absent or
+/// `true` is `None` (the configured greeting), `false` is `Some("")` (none),
+/// a string is that text. Errors are `(code, message)`.
+pub(crate) fn parse_greeting(value: Option<serde_json::Value>) -> Result<Option<String>, (&'static str, String)> {
+    use serde_json::Value;
+    match value {
+        None | Some(Value::Bool(true)) | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(false)) => Ok(Some(String::new())),
+        Some(Value::String(text)) if text.chars().count() <= crate::synth::MAX_REQUEST_CHARS => Ok(Some(text)),
+        Some(Value::String(_)) => Err(("text_too_long", "the greeting is too long".into())),
+        Some(other) => Err(("invalid_message", format!("`greeting` is true, false or a text, not {other}"))),
+    }
+}
+
 /// Addresses actually bound (port 0 in the config picks a free one).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {

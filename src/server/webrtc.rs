@@ -137,16 +137,14 @@ pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferReq
     if let Some(v) = request.voice.as_deref().filter(|v| !server.speech.has_voice(v)) {
         return bad("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", ")));
     }
-    let preset = match request.preset.as_deref().map(|p| Preset::parse(p).ok_or(p)).transpose() {
+    let preset = match request.preset.as_deref().map(Preset::from_name).transpose() {
         Ok(p) => p,
-        Err(p) => return bad("invalid_message", format!("unknown preset `{p}`: realtime, balanced or fidelity")),
+        Err(e) => return bad("invalid_message", e),
     };
-    let greeting = match request.greeting {
-        None | Some(Value::Bool(true)) | Some(Value::Null) => server.config.greeting.clone(),
-        Some(Value::Bool(false)) => None,
-        Some(Value::String(text)) if text.chars().count() <= crate::synth::MAX_REQUEST_CHARS => Some(text),
-        Some(Value::String(_)) => return bad("text_too_long", "the greeting is too long"),
-        Some(other) => return bad("invalid_message", format!("`greeting` is true, false or a text, not {other}")),
+    let greeting = match super::parse_greeting(request.greeting) {
+        Ok(None) => server.config.greeting.clone(),
+        Ok(Some(text)) => Some(text).filter(|t| !t.is_empty()),
+        Err((code, message)) => return bad(code, message),
     };
     if server.calls.len() >= server.config.max_calls {
         return error(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("at capacity ({} calls)", server.config.max_calls));

@@ -83,6 +83,11 @@ impl Preset {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(name.trim()))
     }
+
+    /// [`parse`](Self::parse), with the message a user gets for a bad name.
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        Self::parse(name).ok_or_else(|| format!("unknown preset `{name}`: realtime, balanced or fidelity"))
+    }
 }
 
 /// A span of the utterance that a chunk's audio covers.
