@@ -10,3 +10,4 @@ pub mod text;
 pub mod synth;
 pub mod audio;
 pub mod models;
+pub mod hub;

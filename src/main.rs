@@ -31,6 +31,9 @@ enum Command {
         #[command(flatten)]
         models: ModelsArgs,
     },
+    /// Download a Chatterbox model repository from the Hugging Face hub into its cache
+    /// (done on first use otherwise); prints the directory.
+    FetchModel(FetchModelArgs),
     /// List the voices in the models folder.
     Voices {
         #[command(flatten)]
@@ -139,6 +142,55 @@ impl ModelsArgs {
     }
 }
 
+/// Where a Chatterbox model comes from when no --model-dir is given.
+#[derive(Args, Clone)]
+pub struct HubArgs {
+    /// Chatterbox: the Hugging Face repository to use when --model-dir is not given
+    /// (default: the engine's own, ResembleAI/chatterbox-turbo or ResembleAI/chatterbox-nano).
+    /// Downloaded once into the hub cache (HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE apply).
+    #[arg(long, env = "VOXLINE_MODEL_REPO")]
+    pub model_repo: Option<String>,
+    /// Chatterbox: the repository's branch, tag or commit.
+    #[arg(long, env = "VOXLINE_MODEL_REVISION", default_value = "main")]
+    pub model_revision: String,
+}
+
+impl HubArgs {
+    /// The model repository in the hub cache, downloaded with progress if needed.
+    fn fetch(&self, variant: voxline::synth::chatterbox::Variant) -> Result<PathBuf> {
+        use voxline::hub::{Hub, StderrProgress};
+        let hub = Hub::from_env();
+        let repo = self.model_repo.as_deref().unwrap_or(variant.repo_id());
+        let dir = voxline::synth::chatterbox::model::fetch(
+            &hub,
+            variant,
+            Some(repo),
+            &self.model_revision,
+            &mut StderrProgress::new(repo),
+        )?;
+        eprintln!("hub: {repo} ({}) is at {}", self.model_revision, dir.display());
+        Ok(dir)
+    }
+}
+
+#[derive(Args)]
+struct FetchModelArgs {
+    /// chatterbox-turbo or chatterbox-nano.
+    #[arg(default_value = "chatterbox-turbo")]
+    engine: String,
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+fn chatterbox_variant(engine: &str) -> Result<voxline::synth::chatterbox::Variant> {
+    match engine {
+        "chatterbox-turbo" | "turbo" => Ok(voxline::synth::chatterbox::Variant::Turbo),
+        "chatterbox-nano" | "nano" => Ok(voxline::synth::chatterbox::Variant::Nano),
+        "piper" => bail!("Piper's default voice comes with `voxline fetch-voice`; fetch-model is for chatterbox-turbo and chatterbox-nano"),
+        other => bail!("unknown engine `{other}`: piper, chatterbox-turbo or chatterbox-nano"),
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct VoiceArgs {
     /// A voice name in the models folder, or a path to a Piper `.onnx`. Default: en_US-joe-medium.
@@ -175,9 +227,11 @@ pub struct VoiceArgs {
     pub engine: String,
     /// Chatterbox: a local copy of the model repository (ResembleAI/chatterbox-turbo or
     /// ResembleAI/chatterbox-nano: t3_*_v1.safetensors, s3gen_meanflow.safetensors, conds.pt,
-    /// vocab.json, merges.txt, added_tokens.json).
+    /// vocab.json, merges.txt, added_tokens.json). Without it the repository comes from the hub.
     #[arg(long, env = "VOXLINE_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub hub: HubArgs,
 }
 
 impl VoiceArgs {
@@ -205,25 +259,19 @@ impl VoiceArgs {
 
     /// The engine `--engine` names.
     pub fn any_engine(&self) -> Result<Arc<dyn Engine>> {
-        use voxline::synth::chatterbox::{ChatterboxEngine, EngineConfig, S3GenRenderer, Variant};
-        let variant = match self.engine.as_str() {
-            "piper" => return Ok(Arc::new(self.engine()?)),
-            "chatterbox-turbo" => Variant::Turbo,
-            "chatterbox-nano" => Variant::Nano,
-            other => bail!("unknown engine `{other}`: piper, chatterbox-turbo or chatterbox-nano"),
-        };
-        let Some(dir) = &self.model_dir else {
-            bail!(
-                "--engine {} needs --model-dir DIR: a local copy of the Hugging Face repository {} \
-                 (this build does not download from the hub)",
-                self.engine,
-                variant.repo_id()
-            );
+        use voxline::synth::chatterbox::{model, EngineConfig};
+        if self.engine == "piper" {
+            return Ok(Arc::new(self.engine()?));
+        }
+        let variant = chatterbox_variant(&self.engine)?;
+        let dir = match &self.model_dir {
+            Some(dir) => dir.clone(),
+            None => self.hub.fetch(variant)?,
         };
         let device = device(&self.device)?;
         let t0 = Instant::now();
-        let renderer = S3GenRenderer::load(dir, &device, Default::default())?;
-        let engine = ChatterboxEngine::load(dir, variant, Arc::new(renderer), &device, EngineConfig::default())?;
+        let engine = model::load_dir(&dir, variant, &device, EngineConfig::default(), Default::default())
+            .with_context(|| format!("loading {} from {}", self.engine, dir.display()))?;
         tracing::debug!(engine = %self.engine, ms = t0.elapsed().as_millis() as u64, "model loaded");
         Ok(Arc::new(engine))
     }
@@ -300,6 +348,7 @@ fn main() {
         Command::FetchVoice { models } => {
             models::ensure_default_voice(&models.dir()).map(|p| eprintln!("voice: {}", p.display())).map_err(Into::into)
         }
+        Command::FetchModel(args) => chatterbox_variant(&args.engine).and_then(|v| args.hub.fetch(v)).map(|dir| println!("{}", dir.display())),
         Command::Voices { models } => {
             let dir = models.dir();
             let voices = models::list_voices(&dir);

@@ -4,77 +4,32 @@
 //! `S3GenRenderer`, the engine's real renderer -> 24 kHz chunks -> the phone
 //! path the packetizer takes (8 kHz, mu-law).
 //!
-//! The reduced S3Gen fixture has a 100-token vocabulary; the engine speaks
-//! the full 6561 (its silence token is 4299), so the test widens the fixture's
-//! token embedding with seeded random rows and leaves every other weight as
-//! the parity test checked it.
+//! The model directory is `common::chatterbox::tiny_model` (the fixtures in
+//! the layout of ResembleAI/chatterbox-nano, with the shapes file), loaded the
+//! way `voxline --engine chatterbox-nano --model-dir DIR` loads it.
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
-use common::fixture;
-use rand::{Rng, SeedableRng};
+use candle_core::Device;
 use voxline::audio::{encode_mulaw, StreamResampler};
-use voxline::synth::chatterbox::s3gen::conds::BuiltinVoice;
+use voxline::synth::chatterbox::model;
 use voxline::synth::chatterbox::s3gen::stream::S3GenStreamConfig;
-use voxline::synth::chatterbox::s3gen::{S3Gen, S3GenConfig};
-use voxline::synth::chatterbox::{ChatterboxEngine, EngineConfig, GenerateParams, S3GenRenderer, SamplingParams, T3Config};
+use voxline::synth::chatterbox::{EngineConfig, GenerateParams, SamplingParams, Variant};
 use voxline::synth::{CancelToken, Engine, SynthOptions, SynthRequest};
 
-const SPEECH_VOCAB: usize = 6561;
-
 fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxline-chatterbox-pipeline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The model directory in the layout of ResembleAI/chatterbox-turbo, with
-/// the fixtures' tokenizer, T3 and voice.
-fn model_dir() -> PathBuf {
-    let dir = scratch();
-    for f in ["vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"] {
-        std::fs::copy(fixture("chatterbox/tokenizer").join(f), dir.join(f)).unwrap();
-    }
-    std::fs::copy(fixture("chatterbox/t3/weights.safetensors"), dir.join("t3_turbo_v1.safetensors")).unwrap();
-    std::fs::copy(fixture("chatterbox/t3/conds.pt"), dir.join("conds.pt")).unwrap();
-    dir
-}
-
-/// The reduced S3Gen with its token embedding widened to the full vocabulary.
-fn s3gen(dir: &std::path::Path) -> S3Gen {
-    let mut cfg: S3GenConfig = serde_json::from_str(&std::fs::read_to_string(fixture("chatterbox/s3gen/config.json")).unwrap()).unwrap();
-    let mut weights: HashMap<String, Tensor> = candle_core::safetensors::load(fixture("chatterbox/s3gen/model.safetensors"), &Device::Cpu).unwrap();
-    let name = "flow.input_embedding.weight";
-    let old = weights[name].clone();
-    let (rows, width) = old.dims2().unwrap();
-    assert_eq!(rows, cfg.vocab_size);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let extra: Vec<f32> = (0..(SPEECH_VOCAB - rows) * width).map(|_| rng.gen_range(-0.5..0.5)).collect();
-    let extra = Tensor::from_vec(extra, (SPEECH_VOCAB - rows, width), &Device::Cpu).unwrap().to_dtype(old.dtype()).unwrap();
-    weights.insert(name.into(), Tensor::cat(&[&old, &extra], 0).unwrap());
-    cfg.vocab_size = SPEECH_VOCAB;
-    let path = dir.join("s3gen_meanflow.safetensors");
-    candle_core::safetensors::save(&weights, &path).unwrap();
-    S3Gen::from_safetensors(&cfg, &path, &Device::Cpu).expect("load the widened S3Gen")
+    std::env::temp_dir().join(format!("voxline-chatterbox-pipeline-{}", std::process::id()))
 }
 
 #[test]
 fn text_becomes_streamed_24k_audio_through_t3_s3gen_and_hift_and_then_phone_audio() {
-    let dir = model_dir();
-    let s3gen = s3gen(&dir);
-    let voice = BuiltinVoice::load(fixture("chatterbox/s3gen/conds.pt"), &Device::Cpu).expect("the S3Gen voice").gen;
+    let dir = common::chatterbox::tiny_model(&scratch());
     let stream = S3GenStreamConfig { first_chunk_tokens: 4, chunk_tokens: 6, ..Default::default() };
-    let renderer = S3GenRenderer::from_parts(s3gen, voice, stream);
-    let t3: T3Config = serde_json::from_str(&std::fs::read_to_string(fixture("chatterbox/t3/config.json")).unwrap()).unwrap();
     let sampling = SamplingParams { top_k: 1, ..SamplingParams::default() };
     let config = EngineConfig { generate: GenerateParams { sampling, max_gen_len: 24, seed: 0 }, chunk_tokens: 4, ..Default::default() };
-    let engine = ChatterboxEngine::load_with(&dir, "chatterbox-test", "t3_turbo_v1.safetensors", &t3, Arc::new(renderer), &Device::Cpu, config)
-        .expect("load the engine");
+    let engine = model::load_dir(&dir, Variant::Nano, &Device::Cpu, config, stream).expect("load the engine");
     assert_eq!(engine.info().sample_rate, 24_000);
 
     let run = |seed: u64| {

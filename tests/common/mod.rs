@@ -9,6 +9,8 @@ use candle_core::Tensor;
 pub mod agent;
 pub mod asr;
 pub mod calls;
+pub mod chatterbox;
+pub mod hub;
 pub mod sip;
 
 /// Repository root.

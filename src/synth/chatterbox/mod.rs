@@ -17,6 +17,7 @@
 pub mod engine;
 pub mod gpt2;
 pub mod hift;
+pub mod model;
 pub mod render;
 pub mod s3gen;
 pub mod sampling;
@@ -38,7 +39,7 @@ pub use self::tokenizer::{punc_norm, TextTokenizer};
 pub enum ChatterboxError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is missing: it holds {what}. Download the model repository (ResembleAI/chatterbox-turbo or ResembleAI/chatterbox-nano) and pass its directory with --model-dir")]
+    #[error("{path} is missing: it holds {what}. A model directory is a copy of the repository ResembleAI/chatterbox-turbo or ResembleAI/chatterbox-nano (`voxline fetch-model` downloads it)")]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{path} is not a usable GPT-2 tokenizer file: {reason}")]
     BadTokenizer { path: PathBuf, reason: String },
@@ -50,6 +51,8 @@ pub enum ChatterboxError {
     BadVoice { path: PathBuf, reason: String },
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     #[error("model computation failed: {}", first_line(.0))]
     Compute(#[from] candle_core::Error),
 }

@@ -37,6 +37,16 @@ fn convert(e: S3GenError) -> ChatterboxError {
 impl S3GenRenderer {
     /// Reads `s3gen_meanflow.safetensors` and `conds.pt` from a model directory.
     pub fn load(dir: &Path, device: &Device, stream: S3GenStreamConfig) -> Result<Self, ChatterboxError> {
+        Self::load_with(dir, &S3GenConfig::turbo(), device, stream)
+    }
+
+    /// [`load`](Self::load) at other shapes.
+    pub fn load_with(
+        dir: &Path,
+        config: &S3GenConfig,
+        device: &Device,
+        stream: S3GenStreamConfig,
+    ) -> Result<Self, ChatterboxError> {
         let weights = dir.join(S3GEN_FILE);
         if !weights.is_file() {
             return Err(ChatterboxError::MissingFile { path: weights, what: "the S3Gen (meanflow) and HiFT weights" });
@@ -45,7 +55,7 @@ impl S3GenRenderer {
         if !conds.is_file() {
             return Err(ChatterboxError::MissingFile { path: conds, what: "the built-in voice" });
         }
-        let s3gen = S3Gen::from_safetensors(&S3GenConfig::turbo(), &weights, device).map_err(convert)?;
+        let s3gen = S3Gen::from_safetensors(config, &weights, device).map_err(convert)?;
         let voice = BuiltinVoice::load(&conds, device).map_err(convert)?.gen;
         Ok(Self { s3gen, voice, stream })
     }

@@ -278,12 +278,15 @@ impl T3 {
     }
 
     fn generation(&self, state: Gpt2State, logits: Tensor, params: &GenerateParams) -> Generation {
+        // Every draw but the last runs one more position; a model with a short
+        // position table ends the utterance where the table ends.
+        let room = self.config.gpt2.n_positions.saturating_sub(state.seq_len()) + 1;
         Generation {
             state,
             logits: Some(logits),
             generated: Vec::new(),
             sampler: Sampler::new(params.sampling.clone(), params.seed),
-            max_tokens: params.max_gen_len + 1,
+            max_tokens: (params.max_gen_len + 1).min(room),
             row: Vec::new(),
         }
     }
