@@ -1,0 +1,77 @@
+//! `voxline serve --engine chatterbox-nano`: a SIP call whose agent streams
+//! text over the control socket is answered in Chatterbox's voice through the
+//! same pipeline as Piper's (24 kHz -> 8 kHz -> PCMU -> the 20 ms pacer). The
+//! model is the reduced fixture model (`common::chatterbox`), so the sound is
+//! noise-like; what is checked is what the caller's phone would notice: one
+//! steady PCMU stream, the speech in it, the events the agent relies on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::agent::Agent;
+use common::calls::call;
+use common::sip::*;
+use serde_json::json;
+
+#[test]
+fn a_sip_call_is_spoken_to_by_chatterbox_through_the_same_packetizer_as_piper() {
+    let _slot = shared_slot();
+    let work = scratch_dir("chatterbox-server");
+    let model = common::chatterbox::tiny_model(&work.join("model"));
+    let server = Server::start(&["--greeting", "", "--engine", "chatterbox-nano", "--model-dir", model.to_str().unwrap()]);
+    let sip = SipSocket::bind(server.sip);
+    let (capture, _) = RtpCapture::bind();
+    let mut dialog = call(&server, &sip, capture.addr);
+    let mut agent = Agent::attach(&server, &dialog.id);
+
+    for (i, token) in ["Hello ", "there. ", "How can ", "I help?"].iter().enumerate() {
+        agent.send(json!({"type": "speak", "text": token, "turn": "t1", "last": i == 3}));
+        agent.pump(Duration::from_millis(30));
+    }
+    let (_, started) = agent.wait_for("speech.started", Duration::from_secs(30));
+    assert_eq!(started["turn"], "t1", "{started}");
+    let (_, done) = agent.wait_for("speech.done", Duration::from_secs(60));
+    assert_eq!(done["turn"], "t1", "{done}");
+    std::thread::sleep(Duration::from_millis(400));
+    dialog.bye(&sip);
+    let a = RtpAnalysis::new(&capture.stop());
+    eprintln!("{}", a.summary());
+    server.note(a.summary());
+
+    // One PCMU stream of 20 ms packets with no holes in sequence or time.
+    assert_eq!(a.payload_types.keys().copied().collect::<Vec<_>>(), vec![0], "{}", a.summary());
+    assert_eq!(a.payload_sizes.keys().copied().collect::<Vec<_>>(), vec![160], "{}", a.summary());
+    assert_eq!(a.ssrcs.len(), 1, "{}", a.summary());
+    assert_eq!(a.seq_lost, 0, "{}", a.summary());
+    assert_eq!(a.bad_ts_steps(), 0, "{}", a.summary());
+    assert!((a.mean_interval_ms() - 20.0).abs() < 1.5, "paced at 20 ms: {}", a.summary());
+    // The utterance is in it, and it ended before the call did.
+    let u = a.utterances();
+    assert!(!u.is_empty(), "no speech reached the caller: {}", a.envelope());
+    let last = u.last().unwrap().end;
+    assert!(last < a.len(), "silence follows the utterance: {}", a.envelope());
+    std::fs::remove_dir_all(&work).ok();
+}
+
+#[test]
+fn a_piper_voice_asked_of_chatterbox_gets_an_error_event_and_the_call_keeps_going() {
+    let _slot = shared_slot();
+    let work = scratch_dir("chatterbox-server-options");
+    let model = common::chatterbox::tiny_model(&work.join("model"));
+    let server = Server::start(&["--greeting", "", "--engine", "chatterbox-nano", "--model-dir", model.to_str().unwrap()]);
+    let sip = SipSocket::bind(server.sip);
+    let (capture, _) = RtpCapture::bind();
+    let mut dialog = call(&server, &sip, capture.addr);
+    let mut agent = Agent::attach(&server, &dialog.id);
+
+    agent.send(json!({"type": "speak", "text": "Hi.", "turn": "bad", "last": true, "voice": "en_US-joe-medium"}));
+    let (_, err) = agent.wait_for("error", Duration::from_secs(20));
+    assert!(err.to_string().contains("en_US-joe-medium"), "the error names the voice: {err}");
+    agent.send(json!({"type": "speak", "text": "Hello.", "turn": "good", "last": true}));
+    let (_, done) = agent.wait_for("speech.done", Duration::from_secs(60));
+    assert_eq!(done["turn"], "good", "{done}");
+    dialog.bye(&sip);
+    drop(capture);
+    std::fs::remove_dir_all(&work).ok();
+}
