@@ -453,11 +453,19 @@ impl Hub {
     ) -> Result<PathBuf, HubError> {
         let blobs = repo_dir.join("blobs");
         let blob = blobs.join(&remote.etag);
-        if fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == remote.size) {
+        let present = |blob: &Path| fs::metadata(blob).is_ok_and(|m| m.is_file() && m.len() == remote.size);
+        if present(&blob) {
             progress.ready(file, remote.size, false);
             return Ok(blob);
         }
         fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+        // One download of a blob at a time (two servers starting together):
+        // the second waits here, then finds the blob.
+        let _lock = BlobLock::take(&self.cache, repo_dir, &remote.etag)?;
+        if present(&blob) {
+            progress.ready(file, remote.size, false);
+            return Ok(blob);
+        }
         let part = blobs.join(format!("{}.incomplete", remote.etag));
         let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         if have > remote.size {
@@ -525,6 +533,31 @@ impl Hub {
         fs::rename(&part, &blob).map_err(io_err(&blob))?;
         progress.ready(file, remote.size, true);
         Ok(blob)
+    }
+}
+
+/// An exclusive lock on one blob's download, in `.locks/` as `huggingface_hub`
+/// keeps them; released when dropped (or when the process dies).
+struct BlobLock(#[allow(dead_code)] File);
+
+impl BlobLock {
+    fn take(cache: &Path, repo_dir: &Path, etag: &str) -> Result<Self, HubError> {
+        let dir = cache.join(".locks").join(repo_dir.file_name().unwrap_or_default());
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(format!("{etag}.lock"));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns; no memory is shared.
+            while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(HubError::Io { path, source: e });
+                }
+            }
+        }
+        Ok(Self(file))
     }
 }
 

@@ -232,6 +232,19 @@ pub struct VoiceArgs {
     pub model_dir: Option<PathBuf>,
     #[command(flatten)]
     pub hub: HubArgs,
+    /// Chatterbox: T3's weights and activations, f32 (what the parity tests prove), bf16 or f16
+    /// (half the memory traffic per token on a GPU; not yet measured against f32 there).
+    #[arg(long, env = "VOXLINE_DTYPE", default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: candle_core::DType,
+}
+
+fn parse_dtype(s: &str) -> Result<candle_core::DType, String> {
+    match s {
+        "f32" => Ok(candle_core::DType::F32),
+        "bf16" => Ok(candle_core::DType::BF16),
+        "f16" => Ok(candle_core::DType::F16),
+        other => Err(format!("unknown dtype `{other}`: f32, bf16 or f16")),
+    }
 }
 
 impl VoiceArgs {
@@ -270,7 +283,8 @@ impl VoiceArgs {
         };
         let device = device(&self.device)?;
         let t0 = Instant::now();
-        let engine = model::load_dir(&dir, variant, &device, EngineConfig::default(), Default::default())
+        let config = EngineConfig { dtype: self.dtype, ..EngineConfig::default() };
+        let engine = model::load_dir(&dir, variant, &device, config, Default::default())
             .with_context(|| format!("loading {} from {}", self.engine, dir.display()))?;
         tracing::debug!(engine = %self.engine, ms = t0.elapsed().as_millis() as u64, "model loaded");
         Ok(Arc::new(engine))

@@ -229,3 +229,34 @@ fn a_model_directory_with_a_corrupt_weights_file_is_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(&work).ok();
 }
+
+#[test]
+fn two_processes_fetching_at_once_both_get_the_model_and_each_file_is_downloaded_once() {
+    let env = setup("hub-concurrent");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_voxline"))
+            .args(["fetch-model", "chatterbox-nano", "--model-repo", REPO])
+            .env("HF_ENDPOINT", &env.hub.endpoint)
+            .env("HF_HOME", &env.home)
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HUB_OFFLINE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_snapshot_matches(&env, &PathBuf::from(text(&out.stdout).trim()));
+    }
+    let log = env.hub.requests();
+    let gets = |f: &str| {
+        let path = format!("/cdn/{}", common::hub::sha256_file(&env.model.join(f)));
+        log.iter().filter(|r| r.path == path).count()
+    };
+    assert_eq!(gets("s3gen_meanflow.safetensors"), 1, "{log:?}");
+    assert_eq!(gets("t3_nano_v1.safetensors"), 1, "{log:?}");
+    std::fs::remove_dir_all(&env.work).ok();
+}

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use voxline::audio::{encode_mulaw, StreamResampler};
 use voxline::synth::chatterbox::model;
 use voxline::synth::chatterbox::s3gen::stream::S3GenStreamConfig;
@@ -25,7 +25,7 @@ fn scratch() -> PathBuf {
 
 #[test]
 fn text_becomes_streamed_24k_audio_through_t3_s3gen_and_hift_and_then_phone_audio() {
-    let dir = common::chatterbox::tiny_model(&scratch());
+    let dir = common::chatterbox::tiny_model(&scratch().join("stream"));
     let stream = S3GenStreamConfig { first_chunk_tokens: 4, chunk_tokens: 6, ..Default::default() };
     let sampling = SamplingParams { top_k: 1, ..SamplingParams::default() };
     let config = EngineConfig { generate: GenerateParams { sampling, max_gen_len: 24, seed: 0 }, chunk_tokens: 4, ..Default::default() };
@@ -70,4 +70,29 @@ fn text_becomes_streamed_24k_audio_through_t3_s3gen_and_hift_and_then_phone_audi
     let pcmu = encode_mulaw(&phone);
     assert!((pcmu.len() as i64 - (audio.len() / 3) as i64).abs() <= 160, "{} mu-law bytes for {} samples", pcmu.len(), audio.len());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// T3 in bf16 or f16 (`--dtype`): on the tiny model the greedy draw picks the
+/// same speech tokens as in f32, so the audio (S3Gen stays f32) is the same.
+#[test]
+fn half_precision_t3_draws_the_same_greedy_tokens_as_f32() {
+    let dir = common::chatterbox::tiny_model(&scratch().join("half"));
+    let audio = |dtype: DType| {
+        let sampling = SamplingParams { top_k: 1, ..SamplingParams::default() };
+        let config = EngineConfig { generate: GenerateParams { sampling, max_gen_len: 24, seed: 0 }, chunk_tokens: 4, dtype };
+        let engine = model::load_dir(&dir, Variant::Nano, &Device::Cpu, config, S3GenStreamConfig::default()).expect("load");
+        let request = SynthRequest { text: "Your order has shipped.".into(), options: SynthOptions { seed: Some(4), ..Default::default() } };
+        let mut stream = engine.start(request, CancelToken::new()).expect("start");
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next_chunk().expect("a chunk") {
+            out.extend(chunk.samples);
+        }
+        out
+    };
+    let full = audio(DType::F32);
+    assert!(full.len() >= 960);
+    for dtype in [DType::BF16, DType::F16] {
+        assert_eq!(audio(dtype), full, "{dtype:?}");
+    }
+    std::fs::remove_dir_all(scratch().join("half")).ok();
 }

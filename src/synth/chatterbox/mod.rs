@@ -39,7 +39,7 @@ pub use self::tokenizer::{punc_norm, TextTokenizer};
 pub enum ChatterboxError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is missing: it holds {what}. A model directory is a copy of the repository ResembleAI/chatterbox-turbo or ResembleAI/chatterbox-nano (`voxline fetch-model` downloads it)")]
+    #[error("{path} is missing: it holds {what}. --model-dir takes a copy of the repository ResembleAI/chatterbox-turbo or ResembleAI/chatterbox-nano; without --model-dir voxline downloads it from the hub (`voxline fetch-model`)")]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{path} is not a usable GPT-2 tokenizer file: {reason}")]
     BadTokenizer { path: PathBuf, reason: String },
