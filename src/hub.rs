@@ -593,16 +593,19 @@ fn content_hash(path: &Path, etag: &str, size: u64) -> io::Result<Option<(&'stat
 }
 
 /// `snapshots/<commit>/<file>` pointing at the blob (a relative symlink, as
-/// `huggingface_hub` makes it; a copy where links are not possible).
+/// `huggingface_hub` makes it; a copy where links are not possible). Made
+/// under a temporary name and renamed into place, so another process linking
+/// the same file at the same time never sees it missing, and nothing is ever
+/// written through an existing link (which would truncate the blob).
 fn link(blob: &Path, snapshot: &Path, file: &str) -> Result<(), HubError> {
     let at = snapshot.join(file);
     let parent = at.parent().unwrap_or(snapshot);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    if fs::symlink_metadata(&at).is_ok() {
-        fs::remove_file(&at).map_err(io_err(&at))?;
-    }
+    let name = at.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
     #[cfg(unix)]
-    {
+    let made = {
         // snapshots/<commit>/a/b.bin -> ../../../blobs/<etag>
         let mut target = PathBuf::new();
         for _ in 0..Path::new(file).components().count() + 1 {
@@ -610,11 +613,17 @@ fn link(blob: &Path, snapshot: &Path, file: &str) -> Result<(), HubError> {
         }
         target.push("blobs");
         target.push(blob.file_name().unwrap_or_default());
-        if std::os::unix::fs::symlink(&target, &at).is_ok() {
-            return Ok(());
-        }
+        std::os::unix::fs::symlink(&target, &tmp).is_ok()
+    };
+    #[cfg(not(unix))]
+    let made = false;
+    if !made {
+        fs::copy(blob, &tmp).map_err(io_err(&tmp))?;
     }
-    fs::copy(blob, &at).map(|_| ()).map_err(io_err(&at))
+    fs::rename(&tmp, &at).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        HubError::Io { path: at.clone(), source }
+    })
 }
 
 #[cfg(test)]

@@ -14,16 +14,33 @@ use common::calls::call;
 use common::sip::*;
 use serde_json::json;
 
+/// A server on the reduced model with one answered call and its agent.
+struct Live {
+    work: std::path::PathBuf,
+    server: Server,
+    sip: SipSocket,
+    capture: RtpCapture,
+    dialog: common::calls::Dialog,
+    agent: Agent,
+}
+
+impl Live {
+    fn start(tag: &str) -> Live {
+        let work = scratch_dir(tag);
+        let model = common::chatterbox::tiny_model(&work.join("model"));
+        let server = Server::start(&["--greeting", "", "--engine", "chatterbox-nano", "--model-dir", model.to_str().unwrap()]);
+        let sip = SipSocket::bind(server.sip);
+        let (capture, _) = RtpCapture::bind();
+        let dialog = call(&server, &sip, capture.addr);
+        let agent = Agent::attach(&server, &dialog.id);
+        Live { work, server, sip, capture, dialog, agent }
+    }
+}
+
 #[test]
 fn a_sip_call_is_spoken_to_by_chatterbox_through_the_same_packetizer_as_piper() {
     let _slot = shared_slot();
-    let work = scratch_dir("chatterbox-server");
-    let model = common::chatterbox::tiny_model(&work.join("model"));
-    let server = Server::start(&["--greeting", "", "--engine", "chatterbox-nano", "--model-dir", model.to_str().unwrap()]);
-    let sip = SipSocket::bind(server.sip);
-    let (capture, _) = RtpCapture::bind();
-    let mut dialog = call(&server, &sip, capture.addr);
-    let mut agent = Agent::attach(&server, &dialog.id);
+    let Live { work, server, sip, capture, mut dialog, mut agent } = Live::start("chatterbox-server");
 
     for (i, token) in ["Hello ", "there. ", "How can ", "I help?"].iter().enumerate() {
         agent.send(json!({"type": "speak", "text": token, "turn": "t1", "last": i == 3}));
@@ -57,13 +74,7 @@ fn a_sip_call_is_spoken_to_by_chatterbox_through_the_same_packetizer_as_piper() 
 #[test]
 fn a_piper_voice_asked_of_chatterbox_gets_an_error_event_and_the_call_keeps_going() {
     let _slot = shared_slot();
-    let work = scratch_dir("chatterbox-server-options");
-    let model = common::chatterbox::tiny_model(&work.join("model"));
-    let server = Server::start(&["--greeting", "", "--engine", "chatterbox-nano", "--model-dir", model.to_str().unwrap()]);
-    let sip = SipSocket::bind(server.sip);
-    let (capture, _) = RtpCapture::bind();
-    let mut dialog = call(&server, &sip, capture.addr);
-    let mut agent = Agent::attach(&server, &dialog.id);
+    let Live { work, server: _server, sip, capture, mut dialog, mut agent } = Live::start("chatterbox-server-options");
 
     agent.send(json!({"type": "speak", "text": "Hi.", "turn": "bad", "last": true, "voice": "en_US-joe-medium"}));
     let (_, err) = agent.wait_for("error", Duration::from_secs(20));
