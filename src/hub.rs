@@ -481,16 +481,28 @@ impl Hub {
             reason,
         };
         if have < remote.size {
-            let mut req = self.request("GET", &remote.download);
-            if have > 0 {
-                req = req.set("Range", &format!("bytes={have}-"));
-            }
-            let resp = self.call(req, &remote.download)?;
+            // The CDN may redirect again (a signed URL); follow a few hops.
+            let mut url = remote.download.clone();
+            let mut hops = 0;
+            let resp = loop {
+                let mut req = self.request("GET", &url);
+                if have > 0 {
+                    req = req.set("Range", &format!("bytes={have}-"));
+                }
+                let resp = self.call(req, &url)?;
+                match header(&resp, "location").filter(|_| (300..400).contains(&resp.status())) {
+                    Some(loc) if hops < 5 => {
+                        url = if loc.starts_with('/') { format!("{}{loc}", origin(&url)) } else { loc };
+                        hops += 1;
+                    }
+                    _ => break resp,
+                }
+            };
             if resp.status() != 206 {
                 have = 0; // the server sent the whole file
             }
             if resp.status() >= 300 {
-                return Err(HubError::Status { url: remote.download.clone(), status: resp.status() });
+                return Err(HubError::Status { url, status: resp.status() });
             }
             out.set_len(have).map_err(io_err(&part))?;
             out.seek(SeekFrom::Start(have)).map_err(io_err(&part))?;

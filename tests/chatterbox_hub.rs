@@ -260,3 +260,20 @@ fn two_processes_fetching_at_once_both_get_the_model_and_each_file_is_downloaded
     assert_eq!(gets("t3_nano_v1.safetensors"), 1, "{log:?}");
     std::fs::remove_dir_all(&env.work).ok();
 }
+
+#[test]
+fn a_cdn_that_redirects_again_is_followed_without_the_token() {
+    let env = setup("hub-cdn-hop");
+    {
+        let mut b = env.hub.behaviour.lock().unwrap();
+        b.cdn_hop = true;
+        b.token = Some("hf_secret".into());
+    }
+    let out = fetch(&env, &[("HF_TOKEN", "hf_secret")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_snapshot_matches(&env, &PathBuf::from(text(&out.stdout).trim()));
+    let log = env.hub.requests();
+    assert!(log.iter().any(|r| r.path.starts_with("/signed/")), "{log:?}");
+    assert!(log.iter().filter(|r| r.host == "cdn").all(|r| r.authorization.is_none()), "{log:?}");
+    std::fs::remove_dir_all(&env.work).ok();
+}

@@ -32,6 +32,8 @@ pub struct Behaviour {
     pub corrupt: Option<String>,
     /// The CDN sends only this many bytes of this file, once, then closes.
     pub cut: Option<(String, usize)>,
+    /// The CDN answers `/cdn/...` with a redirect to `/signed/...`, as signed-URL CDNs do.
+    pub cdn_hop: bool,
 }
 
 struct File {
@@ -195,8 +197,13 @@ fn serve(mut conn: TcpStream, host: &'static str, shared: &Shared) -> std::io::R
         return respond(&mut conn, "200 OK", &headers, if head_only { b"" } else { &file.bytes });
     }
 
-    // CDN: /cdn/{sha256}
-    let Some(sha) = path.strip_prefix("/cdn/") else { return not_found(&mut conn) };
+    // CDN: /cdn/{sha256} (or /signed/{sha256} after a hop)
+    if shared.behaviour.lock().unwrap().cdn_hop {
+        if let Some(sha) = path.strip_prefix("/cdn/") {
+            return respond(&mut conn, "307 Temporary Redirect", &[("Location".into(), format!("/signed/{sha}")), ("Content-Length".into(), "0".into())], b"");
+        }
+    }
+    let Some(sha) = path.strip_prefix("/cdn/").or_else(|| path.strip_prefix("/signed/")) else { return not_found(&mut conn) };
     let repos = shared.repos.lock().unwrap();
     let Some((name, file)) = repos.values().flat_map(|r| r.files.iter()).find(|(_, f)| f.sha256 == sha) else {
         return not_found(&mut conn);
