@@ -227,6 +227,15 @@ fn origin(url: &str) -> &str {
     }
 }
 
+/// Where a `Location` from `url` points: a path stays on `url`'s origin.
+fn redirected(url: &str, location: &str) -> String {
+    if location.starts_with('/') {
+        format!("{}{location}", origin(url))
+    } else {
+        location.to_string()
+    }
+}
+
 fn header(resp: &ureq::Response, name: &str) -> Option<String> {
     resp.header(name).map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_string()).filter(|v| !v.is_empty())
 }
@@ -414,7 +423,7 @@ impl Hub {
             if redirect {
                 // A relative redirect is the hub itself (a renamed repository): follow it.
                 if let Some(loc) = location.as_deref().filter(|l| l.starts_with('/')) {
-                    url = format!("{}{loc}", origin(&self.endpoint));
+                    url = redirected(&url, loc);
                     continue;
                 }
             }
@@ -492,7 +501,7 @@ impl Hub {
                 let resp = self.call(req, &url)?;
                 match header(&resp, "location").filter(|_| (300..400).contains(&resp.status())) {
                     Some(loc) if hops < 5 => {
-                        url = if loc.starts_with('/') { format!("{}{loc}", origin(&url)) } else { loc };
+                        url = redirected(&url, &loc);
                         hops += 1;
                     }
                     _ => break resp,

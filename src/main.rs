@@ -183,12 +183,10 @@ struct FetchModelArgs {
 }
 
 fn chatterbox_variant(engine: &str) -> Result<voxline::synth::chatterbox::Variant> {
-    match engine {
-        "chatterbox-turbo" | "turbo" => Ok(voxline::synth::chatterbox::Variant::Turbo),
-        "chatterbox-nano" | "nano" => Ok(voxline::synth::chatterbox::Variant::Nano),
-        "piper" => bail!("Piper's default voice comes with `voxline fetch-voice`; fetch-model is for chatterbox-turbo and chatterbox-nano"),
-        other => bail!("unknown engine `{other}`: piper, chatterbox-turbo or chatterbox-nano"),
+    if engine == "piper" {
+        bail!("Piper's default voice comes with `voxline fetch-voice`; fetch-model is for chatterbox-turbo and chatterbox-nano");
     }
+    engine.parse().map_err(|_| anyhow::anyhow!("unknown engine `{engine}`: piper, chatterbox-turbo or chatterbox-nano"))
 }
 
 #[derive(Args, Clone)]
