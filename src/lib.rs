@@ -1,10 +1,13 @@
 //! voxline: a media server for voice agents.
 //!
 //! Read in data-flow order:
-//! text in -> [`text`] (clauses, phonemes) -> [`synth`] (streaming neural speech)
-//! -> [`audio`] (resample to 8 kHz, mu-law) -> packetizer and transports (later issues).
+//! text in -> [`text`] (clauses, phonemes) -> [`speech`] (which call's chunk
+//! runs next) -> [`synth`] (streaming neural speech) -> [`audio`] (resample to
+//! 8 kHz, mu-law) -> [`media`] (playout, pacer, RTP) -> [`server`] (SIP, WebRTC,
+//! the control socket).
 
 pub mod media;
+pub mod speech;
 pub mod server;
 pub mod text;
 pub mod synth;

@@ -116,6 +116,18 @@ struct ServeArgs {
     /// Synthesis threads shared by all calls; 0 = one per core.
     #[arg(long, env = "VOXLINE_SYNTH_WORKERS", default_value_t = 0)]
     synth_workers: usize,
+    /// How synthesis work is ordered: `deadline` (earliest deadline first,
+    /// chunk by chunk, batched across calls) or `fcfs` (whole utterances in
+    /// arrival order; kept for comparison).
+    #[arg(long, env = "VOXLINE_SYNTH_SCHEDULER", default_value = "deadline", value_parser = voxline::speech::Policy::from_name)]
+    synth_scheduler: voxline::speech::Policy,
+    /// First audio of a new turn should reach the caller within this (p99);
+    /// calls that would push it further are refused (503, Retry-After).
+    #[arg(long, env = "VOXLINE_FIRST_AUDIO_TARGET_MS", default_value_t = 300)]
+    first_audio_target_ms: u64,
+    /// Take every call however loaded the synthesizer is (no 503 for load).
+    #[arg(long, env = "VOXLINE_NO_ADMISSION")]
+    no_admission: bool,
     #[command(flatten)]
     voice: VoiceArgs,
 }
@@ -289,12 +301,12 @@ impl VoiceArgs {
     }
 
     /// The other voices of the models folder, loaded when a call first asks for one.
-    pub fn catalog(&self, default: &PiperEngine) -> Result<voxline::server::speech::VoiceCatalog> {
+    pub fn catalog(&self, default: &PiperEngine) -> Result<voxline::speech::VoiceCatalog> {
         let dir = self.models.dir();
         let device = device(&self.device)?;
         let phonemizer = default.phonemizer();
         let list_dir = dir.clone();
-        Ok(voxline::server::speech::VoiceCatalog {
+        Ok(voxline::speech::VoiceCatalog {
             names: Box::new(move || models::list_voices(&list_dir).into_iter().map(|(name, _)| name).collect()),
             load: Box::new(move |name| {
                 let voice = PiperVoice::load(&dir.join(format!("{name}.onnx")), &device)?;
@@ -476,7 +488,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let catalog = args.voice.catalog(&engine)?;
         (Arc::new(engine), catalog)
     } else {
-        (args.voice.any_engine()?, voxline::server::speech::VoiceCatalog::none())
+        (args.voice.any_engine()?, voxline::speech::VoiceCatalog::none())
     };
     let media_ip = args.sip.ip();
     let config = ServerConfig {
@@ -489,7 +501,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_calls: args.max_calls,
         ring: std::time::Duration::from_millis(args.ring_ms),
         rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
-        synth_workers: if args.synth_workers == 0 { cores } else { args.synth_workers },
+        speech: voxline::speech::SpeechConfig {
+            workers: if args.synth_workers == 0 { cores } else { args.synth_workers },
+            policy: args.synth_scheduler,
+            first_audio_target: std::time::Duration::from_millis(args.first_audio_target_ms),
+            admission: !args.no_admission,
+        },
         media: MediaConfig {
             send_silence: !args.no_silence,
             source_policy: if args.nat { SourcePolicy::Latch { window: std::time::Duration::from_secs(5) } } else { SourcePolicy::Strict },

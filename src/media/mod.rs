@@ -9,7 +9,6 @@
 //! holding the call's audio while the digits go out.
 
 pub mod dtmf;
-pub mod jitter;
 pub mod pacer;
 pub mod playout;
 pub mod ports;
@@ -20,9 +19,8 @@ pub mod rtp_out;
 use std::time::Duration;
 
 pub use dtmf::{DtmfSendError, DTMF_DEFAULT_DURATION, DTMF_GAP};
-pub use jitter::{ArrivalTracker, JitterEstimator};
 pub use pacer::{CallMedia, MediaConfig, MediaEvent, MediaStats, Pacer, RemoteMedia};
-pub use playout::{ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId};
+pub use playout::{ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId, MAX_LEAD, MAX_TAIL};
 pub use ports::PortAllocator;
 
 /// One packet's worth of time.

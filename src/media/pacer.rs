@@ -17,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::dtmf::{DtmfQueue, DtmfSendError, DtmfTick};
-use super::jitter::JitterEstimator;
 use super::playout::{FrameKind, Playout, PlayoutEvent};
 use super::rtcp::{self, OurReception, PeerReport};
 use super::rtp_in::{Inbound, RtpReceiver, SourcePolicy};
@@ -114,7 +113,6 @@ pub struct CallMedia {
     caller_audio: Mutex<VecDeque<i16>>,
     pub stats: MediaStats,
     events: UnboundedSender<MediaEvent>,
-    jitter: Arc<JitterEstimator>,
     config: MediaConfig,
     subscribe_audio: AtomicBool,
     closed: AtomicBool,
@@ -135,7 +133,6 @@ impl CallMedia {
         rtcp: UdpSocket,
         remote: RemoteMedia,
         config: MediaConfig,
-        jitter: Arc<JitterEstimator>,
         events: UnboundedSender<MediaEvent>,
     ) -> Arc<Self> {
         let now = Instant::now();
@@ -157,7 +154,6 @@ impl CallMedia {
             caller_audio: Mutex::new(VecDeque::new()),
             stats: MediaStats::default(),
             events,
-            jitter,
             config,
             subscribe_audio: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -314,7 +310,7 @@ impl CallMedia {
     }
 
     /// One tick of the pacing clock: sends this call's next packet.
-    fn tick(&self, tick: u64, deadline: Instant, wait: Duration, buf: &mut [u8; PACKET_LEN]) {
+    fn tick(&self, tick: u64, deadline: Instant, buf: &mut [u8; PACKET_LEN]) {
         let mut tx = lock(&self.tx);
         if !tx.remote.send {
             // On hold: the clock runs on, nothing is sent or consumed; DTMF waits.
@@ -343,7 +339,7 @@ impl CallMedia {
             DtmfTick::Idle => {
                 let frame = {
                     let mut playout = lock(&self.playout);
-                    let frame = playout.tick(deadline, wait);
+                    let frame = playout.tick(deadline);
                     for event in playout.take_events() {
                         let _ = self.events.send(MediaEvent::Playout(event));
                     }
@@ -511,10 +507,8 @@ fn run(pacer: std::sync::Weak<Pacer>) {
             k += missed - 1;
             continue;
         }
-        // One estimate per tick for every call.
-        let wait = calls.first().map(|c| c.jitter.target()).unwrap_or_default();
         for call in &calls {
-            call.tick(k, deadline, wait, &mut buf);
+            call.tick(k, deadline, &mut buf);
         }
         pacer.ticks.store(k, Ordering::Relaxed);
     }
@@ -570,7 +564,7 @@ mod tests {
             pcma: false,
             send: true,
         };
-        let call = CallMedia::new("t".into(), rtp, rtcp, remote, MediaConfig::default(), Arc::new(JitterEstimator::new()), events_tx);
+        let call = CallMedia::new("t".into(), rtp, rtcp, remote, MediaConfig::default(), events_tx);
         {
             let mut p = call.playout.lock().unwrap();
             p.begin(1);
@@ -614,7 +608,7 @@ mod tests {
         let (events_tx, _events) = tokio::sync::mpsc::unbounded_channel();
         let addr = peer.local_addr().unwrap();
         let remote = RemoteMedia { rtp: addr, rtcp: addr, payload_type: 0, dtmf_payload_type: None, pcma: false, send: false };
-        let call = CallMedia::new("h".into(), rtp, rtcp, remote, MediaConfig::default(), Arc::new(JitterEstimator::new()), events_tx);
+        let call = CallMedia::new("h".into(), rtp, rtcp, remote, MediaConfig::default(), events_tx);
         let pacer = Pacer::start().unwrap();
         pacer.add(call.clone());
         let mut buf = [0u8; 1500];
@@ -652,7 +646,7 @@ mod tests {
                 pcma: false,
                 send: true,
             };
-            let call = CallMedia::new("d".into(), rtp, rtcp, remote, config, Arc::new(JitterEstimator::new()), events_tx);
+            let call = CallMedia::new("d".into(), rtp, rtcp, remote, config, events_tx);
             Self { call, peer, _rtcp_sink: rtcp_sink, k: 0, buf: [0; PACKET_LEN], got: Vec::new() }
         }
 
@@ -666,7 +660,7 @@ mod tests {
         fn tick(&mut self, n: usize) {
             for _ in 0..n {
                 self.k += 1;
-                self.call.tick(self.k, Instant::now(), Duration::ZERO, &mut self.buf);
+                self.call.tick(self.k, Instant::now(), &mut self.buf);
                 self.drain(false);
             }
         }

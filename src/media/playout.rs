@@ -3,8 +3,16 @@
 //! Synthesis pushes mu-law bytes into utterances; the pacing clock asks for
 //! exactly one 20 ms frame per tick ([`Playout::tick`]) and always gets one, so
 //! the RTP timestamp never jumps: silence between utterances, silence while an
-//! utterance waits for its jitter allowance, silence (counted as an underrun)
-//! when synthesis falls behind inside an utterance.
+//! utterance waits for its prefill, silence (counted as an underrun) when
+//! synthesis falls behind inside an utterance.
+//!
+//! Edge silence is trimmed where the caller would hear it as waiting: an
+//! utterance that starts a talkspurt skips its leading silence down to
+//! [`MAX_LEAD`], so the marker packet carries sound; an utterance with nothing
+//! queued behind it (or only marks) ends [`MAX_TAIL`] after its last sound, so
+//! a mark fires when the speech before it ends. Between utterances that follow
+//! each other in one talkspurt (the clauses of one turn) the voice's own pauses
+//! are kept.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -14,6 +22,22 @@ use super::{FRAME, FRAME_BYTES, SILENCE_PCMU};
 /// Identifies an utterance within a call.
 pub type UtteranceId = u64;
 
+/// Leading silence kept before the first sound of a talkspurt: under one
+/// frame, so the marker packet carries sound.
+pub const MAX_LEAD: Duration = Duration::from_millis(10);
+/// Trailing silence kept after the last sound when nothing follows.
+pub const MAX_TAIL: Duration = Duration::from_millis(60);
+/// A mu-law sample whose magnitude is above this (16-bit scale, about
+/// -50 dBFS) is sound; the voices' silences sit well below it.
+const SOUND_THRESHOLD: i16 = 100;
+
+const MAX_LEAD_BYTES: u64 = MAX_LEAD.as_millis() as u64 * 8;
+const MAX_TAIL_BYTES: u64 = MAX_TAIL.as_millis() as u64 * 8;
+
+fn is_sound(pcmu: u8) -> bool {
+    audio_codec_algorithms::decode_ulaw(pcmu).unsigned_abs() > SOUND_THRESHOLD as u16
+}
+
 /// What one tick produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
@@ -21,7 +45,7 @@ pub enum FrameKind {
     Silence,
     /// Speech (the last frame of an utterance is padded with silence).
     Speech,
-    /// An utterance is under way but its audio has not arrived yet.
+    /// An utterance is under way but its next 20 ms have not all arrived yet.
     Underrun,
 }
 
@@ -37,7 +61,8 @@ pub struct Frame {
 /// Things the call's owner wants to hear about, in send order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlayoutEvent {
-    /// The utterance's first frame is being sent now.
+    /// The utterance's first frame is being sent now; `waited` is how long
+    /// it held back after its first audio arrived (the prefill).
     Started { utterance: UtteranceId, at: Instant, waited: Duration },
     /// The utterance's last frame is being sent now.
     Finished { utterance: UtteranceId, played: Duration, underruns: u32 },
@@ -64,15 +89,36 @@ pub struct ClearedUtterance {
 struct Utterance {
     id: UtteranceId,
     bytes: VecDeque<u8>,
+    /// Utterance position (in 8 kHz samples) of `bytes[0]`.
+    base: u64,
+    /// Position of the first sound, and one past the last sound, so far.
+    first_sound: Option<u64>,
+    sound_end: u64,
     /// No more audio will be pushed.
     complete: bool,
     first_audio: Option<Instant>,
+    /// How long to hold back after the first audio arrives (the prefill).
+    hold: Duration,
     started: bool,
     sent_frames: u32,
     underruns: u32,
     /// Words not yet reached: (start in 8 kHz samples, text).
     words: VecDeque<(u64, String)>,
     heard: Vec<String>,
+}
+
+impl Utterance {
+    /// Position one past the last byte pushed.
+    fn end(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
+
+    /// Drops queued bytes up to position `to`.
+    fn skip_to(&mut self, to: u64) {
+        let n = to.saturating_sub(self.base).min(self.bytes.len() as u64) as usize;
+        self.bytes.drain(..n);
+        self.base += n as u64;
+    }
 }
 
 #[derive(Debug)]
@@ -101,8 +147,12 @@ impl Playout {
         self.queue.push_back(Item::Utterance(Utterance {
             id,
             bytes: VecDeque::new(),
+            base: 0,
+            first_sound: None,
+            sound_end: 0,
             complete: false,
             first_audio: None,
+            hold: Duration::ZERO,
             started: false,
             sent_frames: 0,
             underruns: 0,
@@ -120,6 +170,14 @@ impl Playout {
         }
     }
 
+    /// Sets how long utterance `id` holds back after its first audio arrives
+    /// before it starts (unless it is complete by then, which starts it at once).
+    pub fn hold(&mut self, id: UtteranceId, wait: Duration) {
+        if let Some(u) = self.utterance_mut(id) {
+            u.hold = wait;
+        }
+    }
+
     /// Adds mu-law audio to utterance `id`; returns false when it is not queued
     /// (it was cleared), so the producer can stop.
     pub fn push(&mut self, id: UtteranceId, pcmu: &[u8], now: Instant) -> bool {
@@ -127,6 +185,12 @@ impl Playout {
             Some(u) if !u.complete => {
                 if !pcmu.is_empty() {
                     u.first_audio.get_or_insert(now);
+                }
+                let at = u.end();
+                if let Some(first) = pcmu.iter().position(|&b| is_sound(b)) {
+                    u.first_sound.get_or_insert(at + first as u64);
+                    let last = pcmu.iter().rposition(|&b| is_sound(b)).unwrap_or(first);
+                    u.sound_end = at + last as u64 + 1;
                 }
                 u.bytes.extend(pcmu);
                 true
@@ -172,6 +236,35 @@ impl Playout {
         Duration::from_micros(bytes as u64 * 125)
     }
 
+    /// How long from `now` until playout runs out of the audio queued up to
+    /// and including utterance `id` (its own buffered audio, what is queued
+    /// before it, and any hold still to come); `None` when `id` is not queued.
+    /// A synthesizer that adds to `id` before then causes no underrun.
+    pub fn lead(&self, id: UtteranceId, now: Instant) -> Option<Duration> {
+        let mut bytes = 0u64;
+        let mut hold = Duration::ZERO;
+        for item in &self.queue {
+            let Item::Utterance(u) = item else { continue };
+            bytes += u.bytes.len() as u64;
+            if !u.started {
+                // Leading silence past MAX_LEAD may be skipped when it starts.
+                let skippable = match u.first_sound {
+                    Some(first) => first.saturating_sub(MAX_LEAD_BYTES).saturating_sub(u.base),
+                    None if u.complete => 0,
+                    None => u.bytes.len() as u64,
+                };
+                bytes -= skippable.min(u.bytes.len() as u64);
+                if let Some(first) = u.first_audio {
+                    hold = hold.max((first + u.hold).saturating_duration_since(now));
+                }
+            }
+            if u.id == id {
+                return Some(Duration::from_micros(bytes * 125) + hold);
+            }
+        }
+        None
+    }
+
     /// Whether anything (audio still to come, marks) is queued.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()
@@ -187,11 +280,12 @@ impl Playout {
         std::mem::take(&mut self.events)
     }
 
-    /// The frame for the tick at `now`; `wait` is how long an utterance holds
-    /// back after its first audio arrives (the jitter allowance).
-    pub fn tick(&mut self, now: Instant, wait: Duration) -> Frame {
+    /// The frame for the tick at `now`.
+    pub fn tick(&mut self, now: Instant) -> Frame {
         let mut frame = Frame { payload: [SILENCE_PCMU; FRAME_BYTES], kind: FrameKind::Silence, marker: false };
         loop {
+            // Whether an utterance follows the front one (its pauses then stay).
+            let followed = self.queue.iter().skip(1).any(|i| matches!(i, Item::Utterance(_)));
             match self.queue.front_mut() {
                 None => break,
                 Some(Item::Mark(_)) => {
@@ -201,10 +295,14 @@ impl Playout {
                 }
                 Some(Item::Utterance(u)) => {
                     if !u.started {
-                        let ready = match u.first_audio {
-                            None => false,
-                            Some(first) => u.complete || u.bytes.len() >= 2 * FRAME_BYTES && now >= first + wait,
-                        };
+                        if !self.in_talkspurt {
+                            // Starting a talkspurt: no more than MAX_LEAD of silence before the sound.
+                            match u.first_sound {
+                                Some(first) => u.skip_to(first.saturating_sub(MAX_LEAD_BYTES)),
+                                None if !u.complete => u.skip_to(u.end().saturating_sub(MAX_LEAD_BYTES)),
+                                None => u.skip_to(u.end()),
+                            }
+                        }
                         if u.complete && u.bytes.is_empty() {
                             // Nothing was ever said (or everything was cut): skip it quietly.
                             let id = u.id;
@@ -212,6 +310,12 @@ impl Playout {
                             self.events.push(PlayoutEvent::Finished { utterance: id, played: Duration::ZERO, underruns: 0 });
                             continue;
                         }
+                        let ready = match u.first_audio {
+                            None => false,
+                            Some(first) => {
+                                u.complete || (u.first_sound.is_some() || self.in_talkspurt) && u.bytes.len() >= 2 * FRAME_BYTES && now >= first + u.hold
+                            }
+                        };
                         if !ready {
                             break;
                         }
@@ -219,8 +323,19 @@ impl Playout {
                         let waited = u.first_audio.map_or(Duration::ZERO, |f| now.saturating_duration_since(f));
                         self.events.push(PlayoutEvent::Started { utterance: u.id, at: now, waited });
                     }
-                    if u.bytes.is_empty() {
-                        // Started, incomplete, starved.
+                    if u.complete && !followed {
+                        // Nothing queued behind: end MAX_TAIL after the last sound.
+                        let keep = u.first_sound.map_or(u.base, |_| u.sound_end + MAX_TAIL_BYTES);
+                        if keep < u.end() {
+                            let n = keep.saturating_sub(u.base) as usize;
+                            u.bytes.truncate(n);
+                        }
+                    }
+                    let finishing = u.complete && u.bytes.len() <= FRAME_BYTES;
+                    if u.bytes.is_empty() && !u.complete || !finishing && u.bytes.len() < FRAME_BYTES {
+                        // Started, incomplete, starved (wholly or for part of the
+                        // frame): the caller hears a gap either way. The bytes wait
+                        // for the rest of their frame.
                         u.underruns += 1;
                         self.underruns += 1;
                         frame.kind = FrameKind::Underrun;
@@ -231,10 +346,11 @@ impl Playout {
                     for (dst, src) in frame.payload.iter_mut().zip(u.bytes.drain(..n)) {
                         *dst = src;
                     }
+                    u.base += n as u64;
                     frame.kind = FrameKind::Speech;
                     frame.marker = !self.in_talkspurt;
                     u.sent_frames += 1;
-                    let sent = u.sent_frames as u64 * FRAME_BYTES as u64;
+                    let sent = u.base;
                     while u.words.front().is_some_and(|(start, _)| *start < sent) {
                         if let Some((start, text)) = u.words.pop_front() {
                             let offset = Duration::from_micros(start * 125);
@@ -283,7 +399,7 @@ mod tests {
     #[test]
     fn idle_playout_sends_silence_without_marker() {
         let mut p = Playout::new();
-        let f = p.tick(Instant::now(), Duration::ZERO);
+        let f = p.tick(Instant::now());
         assert_eq!(f.kind, FrameKind::Silence);
         assert!(!f.marker);
         assert!(f.payload.iter().all(|&b| b == SILENCE_PCMU));
@@ -298,10 +414,10 @@ mod tests {
         audio.extend([0x20; 40]);
         p.push(1, &audio, t0);
         p.finish(1);
-        let f1 = p.tick(t0, Duration::ZERO);
-        let f2 = p.tick(t0 + TICK, Duration::ZERO);
-        let f3 = p.tick(t0 + 2 * TICK, Duration::ZERO);
-        let f4 = p.tick(t0 + 3 * TICK, Duration::ZERO);
+        let f1 = p.tick(t0);
+        let f2 = p.tick(t0 + TICK);
+        let f3 = p.tick(t0 + 2 * TICK);
+        let f4 = p.tick(t0 + 3 * TICK);
         assert!(f1.marker && !f2.marker && !f3.marker);
         assert_eq!([f1.kind, f2.kind, f3.kind, f4.kind], [FrameKind::Speech, FrameKind::Speech, FrameKind::Speech, FrameKind::Silence]);
         assert_eq!(&f3.payload[..40], &[0x20; 40]);
@@ -312,15 +428,15 @@ mod tests {
     }
 
     #[test]
-    fn an_utterance_waits_for_its_jitter_allowance() {
+    fn an_utterance_waits_for_its_prefill() {
         let t0 = Instant::now();
         let mut p = Playout::new();
         p.begin(1);
         p.push(1, &speech(10, 0x10), t0);
-        let wait = Duration::from_millis(50);
-        assert_eq!(p.tick(t0, wait).kind, FrameKind::Silence);
-        assert_eq!(p.tick(t0 + 2 * TICK, wait).kind, FrameKind::Silence);
-        let f = p.tick(t0 + 3 * TICK, wait);
+        p.hold(1, Duration::from_millis(50));
+        assert_eq!(p.tick(t0).kind, FrameKind::Silence);
+        assert_eq!(p.tick(t0 + 2 * TICK).kind, FrameKind::Silence);
+        let f = p.tick(t0 + 3 * TICK);
         assert_eq!(f.kind, FrameKind::Speech);
         assert!(f.marker);
         match &p.take_events()[0] {
@@ -334,9 +450,10 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Playout::new();
         p.begin(1);
+        p.hold(1, Duration::from_secs(1));
         p.push(1, &speech(1, 0x10), t0);
         p.finish(1);
-        assert_eq!(p.tick(t0, Duration::from_secs(1)).kind, FrameKind::Speech);
+        assert_eq!(p.tick(t0).kind, FrameKind::Speech);
     }
 
     #[test]
@@ -345,14 +462,14 @@ mod tests {
         let mut p = Playout::new();
         p.begin(7);
         p.push(7, &speech(2, 0x10), t0);
-        assert_eq!(p.tick(t0, Duration::ZERO).kind, FrameKind::Speech);
-        assert_eq!(p.tick(t0 + TICK, Duration::ZERO).kind, FrameKind::Speech);
-        let starved = p.tick(t0 + 2 * TICK, Duration::ZERO);
+        assert_eq!(p.tick(t0).kind, FrameKind::Speech);
+        assert_eq!(p.tick(t0 + TICK).kind, FrameKind::Speech);
+        let starved = p.tick(t0 + 2 * TICK);
         assert_eq!(starved.kind, FrameKind::Underrun);
         assert!(starved.payload.iter().all(|&b| b == SILENCE_PCMU));
         p.push(7, &speech(1, 0x30), t0 + 2 * TICK);
         p.finish(7);
-        let resumed = p.tick(t0 + 3 * TICK, Duration::ZERO);
+        let resumed = p.tick(t0 + 3 * TICK);
         assert_eq!(resumed.kind, FrameKind::Speech);
         assert!(resumed.marker, "speech after a gap is a new talkspurt");
         assert_eq!(p.underruns(), 1);
@@ -369,8 +486,8 @@ mod tests {
             p.push(id, &speech(1, id as u8), t0);
             p.finish(id);
         }
-        let a = p.tick(t0, Duration::ZERO);
-        let b = p.tick(t0 + TICK, Duration::ZERO);
+        let a = p.tick(t0);
+        let b = p.tick(t0 + TICK);
         assert_eq!((a.payload[0], a.marker), (1, true));
         assert_eq!((b.payload[0], b.marker), (2, false));
     }
@@ -385,11 +502,11 @@ mod tests {
         p.finish(1);
         p.mark("m1".into());
         p.mark("m2".into());
-        p.tick(t0, Duration::ZERO);
+        p.tick(t0);
         let first = p.take_events();
         assert_eq!(first[0], PlayoutEvent::Mark { name: "m0".into() });
         assert!(!first.iter().any(|e| matches!(e, PlayoutEvent::Mark { name } if name == "m1")));
-        p.tick(t0 + TICK, Duration::ZERO);
+        p.tick(t0 + TICK);
         let names: Vec<_> = p
             .take_events()
             .into_iter()
@@ -409,8 +526,8 @@ mod tests {
         p.push(1, &speech(5, 0x10), t0);
         p.words(1, [(0, "one".to_string()), (320, "two".to_string())]);
         p.begin(2);
-        p.tick(t0, Duration::ZERO);
-        p.tick(t0 + TICK, Duration::ZERO);
+        p.tick(t0);
+        p.tick(t0 + TICK);
         let cleared = p.clear();
         assert_eq!(
             cleared,
@@ -419,7 +536,7 @@ mod tests {
                 ClearedUtterance { utterance: 2, played: Duration::ZERO, started: false, heard: vec![] },
             ]
         );
-        assert_eq!(p.tick(t0 + 2 * TICK, Duration::ZERO).kind, FrameKind::Silence);
+        assert_eq!(p.tick(t0 + 2 * TICK).kind, FrameKind::Silence);
         assert!(!p.push(1, &speech(1, 0), t0), "a cleared utterance takes no more audio");
     }
 
@@ -433,7 +550,7 @@ mod tests {
         p.finish(1);
         let mut per_tick = Vec::new();
         for i in 0..4 {
-            p.tick(t0 + i * TICK, Duration::ZERO);
+            p.tick(t0 + i * TICK);
             let words: Vec<String> = p
                 .take_events()
                 .into_iter()
@@ -456,6 +573,124 @@ mod tests {
         p.begin(2);
         p.push(2, &speech(1, 0x22), t0);
         p.finish(2);
-        assert_eq!(p.tick(t0, Duration::ZERO).payload[0], 0x22);
+        assert_eq!(p.tick(t0).payload[0], 0x22);
+    }
+
+    fn silence(n_bytes: usize) -> Vec<u8> {
+        vec![SILENCE_PCMU; n_bytes]
+    }
+
+    #[test]
+    fn a_talkspurt_starts_with_at_most_20_ms_of_silence_and_the_marker_carries_sound() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        let mut audio = silence(2400); // 300 ms of leading silence
+        audio.extend(speech(3, 0x10));
+        p.push(1, &audio, t0);
+        p.finish(1);
+        let f = p.tick(t0);
+        assert!(f.marker);
+        assert_eq!(f.kind, FrameKind::Speech);
+        let quiet = f.payload.iter().take_while(|&&b| b == SILENCE_PCMU).count();
+        assert_eq!(quiet as u64, MAX_LEAD_BYTES, "10 ms of lead, then sound in the marker packet");
+    }
+
+    #[test]
+    fn an_utterance_waits_for_its_first_sound_before_starting_a_talkspurt() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &silence(1600), t0);
+        assert_eq!(p.tick(t0).kind, FrameKind::Silence, "200 ms of silence so far: nothing to start on");
+        p.push(1, &speech(2, 0x10), t0 + TICK);
+        let f = p.tick(t0 + TICK);
+        assert_eq!((f.kind, f.marker), (FrameKind::Speech, true));
+        assert_eq!(f.payload.iter().filter(|&&b| b == SILENCE_PCMU).count() as u64, MAX_LEAD_BYTES);
+    }
+
+    #[test]
+    fn trailing_silence_is_cut_to_60_ms_and_the_mark_fires_with_it() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        let mut audio = speech(2, 0x10);
+        audio.extend(silence(2000)); // 250 ms of trailing silence
+        p.push(1, &audio, t0);
+        p.finish(1);
+        p.mark("end".into());
+        let mut frames = 0;
+        let mut mark_at = None;
+        for i in 0..30 {
+            let f = p.tick(t0 + i * TICK);
+            if f.kind == FrameKind::Speech {
+                frames += 1;
+            }
+            if p.take_events().iter().any(|e| matches!(e, PlayoutEvent::Mark { .. })) {
+                mark_at = Some(i);
+                break;
+            }
+        }
+        // 2 frames of sound + 60 ms (3 frames) of tail.
+        assert_eq!(frames, 5);
+        assert_eq!(mark_at, Some(4), "the mark fires with the frame that ends the 60 ms tail");
+    }
+
+    #[test]
+    fn pauses_between_utterances_of_one_talkspurt_are_kept() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        for id in [1, 2] {
+            p.begin(id);
+            let mut audio = silence(400); // 50 ms lead
+            audio.extend(speech(1, 0x10));
+            audio.extend(silence(1600)); // 200 ms tail
+            p.push(id, &audio, t0);
+            p.finish(id);
+        }
+        let mut kinds = Vec::new();
+        for i in 0..40 {
+            let f = p.tick(t0 + i * TICK);
+            kinds.push(f.payload.iter().any(|&b| b != SILENCE_PCMU));
+        }
+        let sounding: Vec<usize> = kinds.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| i).collect();
+        // First: 10 ms lead + 160 sound bytes -> frames 0-1; the 200 ms tail
+        // (its last frame padded) and the second's 50 ms lead play in full.
+        assert_eq!(sounding.first(), Some(&0));
+        let second = sounding.iter().copied().find(|&i| i > 1).unwrap();
+        assert_eq!(second, 14, "the natural pause between the clauses: {kinds:?}");
+    }
+
+    #[test]
+    fn a_partly_filled_frame_mid_utterance_is_an_underrun() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(2, 0x10), t0);
+        p.tick(t0);
+        p.push(1, &[0x10; 60], t0);
+        assert_eq!(p.tick(t0 + TICK).kind, FrameKind::Speech);
+        let f = p.tick(t0 + 2 * TICK);
+        assert_eq!(f.kind, FrameKind::Underrun, "60 of 160 bytes is a gap, not a speech frame");
+        assert_eq!(p.underruns(), 1);
+        p.push(1, &[0x10; 100], t0);
+        p.finish(1);
+        let f = p.tick(t0 + 3 * TICK);
+        assert_eq!(f.kind, FrameKind::Speech);
+        assert!(f.payload.iter().all(|&b| b == 0x10), "the held bytes go out whole");
+    }
+
+    #[test]
+    fn lead_counts_audio_ahead_and_the_hold_still_to_come() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(10, 0x10), t0);
+        p.begin(2);
+        p.hold(2, Duration::from_millis(30));
+        p.push(2, &speech(5, 0x10), t0);
+        assert_eq!(p.lead(1, t0), Some(Duration::from_millis(200)));
+        assert_eq!(p.lead(2, t0), Some(Duration::from_millis(330)));
+        assert_eq!(p.lead(9, t0), None);
     }
 }

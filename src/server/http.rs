@@ -40,6 +40,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/events", get(super::events::upgrade))
         .route("/v1/webrtc/offer", post(super::webrtc::offer))
         .route("/v1/voices", get(voices))
+        .route("/v1/capacity", get(capacity))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -97,6 +98,11 @@ async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Resp
         Ok(call) => Json(call.info()).into_response(),
         Err(e) => e,
     }
+}
+
+/// The synthesizer's load, headroom and queue (see docs/configuration.md).
+async fn capacity(State(server): State<Arc<Server>>) -> Json<crate::speech::Capacity> {
+    Json(server.speech.capacity(server.calls.len()))
 }
 
 #[derive(Deserialize)]

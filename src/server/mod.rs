@@ -2,14 +2,14 @@
 //! HTTP API in one process.
 //!
 //! Threads: a tokio runtime for signaling, HTTP and media reception; one
-//! pacing thread for every call's RTP; a fixed pool of synthesis threads.
+//! pacing thread for every call's RTP; a fixed pool of synthesis threads
+//! ([`crate::speech`]).
 
 pub mod calls;
 pub mod control;
 pub mod events;
 pub mod http;
 pub mod sip;
-pub mod speech;
 pub mod web;
 pub mod webhook;
 pub mod webrtc;
@@ -26,7 +26,7 @@ use crate::media::{MediaConfig, MediaEvent, Pacer, PortAllocator};
 use crate::synth::Engine;
 use calls::{Call, Calls};
 use sip::SipCommand;
-use speech::Speech;
+use crate::speech::{Speech, SpeechConfig, VoiceCatalog};
 
 /// Everything `voxline serve` is configured with.
 #[derive(Debug, Clone)]
@@ -44,7 +44,8 @@ pub struct ServerConfig {
     pub ring: Duration,
     /// End a call when no RTP arrived for this long.
     pub rtp_timeout: Option<Duration>,
-    pub synth_workers: usize,
+    /// Synthesis workers, scheduling and admission.
+    pub speech: SpeechConfig,
     pub media: MediaConfig,
     pub answer_policy: voxline_sdp::AnswerPolicy,
     pub user_agent: String,
@@ -112,6 +113,13 @@ impl Server {
         let _ = self.lifecycle.send(event);
     }
 
+    /// A call refused for load: `call.rejected` for the events socket and the webhook.
+    pub fn rejected(self: &Arc<Self>, transport: &str, id: &str, refusal: &crate::speech::Refusal) {
+        tracing::warn!(transport, id, reason = %refusal.reason, "call refused");
+        self.lifecycle(serde_json::json!({"type": "call.rejected", "transport": transport, "id": id,
+            "reason": refusal.reason, "retry_after_s": refusal.retry_after.as_secs()}));
+    }
+
     /// Ends a call from our side: BYE for SIP, closing the peer connection for WebRTC.
     pub fn hangup(&self, call: &Call, reason: &'static str) {
         match &call.leg {
@@ -174,9 +182,9 @@ pub struct Bound {
 
 /// Binds everything, prepares the greeting, and runs until the process ends.
 /// `ready` is called once the sockets are bound and the greeting is cached.
-pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: speech::VoiceCatalog, ready: impl FnOnce(Bound)) -> Result<()> {
+pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: VoiceCatalog, ready: impl FnOnce(Bound)) -> Result<()> {
     raise_fd_limit();
-    let speech = Speech::start(engine, catalog, config.synth_workers)?;
+    let speech = Speech::start(engine, catalog, config.speech.clone())?;
     {
         let speech = speech.clone();
         tokio::task::spawn_blocking(move || speech.warm_up()).await?.context("warming up the synthesizer")?;

@@ -109,9 +109,14 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
             match accept_call(server, endpoint, call, call_id, from, to, request_uri, source, offer.as_deref(), headers) {
                 Ok(Some(pending)) => ringing.push(pending),
                 Ok(None) => {}
-                Err((status, reason)) => {
+                Err(Rejection::Status(status, reason)) => {
                     tracing::info!(sip = %call, status, reason = %reason, "call rejected");
                     if let Err(e) = endpoint.reject(now, call, status, Some(&reason)) {
+                        tracing::debug!(error = %e, "reject failed");
+                    }
+                }
+                Err(Rejection::Busy(refusal)) => {
+                    if let Err(e) = endpoint.reject_busy(now, call, Some("Busy"), refusal.retry_after.as_secs() as u32) {
                         tracing::debug!(error = %e, "reject failed");
                     }
                 }
@@ -178,6 +183,14 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
     }
 }
 
+/// Why an INVITE is not answered.
+enum Rejection {
+    /// A final status and its reason phrase.
+    Status(u16, String),
+    /// The synthesizer is at capacity: 503 with the refusal's Retry-After.
+    Busy(crate::speech::Refusal),
+}
+
 #[allow(clippy::too_many_arguments)]
 fn accept_call(
     server: &Arc<Server>,
@@ -190,15 +203,19 @@ fn accept_call(
     source: SocketAddr,
     offer: Option<&str>,
     headers: Vec<(String, String)>,
-) -> Result<Option<Pending>, (u16, String)> {
+) -> Result<Option<Pending>, Rejection> {
     if server.calls.len() >= server.config.max_calls {
-        return Err((503, format!("at capacity ({} calls)", server.config.max_calls)));
+        return Err(Rejection::Status(503, format!("at capacity ({} calls)", server.config.max_calls)));
     }
-    let offer = offer.ok_or((488, "an INVITE without an SDP offer is not supported".to_string()))?;
-    let sdp = SessionDescription::parse(offer).map_err(|e| (488, format!("malformed SDP: {e}")))?;
-    let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| (488, e.to_string()))?;
-    let (rtp, rtcp) = server.ports.allocate().map_err(|e| (503, format!("no media port: {e}")))?;
-    let rtp_port = rtp.local_addr().map_err(|e| (500, e.to_string()))?.port();
+    if let Err(refusal) = server.speech.admit(server.calls.len()) {
+        server.rejected("sip", &sip_call_id, &refusal);
+        return Err(Rejection::Busy(refusal));
+    }
+    let offer = offer.ok_or(Rejection::Status(488, "an INVITE without an SDP offer is not supported".to_string()))?;
+    let sdp = SessionDescription::parse(offer).map_err(|e| Rejection::Status(488, format!("malformed SDP: {e}")))?;
+    let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| Rejection::Status(488, e.to_string()))?;
+    let (rtp, rtcp) = server.ports.allocate().map_err(|e| Rejection::Status(503, format!("no media port: {e}")))?;
+    let rtp_port = rtp.local_addr().map_err(|e| Rejection::Status(500, e.to_string()))?.port();
     let address = media_address(server, neg.remote_rtp);
     let session = rand::random::<u32>() as u64;
     let local = LocalMedia::new(address, rtp_port, session);
@@ -206,7 +223,7 @@ fn accept_call(
 
     let id = new_call_id();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let media = CallMedia::new(id.clone(), rtp, rtcp, remote_media(&neg), server.config.media.clone(), server.speech.jitter(), events_tx);
+    let media = CallMedia::new(id.clone(), rtp, rtcp, remote_media(&neg), server.config.media.clone(), events_tx);
     let call = Arc::new(Call::new(id.clone(), Leg::Sip(handle), sip_call_id, from, to, headers, source, media.clone(), session));
     tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "incoming call");
     server.calls.insert(call.clone());

@@ -149,6 +149,14 @@ pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferReq
     if server.calls.len() >= server.config.max_calls {
         return error(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("at capacity ({} calls)", server.config.max_calls));
     }
+    if let Err(refusal) = server.speech.admit(server.calls.len()) {
+        server.rejected("webrtc", "offer", &refusal);
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy", refusal.reason);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&refusal.retry_after.as_secs().to_string()) {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     match answer(&server, request.sdp, request.voice, preset, greeting).await {
         Ok((call, sdp)) => (StatusCode::OK, Json(json!({"type": "answer", "sdp": sdp, "call": call}))).into_response(),
         Err(Refusal::Offer(message)) => bad("invalid_sdp", message),
@@ -283,7 +291,7 @@ async fn answer(
     let remote = RemoteMedia { rtp: relay_addr, rtcp: relay_addr, payload_type: 0, dtmf_payload_type: None, pcma: false, send: true };
     let id = new_call_id();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let media = CallMedia::new(id.clone(), rtp, rtcp, remote, server.config.media.clone(), server.speech.jitter(), events_tx);
+    let media = CallMedia::new(id.clone(), rtp, rtcp, remote, server.config.media.clone(), events_tx);
     let close = Arc::new(Notify::new());
     let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let call = Arc::new(Call::new(

@@ -183,12 +183,31 @@ pub trait Engine: Send + Sync {
     /// Starts synthesizing `request`. Validation errors (bad options, empty
     /// text, unknown speaker) come back here, before any audio.
     fn start(&self, request: SynthRequest, cancel: CancelToken) -> Result<Box<dyn SynthStream>, SynthError>;
+
+    /// How many streams [`next_chunks`](Self::next_chunks) gains from taking
+    /// at once; 1 for an engine that does not batch.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Advances each of `streams` (all started by this engine) by one chunk,
+    /// in one batched computation where the engine can, answering in order.
+    /// Each answer is what that stream's own `next_chunk` would have given
+    /// (within the tolerance the engine's batch test states); one stream's
+    /// error does not touch the others. The default runs them one at a time.
+    fn next_chunks(&self, streams: &mut [&mut dyn SynthStream]) -> Vec<Result<Option<PcmChunk>, SynthError>> {
+        streams.iter_mut().map(|s| s.next_chunk()).collect()
+    }
 }
 
 /// The chunks of one request, in order.
 pub trait SynthStream: Send {
     /// The next chunk, or `Ok(None)` once the utterance is complete.
     fn next_chunk(&mut self) -> Result<Option<PcmChunk>, SynthError>;
+
+    /// The stream as `Any`, so an engine's [`Engine::next_chunks`] can find
+    /// its own stream type behind the trait object.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// Convenience: the whole utterance as one buffer.

@@ -103,6 +103,28 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Rejects a call not yet answered with `503 Service Unavailable`, asking
+    /// the caller to retry after `retry_after_secs` (overload: RFC 3261 21.5.4,
+    /// 20.33); otherwise as [`Endpoint::reject`].
+    pub fn reject_busy(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        reason: Option<&str>,
+        retry_after_secs: u32,
+    ) -> Result<(), SipError> {
+        let c = self.call_in(call, "reject", |c| c.state == CallState::Early)?;
+        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let mut reply = Reply::new(503);
+        if let Some(reason) = reason {
+            reply = reply.reason(reason);
+        }
+        let reply = reply.header(rsip::Header::RetryAfter(h::RetryAfter::from(retry_after_secs.to_string())));
+        self.fail_invite(now, &ctx, &tag, reply);
+        self.end_call(call, EndReason::Rejected);
+        Ok(())
+    }
+
     /// Ends a call.
     ///
     /// * Not yet answered: rejects it with `480 Temporarily Unavailable` (the caller may try

@@ -312,6 +312,10 @@ impl ChatterboxStream {
 }
 
 impl SynthStream for ChatterboxStream {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn next_chunk(&mut self) -> Result<Option<PcmChunk>, SynthError> {
         if self.done {
             return Ok(None);

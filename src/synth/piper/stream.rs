@@ -10,10 +10,17 @@
 //! windows overlap by `crossfade_samples`, crossfaded, so the stream matches a
 //! whole-sentence decode (see the `streamed_decode_matches_whole_decode` test
 //! for the measured SNR).
+//!
+//! Each chunk is (a) a window's latent prepared (sentence start, flow), the
+//! decoder run on it, and (b) the samples finished into a chunk (crossfade,
+//! alignments). [`Engine::next_chunks`] runs (a) for several streams, one
+//! decoder forward over every group of windows of equal length, then (b):
+//! the scheduler's batch (`tests/piper_batch.rs` checks it against streams
+//! advanced alone).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
@@ -199,6 +206,44 @@ impl Engine for PiperEngine {
             finished: false,
         }))
     }
+
+    /// 1 on the CPU: there a batched decode is no faster than its windows
+    /// one after the other (every convolution runs per item, and a batch's
+    /// larger activations miss the cache: 0.99x the throughput at 2 streams,
+    /// 0.93x at 8; BENCHMARKS.md, "Piper: batched windows across streams"),
+    /// so a scheduler gains nothing by gathering one. [`MAX_BATCH`] elsewhere
+    /// (a GPU; not measured yet). `next_chunks` batches whatever it is given.
+    fn max_batch(&self) -> usize {
+        if self.voice.model.device().is_cpu() {
+            1
+        } else {
+            MAX_BATCH
+        }
+    }
+
+    /// Step (a) for each stream, one decoder forward per group of windows
+    /// of equal shape, step (b) for each. Streams that are not this voice's
+    /// live `PiperStream`s (finished, cancelled, another engine's) take
+    /// their own `next_chunk`, as do the streams whose step (a) failed.
+    fn next_chunks(&self, streams: &mut [&mut dyn SynthStream]) -> Vec<Result<Option<PcmChunk>, SynthError>> {
+        let mut answers: Vec<Option<Result<Option<PcmChunk>, SynthError>>> = streams.iter().map(|_| None).collect();
+        let mut windows = Vec::new();
+        for (i, stream) in streams.iter_mut().enumerate() {
+            match stream.as_any_mut().downcast_mut::<PiperStream>() {
+                Some(p) if p.batchable(&self.voice) => match p.prepare_window() {
+                    Ok(Some(w)) => windows.push((i, w)),
+                    Ok(None) => {
+                        p.finished = true;
+                        answers[i] = Some(Ok(None));
+                    }
+                    Err(e) => answers[i] = Some(Err(e)),
+                },
+                _ => answers[i] = Some(stream.next_chunk()),
+            }
+        }
+        self.decode_windows(streams, windows, &mut answers);
+        answers.into_iter().map(|a| a.expect("every stream is answered")).collect()
+    }
 }
 
 /// One sentence being decoded.
@@ -255,11 +300,17 @@ impl PiperStream {
         Ok(true)
     }
 
-    /// Decodes the next window of the current sentence.
-    fn decode_window(&mut self) -> Result<PcmChunk, SynthError> {
+    /// Step (a) of a chunk: starts the next sentence when none is in
+    /// progress and runs the flow for the next window, giving its latent
+    /// frames with their context; `None` once every sentence is done. Only
+    /// `finish_window` moves the stream on, so a window whose decode fails
+    /// is prepared again by the next call.
+    fn prepare_window(&mut self) -> Result<Option<Window>, SynthError> {
         let t0 = Instant::now();
+        if self.current.is_none() && !self.begin_sentence()? {
+            return Ok(None);
+        }
         let cfg = self.config;
-        let hop = self.voice.model.decoder.hop_length();
         let st = self.current.as_mut().expect("a sentence is in progress");
         let size = if st.cursor == 0 { cfg.first_chunk_frames } else { cfg.chunk_frames };
         let start = st.cursor;
@@ -281,7 +332,19 @@ impl PiperStream {
             z_rest.narrow(2, lo - from, hi - lo)
         }
         .map_err(PiperError::from)?;
-        let audio = self.voice.model.decode(&z, st.prepared.g.as_ref()).map_err(PiperError::from)?;
+        Ok(Some(Window { z, g: g.cloned(), start, end, lo, prepare: t0.elapsed() }))
+    }
+
+    /// Step (b) of a chunk: the decoded samples of `window` (`decode` spent
+    /// on them) become the chunk: crossfaded with the previous window's tail,
+    /// with the alignments that start in it. Moves the cursor on.
+    fn finish_window(&mut self, window: Window, audio: &[f32], decode: Duration) -> PcmChunk {
+        let t0 = Instant::now();
+        let cfg = self.config;
+        let hop = self.voice.model.decoder.hop_length();
+        let st = self.current.as_mut().expect("a sentence is in progress");
+        let Window { start, end, lo, .. } = window;
+        debug_assert_eq!(st.cursor, start, "a window is finished once, in order");
 
         // Samples of [start, end) plus, if more follows, a crossfade tail.
         let from = (start - lo) * hop;
@@ -307,20 +370,113 @@ impl PiperStream {
         }
         self.emitted = chunk_end;
         let last = last_in_sentence && self.sentences.is_empty();
-        Ok(PcmChunk {
+        self.finished = last;
+        PcmChunk {
             samples,
             sample_rate: self.voice.sample_rate(),
             start_sample: chunk_start,
             sentence,
             alignments: marks,
             ready_at: Instant::now(),
-            compute: t0.elapsed(),
+            compute: window.prepare + decode + t0.elapsed(),
             last,
-        })
+        }
+    }
+
+    /// Whether `next_chunks` can take this stream into a batched decode of
+    /// `voice`: a live stream of the same voice.
+    fn batchable(&self, voice: &Arc<PiperVoice>) -> bool {
+        Arc::ptr_eq(&self.voice, voice) && !self.finished && !self.cancel.is_cancelled()
     }
 }
 
+/// A window made ready for the decoder (step (a) of a chunk).
+struct Window {
+    /// Latent frames `[1, C, hi - lo]` of the window with its context.
+    z: Tensor,
+    /// Speaker conditioning `[1, G, 1]` of multi-speaker voices.
+    g: Option<Tensor>,
+    /// Frames `[start, end)` are emitted out of the decoded `[lo, hi)`.
+    start: usize,
+    end: usize,
+    lo: usize,
+    /// Time spent preparing it.
+    prepare: Duration,
+}
+
+impl Window {
+    /// Windows that can share one decoder forward: same latent shape, and
+    /// speaker conditioning of the same shape (or none).
+    fn batches_with(&self, other: &Window) -> bool {
+        self.z.dims() == other.z.dims() && self.g.as_ref().map(Tensor::dims) == other.g.as_ref().map(Tensor::dims)
+    }
+}
+
+/// Windows in one decoder forward, at most: it bounds the batch's
+/// activations (the largest about 11 MB per 84-frame window of a medium
+/// voice: 32 channels of 21,504 samples, f32, a few alive at once).
+const MAX_BATCH: usize = 8;
+
+impl PiperEngine {
+    /// Decodes windows of equal shape together (at most [`MAX_BATCH`]) and
+    /// finishes each stream's chunk; `windows` pairs a stream index with its
+    /// prepared window. A window whose shape no other shares (the ragged
+    /// last window of a sentence, usually) decodes alone: padding the latent
+    /// to a common length is not exact, because the decoder's every layer
+    /// pads its own input with zeros at the window's edge, and zeros in `z`
+    /// become non-zero activations after the first layer.
+    fn decode_windows(
+        &self,
+        streams: &mut [&mut dyn SynthStream],
+        windows: Vec<(usize, Window)>,
+        answers: &mut [Option<Result<Option<PcmChunk>, SynthError>>],
+    ) {
+        let mut groups: Vec<Vec<(usize, Window)>> = Vec::new();
+        for (i, w) in windows {
+            match groups.iter_mut().find(|g| g.len() < MAX_BATCH && g[0].1.batches_with(&w)) {
+                Some(group) => group.push((i, w)),
+                None => groups.push(vec![(i, w)]),
+            }
+        }
+        let model = &self.voice.model;
+        for group in groups {
+            let t0 = Instant::now();
+            let mut batched = if group.len() > 1 { decode_group(model, &group).ok() } else { None };
+            let share = t0.elapsed() / group.len() as u32;
+            for (k, (i, window)) in group.into_iter().enumerate() {
+                let (audio, decode) = match &mut batched {
+                    Some(audio) => (Ok(std::mem::take(&mut audio[k])), share),
+                    // Alone: a group of one, or a batch that failed (each
+                    // window then meets its own error, if it has one).
+                    None => {
+                        let t1 = Instant::now();
+                        (model.decode(&window.z, window.g.as_ref()), t1.elapsed())
+                    }
+                };
+                let stream = streams[i].as_any_mut().downcast_mut::<PiperStream>().expect("a PiperStream (checked)");
+                answers[i] = Some(match audio {
+                    Ok(audio) => Ok(Some(stream.finish_window(window, &audio, decode))),
+                    Err(e) => Err(PiperError::from(e).into()),
+                });
+            }
+        }
+    }
+}
+
+/// One decoder forward over a group of windows of equal shape.
+fn decode_group(model: &super::vits::Vits, group: &[(usize, Window)]) -> candle_core::Result<Vec<Vec<f32>>> {
+    let z: Vec<&Tensor> = group.iter().map(|(_, w)| &w.z).collect();
+    let z = Tensor::cat(&z, 0)?;
+    let g: Option<Vec<&Tensor>> = group.iter().map(|(_, w)| w.g.as_ref()).collect();
+    let g = g.map(|g| Tensor::cat(&g, 0)).transpose()?;
+    model.decode_batch(&z, g.as_ref())
+}
+
 impl SynthStream for PiperStream {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn next_chunk(&mut self) -> Result<Option<PcmChunk>, SynthError> {
         if self.finished {
             return Ok(None);
@@ -329,20 +485,13 @@ impl SynthStream for PiperStream {
             self.finished = true;
             return Err(SynthError::Cancelled);
         }
-        if self.current.is_none() {
-            let t0 = Instant::now();
-            if !self.begin_sentence()? {
-                self.finished = true;
-                return Ok(None);
-            }
-            let mut chunk = self.decode_window()?;
-            chunk.compute = t0.elapsed();
-            self.finished = chunk.last;
-            return Ok(Some(chunk));
-        }
-        let chunk = self.decode_window()?;
-        self.finished = chunk.last;
-        Ok(Some(chunk))
+        let Some(window) = self.prepare_window()? else {
+            self.finished = true;
+            return Ok(None);
+        };
+        let t0 = Instant::now();
+        let audio = self.voice.model.decode(&window.z, window.g.as_ref()).map_err(PiperError::from)?;
+        Ok(Some(self.finish_window(window, &audio, t0.elapsed())))
     }
 }
 

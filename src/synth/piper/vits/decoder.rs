@@ -120,7 +120,10 @@ impl Generator {
         radius_frames.ceil() as usize
     }
 
-    /// Decodes latent frames `z: [1, C, F]` to samples `[1, 1, F * hop]`.
+    /// Decodes latent frames `z: [B, C, F]` to samples `[B, 1, F * hop]`;
+    /// `g` is the speaker conditioning, `[B, G, 1]` (or `[1, G, 1]` for all).
+    /// Every layer works per batch item (the convolutions pad each item on
+    /// its own), so an item decodes as it would alone.
     pub fn forward(&self, z: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
         let mut x = self.conv_pre.forward(z)?;
         if let (Some(c), Some(g)) = (&self.cond, g) {

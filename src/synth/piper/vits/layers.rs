@@ -31,11 +31,15 @@ impl Conv {
         let attrs = w.conv(name)?;
         let weight = w.get(&format!("{name}.weight"), dev)?;
         let bias_name = format!("{name}.bias");
-        let bias = if w.contains(&bias_name) {
-            Some(w.get(&bias_name, dev)?.reshape((1, (), 1))?)
-        } else {
-            None
-        };
+        let bias = if w.contains(&bias_name) { Some(w.get(&bias_name, dev)?) } else { None };
+        Ok(Self::new(weight, bias, attrs)?)
+    }
+
+    /// A convolution of `weight` (`[c_out, c_in/groups, k]`, or
+    /// `[c_in, c_out/groups, k]` transposed) and `bias` (`[c_out]`).
+    pub fn new(weight: Tensor, bias: Option<Tensor>, attrs: ConvAttrs) -> Result<Self> {
+        let bias = bias.map(|b| b.reshape((1, (), 1))).transpose()?;
+        let dev = weight.device().clone();
         let depthwise = attrs.groups > 1 && attrs.groups == weight.dims()[0] && weight.dims()[1] == 1;
         let cpu = if dev.is_cpu() && !attrs.transpose && (attrs.groups == 1 || depthwise) {
             let w: Vec<f32> = weight.flatten_all()?.to_vec1()?;
@@ -67,12 +71,13 @@ impl Conv {
         self.forward(&leaky_relu(x, slope)?)? + x
     }
 
-    /// The CPU fast path, when it applies (batch 1, f32, plain convolution).
-    /// With `add_input`, the (unactivated) input is added to the output.
+    /// The CPU fast path, when it applies (f32, plain or depthwise
+    /// convolution, any batch). With `add_input`, the (unactivated) input is
+    /// added to the output.
     fn forward_cpu(&self, x: &Tensor, slope: Option<f32>, add_input: bool) -> Result<Option<Tensor>> {
         let Some(cpu) = &self.cpu else { return Ok(None) };
         let (b, c_in, len) = x.dims3()?;
-        if b != 1 || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        if x.dtype() != DType::F32 || !x.device().is_cpu() {
             return Ok(None);
         }
         let (w, bias) = (&cpu.0, cpu.1.as_deref());
@@ -105,13 +110,23 @@ impl Conv {
             cpu_conv::conv1d(input, len, w, bias, &shape, slope, add_input.then_some(input))
         };
         match result {
-            Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (1, c_out, out_len), &Device::Cpu)?)),
+            Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (b, c_out, out_len), &Device::Cpu)?)),
             None => Err(candle_core::Error::Msg(format!(
                 "conv1d: input of {c_in}x{len} does not fit a {c_out}x{}x{} kernel",
                 self.weight.dims()[1],
                 self.kernel_size()
             ))),
         }
+    }
+
+    /// The transposed convolution of a batch of one, bias aside.
+    fn conv_transpose(&self, x: &Tensor) -> Result<Tensor> {
+        // candle's CPU backend has a fast (col2im) path only for padding 0:
+        // convolve unpadded, then crop what the padding would have removed.
+        let [p0, p1] = self.attrs.pads;
+        let y = x.conv_transpose1d(&self.weight, 0, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?;
+        let len = y.dim(D::Minus1)?;
+        y.narrow(D::Minus1, p0, len - p0 - p1)
     }
 
     /// Output channels.
@@ -140,11 +155,18 @@ impl Module for Conv {
         }
         let [p0, p1] = self.attrs.pads;
         let y = if self.attrs.transpose {
-            // candle's CPU backend has a fast (col2im) path only for padding 0:
-            // convolve unpadded, then crop what the padding would have removed.
-            let y = x.conv_transpose1d(&self.weight, 0, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?;
-            let len = y.dim(D::Minus1)?;
-            y.narrow(D::Minus1, p0, len - p0 - p1)?
+            match x.dim(0)? {
+                1 => self.conv_transpose(x)?,
+                // candle 0.11's CPU matmul folds a batch that shares its rhs
+                // (here the kernel) into the rows of one product, reading
+                // the lhs (here the input, transposed) as if it were
+                // row-major: every item after the first comes out wrong. So
+                // the items go one at a time, each exactly as alone.
+                b => {
+                    let items = (0..b).map(|i| self.conv_transpose(&x.narrow(0, i, 1)?)).collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&items, 0)?
+                }
+            }
         } else if p0 == p1 {
             x.conv1d(&self.weight, p0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?
         } else {
@@ -206,5 +228,58 @@ pub fn load_indexed<T>(
             return Ok(out);
         }
         out.push(load(&name)?);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 50.0).collect()
+    }
+
+    fn conv(c_in: usize, c_out: usize, k: usize, attrs: ConvAttrs) -> Conv {
+        let dev = Device::Cpu;
+        let groups = attrs.groups;
+        let shape = if attrs.transpose { (c_in, c_out / groups, k) } else { (c_out, c_in / groups, k) };
+        let w = Tensor::from_vec(values(shape.0 * shape.1 * shape.2, 1), shape, &dev).unwrap();
+        let b = Tensor::from_vec(values(c_out, 7), c_out, &dev).unwrap();
+        Conv::new(w, Some(b), attrs).unwrap()
+    }
+
+    /// Every forward of `c` on a batch of 3 equals each item's own forward.
+    fn check(c: &Conv, c_in: usize, len: usize) {
+        let x = Tensor::from_vec(values(3 * c_in * len, 3), (3, c_in, len), &Device::Cpu).unwrap();
+        type Forward<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
+        let forwards: [(&str, Forward); 3] = [
+            ("forward", &|x| c.forward(x)),
+            ("forward_leaky", &|x| c.forward_leaky(x, 0.1)),
+            ("forward_leaky_residual", &|x| c.forward_leaky_residual(x, 0.1)),
+        ];
+        for (name, f) in forwards {
+            if name == "forward_leaky_residual" && c.out_channels() != c_in {
+                continue;
+            }
+            let batched = f(&x).unwrap();
+            for i in 0..3 {
+                let alone: Vec<f32> = f(&x.narrow(0, i, 1).unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let item: Vec<f32> = batched.narrow(0, i, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(alone, item, "{name}, {:?}, item {i}", c.attrs);
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_through_a_conv_matches_its_items_alone() {
+        let attrs = ConvAttrs { pads: [2, 2], stride: 1, dilation: 2, groups: 1, transpose: false };
+        check(&conv(8, 8, 3, attrs.clone()), 8, 40);
+        check(&conv(8, 5, 3, ConvAttrs { pads: [1, 0], stride: 2, dilation: 1, ..attrs.clone() }), 8, 41);
+        // Depthwise (the flow's and the duration predictor's).
+        check(&conv(6, 6, 3, ConvAttrs { groups: 6, ..attrs.clone() }), 6, 30);
+        // Transposed (HiFi-GAN's upsamplers): candle's conv_transpose1d.
+        check(&conv(8, 4, 16, ConvAttrs { pads: [4, 4], stride: 8, dilation: 1, groups: 1, transpose: true }), 8, 20);
+        // Kernel 1 over one step (the speaker conditioning, `g`: [B, gin, 1]).
+        check(&conv(16, 8, 1, ConvAttrs { pads: [0, 0], dilation: 1, ..attrs }), 16, 1);
     }
 }

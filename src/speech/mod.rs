@@ -1,0 +1,216 @@
+//! Speech for calls: every live utterance of every call is a stream, and a
+//! pool of synthesis workers takes the most urgent chunk of any of them.
+//!
+//! | step | file |
+//! | --- | --- |
+//! | a call asks to speak: [`Speech::speak`] queues an utterance | `mod.rs` |
+//! | which chunk runs next: earliest deadline first, batched by voice | [`scheduler`] |
+//! | deadlines and prefill from the engine's speed and the load | [`pacing`] |
+//! | the threads that run chunks and feed each call's playout | `workers.rs` |
+//! | engine chunk -> 8 kHz mu-law and word offsets | [`phone`] |
+//! | whether one more call fits, and `GET /v1/capacity` | [`admission`] |
+//! | the voices a call may pick | `voices.rs` |
+//!
+//! Fixed prompts (the greeting) are synthesized once into a cache, so a
+//! burst of new calls costs no synthesis.
+
+pub mod admission;
+pub mod pacing;
+pub mod phone;
+pub mod scheduler;
+mod voices;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::media::{CallMedia, UtteranceId};
+use crate::synth::{CancelToken, SynthOptions, SynthRequest};
+pub use admission::{Capacity, Refusal};
+use admission::{Admission, Load};
+use phone::PhoneAudio;
+pub use scheduler::Policy;
+pub use voices::{VoiceCatalog, VoiceLoader};
+use workers::{lock, Job, Shared};
+
+/// A stream is an utterance.
+pub type StreamId = UtteranceId;
+
+/// How synthesis is scheduled and admitted.
+#[derive(Debug, Clone)]
+pub struct SpeechConfig {
+    /// Synthesis threads (at least one).
+    pub workers: usize,
+    pub policy: Policy,
+    /// First audio a new turn should get within (p99); calls beyond what
+    /// keeps it are refused.
+    pub first_audio_target: Duration,
+    /// Refuse calls over capacity (off: take every call, let latency grow).
+    pub admission: bool,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self { workers: 1, policy: Policy::Deadline, first_audio_target: Duration::from_millis(300), admission: true }
+    }
+}
+
+/// The synthesizer as the calls see it.
+pub struct Speech {
+    shared: Arc<Shared>,
+    cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    next_utterance: AtomicU64,
+}
+
+impl Drop for Speech {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+    }
+}
+
+impl Speech {
+    /// Starts the synthesis threads.
+    pub fn start(engine: Arc<dyn crate::synth::Engine>, catalog: VoiceCatalog, config: SpeechConfig) -> Result<Arc<Self>> {
+        let workers = config.workers.max(1);
+        let admission = Admission::new(config.first_audio_target, config.admission);
+        let shared = Arc::new(Shared::new(voices::Voices::new(engine, catalog), config.policy, workers, admission));
+        for i in 0..workers {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("voxline-synth-{i}"))
+                .spawn(move || workers::run(shared))
+                .context("starting a synthesis thread")?;
+        }
+        Ok(Arc::new(Self { shared, cache: Mutex::new(HashMap::new()), next_utterance: AtomicU64::new(1) }))
+    }
+
+    /// Whether `name` is a voice a call may pick (the default one or one in the models folder).
+    pub fn has_voice(&self, name: &str) -> bool {
+        self.shared.voices.has(name)
+    }
+
+    /// Every voice a call may pick, the default first.
+    pub fn voice_names(&self) -> Vec<String> {
+        self.shared.voices.names()
+    }
+
+    /// The default voice's name.
+    pub fn voice(&self) -> String {
+        self.shared.voices.default_name()
+    }
+
+    /// Synthesizes `text` once, now, into the prompt cache (8 kHz mu-law).
+    pub fn prepare(&self, text: &str) -> Result<()> {
+        let pcmu = self.synthesize_pcmu(text)?;
+        lock(&self.cache).insert(text.to_owned(), Arc::new(pcmu));
+        Ok(())
+    }
+
+    /// Queues `text` on `call` after whatever it is already saying. Cached
+    /// prompts are queued whole at once; anything else becomes a stream for
+    /// the workers, its first chunk due now if the call is silent.
+    pub fn speak(&self, call: &Arc<CallMedia>, text: &str, voice: Option<&str>, options: SynthOptions, cancel: CancelToken) -> UtteranceId {
+        let utterance = self.next_utterance.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let ahead = {
+            let mut playout = lock(&call.playout);
+            playout.begin(utterance);
+            playout.lead(utterance, now).unwrap_or_default()
+        };
+        let default = self.voice();
+        let cached = lock(&self.cache).get(text).cloned();
+        if let Some(pcmu) = cached.filter(|_| options == SynthOptions::default() && voice.is_none_or(|v| v == default)) {
+            let mut playout = lock(&call.playout);
+            playout.push(utterance, &pcmu, now);
+            playout.finish(utterance);
+            return utterance;
+        }
+        let mut request = SynthRequest::new(text);
+        request.options = options;
+        let voice = voice.map_or(default, str::to_owned);
+        let job = Job::new(utterance, call.clone(), voice, request, cancel, now, ahead.is_zero());
+        let deadline = lock(&self.shared.state).pacing.first_deadline(now, ahead);
+        self.shared.submit(job, deadline);
+        utterance
+    }
+
+    /// Whether one more call may come in (`live_calls` are up now).
+    pub fn admit(&self, live_calls: usize) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let state = lock(&self.shared.state);
+        let load = load(&state, now, live_calls);
+        state.admission.admit(now, &load)
+    }
+
+    /// The load, the headroom and the queue, for `GET /v1/capacity`.
+    pub fn capacity(&self, live_calls: usize) -> Capacity {
+        let now = Instant::now();
+        let state = lock(&self.shared.state);
+        let load = load(&state, now, live_calls);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Capacity {
+            scheduler: self.shared.policy.name(),
+            workers: state.pacing.workers(),
+            admission: state.admission.enabled,
+            calls: live_calls,
+            load: load.utilization,
+            max_load: state.admission.max_utilization(&load),
+            load_per_call: state.admission.per_call(&load),
+            headroom_calls: state.admission.headroom(&load),
+            queue: state.queue.len(),
+            queue_due: state.queue.due_by(now),
+            rtf: state.pacing.rtf(),
+            first_audio_target_ms: ms(state.admission.target),
+            first_audio_p50_ms: state.admission.percentile(now, 0.5).map(ms),
+            first_audio_p99_ms: state.admission.percentile(now, 0.99).map(ms),
+            first_audio_samples: state.admission.samples(now),
+        }
+    }
+
+    /// The whole utterance, streamed through the engine like any call's (and
+    /// measured: the pacing model learns the engine's speed from it).
+    fn synthesize_pcmu(&self, text: &str) -> Result<Vec<u8>> {
+        let engine = &self.shared.voices.default;
+        let mut phone = PhoneAudio::new(engine.info().sample_rate)?;
+        let mut stream = engine.start(SynthRequest::new(text), CancelToken::new())?;
+        let mut out = Vec::new();
+        let mut first = true;
+        let mut t0 = Instant::now();
+        while let Some(chunk) = stream.next_chunk()? {
+            let now = Instant::now();
+            lock(&self.shared.state).pacing.chunk_done(now, chunk.duration(), now - t0, first);
+            out.extend(phone.convert(&chunk).pcmu);
+            first = false;
+            t0 = Instant::now();
+        }
+        Ok(out)
+    }
+
+    /// Synthesizes a few sentences through the streaming path once: loads
+    /// the model's pages, and gives the pacing model a first measurement of
+    /// this machine before any call depends on it.
+    pub fn warm_up(&self) -> Result<()> {
+        const TEXT: &str = "Thank you for calling. This sentence warms the voice up and measures how quickly \
+            its audio arrives, so the first call starts on a measured allowance.";
+        let t0 = Instant::now();
+        self.synthesize_pcmu(TEXT)?;
+        let state = lock(&self.shared.state);
+        tracing::info!(ms = t0.elapsed().as_millis() as u64, rtf = state.pacing.rtf(),
+            first_chunk_ms = state.pacing.first_compute().as_millis() as u64, "synthesizer warmed up");
+        Ok(())
+    }
+}
+
+fn load(state: &workers::State, now: Instant, live_calls: usize) -> Load {
+    Load {
+        utilization: state.pacing.utilization(now),
+        live_calls,
+        first_compute: state.pacing.first_compute(),
+        rtf: state.pacing.rtf(),
+        workers: state.pacing.workers(),
+    }
+}

@@ -1,0 +1,281 @@
+//! The synthesis threads: each takes the most urgent work from the shared
+//! [`Queue`], runs one chunk (or one batch of chunks) without holding any
+//! lock, hands the audio to the call's playout, and puts the stream back with
+//! its next deadline.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::admission::Admission;
+use super::pacing::{Pacing, MAX_PREFILL};
+use super::phone::PhoneAudio;
+use super::scheduler::{Policy, Queue};
+use super::voices::Voices;
+use super::StreamId;
+use crate::media::CallMedia;
+use crate::synth::{CancelToken, Engine, PcmChunk, SynthError, SynthRequest, SynthStream};
+
+/// One live utterance.
+pub(crate) struct Job {
+    pub id: StreamId,
+    pub call: Arc<CallMedia>,
+    /// The voice's name (the batching group).
+    pub voice: String,
+    pub request: Option<SynthRequest>,
+    pub cancel: CancelToken,
+    /// When its text arrived.
+    pub arrived: Instant,
+    /// Its call was silent when it arrived (a new turn: the caller is waiting).
+    pub fresh: bool,
+    started: Option<Started>,
+    chunks: u32,
+    /// When its audio so far runs out (estimated at the last chunk).
+    dry_at: Option<Instant>,
+}
+
+struct Started {
+    engine: Arc<dyn Engine>,
+    stream: Box<dyn SynthStream>,
+    phone: PhoneAudio,
+}
+
+impl Job {
+    pub fn new(id: StreamId, call: Arc<CallMedia>, voice: String, request: SynthRequest, cancel: CancelToken, arrived: Instant, fresh: bool) -> Self {
+        Self { id, call, voice, request: Some(request), cancel, arrived, fresh, started: None, chunks: 0, dry_at: None }
+    }
+
+    fn dead(&self) -> bool {
+        self.cancel.is_cancelled() || self.call.is_closed()
+    }
+
+    /// No more audio for it: the playout plays what it has.
+    fn finish(&self) {
+        lock(&self.call.playout).finish(self.id);
+    }
+}
+
+pub(crate) struct State {
+    pub queue: Queue<String>,
+    pub jobs: HashMap<StreamId, Job>,
+    pub pacing: Pacing,
+    pub admission: Admission,
+    /// Batch size per voice, learnt when its engine first runs.
+    pub batch: HashMap<String, usize>,
+    shutdown: bool,
+}
+
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    wake: Condvar,
+    pub voices: Voices,
+    pub policy: Policy,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn new(voices: Voices, policy: Policy, workers: usize, admission: Admission) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: Queue::new(),
+                jobs: HashMap::new(),
+                pacing: Pacing::new(workers),
+                admission,
+                batch: HashMap::new(),
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            voices,
+            policy,
+        }
+    }
+
+    /// Queues a new utterance with its first chunk due at `deadline`.
+    pub fn submit(&self, job: Job, deadline: Instant) {
+        let mut state = lock(&self.state);
+        // First come, first served: the arrival order is the only order.
+        let deadline = if self.policy == Policy::Fcfs { job.arrived } else { deadline };
+        state.queue.push(job.id, job.voice.clone(), deadline);
+        state.jobs.insert(job.id, job);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    pub fn shutdown(&self) {
+        lock(&self.state).shutdown = true;
+        self.wake.notify_all();
+    }
+
+    /// The next work: the most urgent live streams (one batch). `None` at shutdown.
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut state = lock(&self.state);
+        loop {
+            if state.shutdown {
+                return None;
+            }
+            let now = Instant::now();
+            let policy = self.policy;
+            let State { queue, batch, pacing, .. } = &mut *state;
+            let per_item = pacing.batch_item();
+            let ids = queue.take(now, |voice| if policy == Policy::Fcfs { 1 } else { batch.get(voice).copied().unwrap_or(1) }, per_item);
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(job) = state.jobs.remove(&id) else { continue };
+                if job.dead() {
+                    // Cleared or hung up while waiting: dropped without computing.
+                    job.finish();
+                } else {
+                    jobs.push(job);
+                }
+            }
+            if !jobs.is_empty() {
+                return Some(jobs);
+            }
+            if state.queue.is_empty() {
+                state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+}
+
+/// One synthesis thread.
+pub(crate) fn run(shared: Arc<Shared>) {
+    while let Some(mut jobs) = shared.take() {
+        loop {
+            let continuing = step(&shared, std::mem::take(&mut jobs));
+            if shared.policy == Policy::Fcfs && !continuing.is_empty() {
+                // A worker keeps its utterance to the end.
+                jobs = continuing.into_iter().map(|(job, _)| job).collect();
+                continue;
+            }
+            if !continuing.is_empty() {
+                let mut state = lock(&shared.state);
+                for (job, deadline) in continuing {
+                    state.queue.push(job.id, job.voice.clone(), deadline);
+                    state.jobs.insert(job.id, job);
+                }
+                drop(state);
+                shared.wake.notify_all();
+            }
+            break;
+        }
+    }
+}
+
+/// Starts a job's engine stream on its first turn; false (and the utterance
+/// finished) when it cannot start.
+fn start(shared: &Shared, job: &mut Job) -> bool {
+    if job.started.is_some() {
+        return true;
+    }
+    let Some(request) = job.request.take() else { return false };
+    let started = shared.voices.engine(Some(&job.voice)).and_then(|engine| {
+        let stream = engine.start(request, job.cancel.clone())?;
+        let phone = PhoneAudio::new(engine.info().sample_rate)?;
+        Ok(Started { engine, stream, phone })
+    });
+    match started {
+        Ok(s) => {
+            let batch = s.engine.max_batch();
+            lock(&shared.state).batch.insert(job.voice.clone(), batch);
+            job.started = Some(s);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(call = %job.call.id, utterance = job.id, error = %e, "synthesis failed to start");
+            false
+        }
+    }
+}
+
+/// Runs one chunk of each job (one batch); returns those that go on, with
+/// their next deadlines.
+fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
+    jobs.retain_mut(|job| {
+        let ok = start(shared, job);
+        if !ok {
+            job.finish();
+        }
+        ok
+    });
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let t0 = Instant::now();
+    let results: Vec<Result<Option<PcmChunk>, SynthError>> = if jobs.len() == 1 {
+        vec![jobs[0].started.as_mut().map_or(Ok(None), |s| s.stream.next_chunk())]
+    } else {
+        let engine = jobs[0].started.as_ref().map(|s| s.engine.clone()).expect("started");
+        let mut streams: Vec<&mut dyn SynthStream> =
+            jobs.iter_mut().filter_map(|j| j.started.as_mut().map(|s| &mut *s.stream as &mut dyn SynthStream)).collect();
+        engine.next_chunks(&mut streams)
+    };
+    let compute = t0.elapsed();
+    let now = Instant::now();
+    // The pacing model, read once for the batch.
+    let required = lock(&shared.state).pacing.required_lead(now);
+    let total_audio: Duration = results.iter().filter_map(|r| r.as_ref().ok().and_then(|c| c.as_ref())).map(|c| c.duration()).sum();
+    let mut observed = Vec::new();
+    let mut going_on = Vec::new();
+    for (mut job, result) in jobs.into_iter().zip(results) {
+        let chunk = match result {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) | Err(SynthError::Cancelled) => {
+                job.finish();
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(call = %job.call.id, utterance = job.id, error = %e, "synthesis failed");
+                job.finish();
+                continue;
+            }
+        };
+        let first = job.chunks == 0;
+        job.chunks += 1;
+        let Some(started) = job.started.as_mut() else { continue };
+        let phone = started.phone.convert(&chunk);
+        let (alive, lead, wait) = {
+            let mut playout = lock(&job.call.playout);
+            playout.words(job.id, phone.words);
+            let alive = playout.push(job.id, &phone.pcmu, now);
+            let mut wait = Duration::ZERO;
+            if first {
+                let buffered = playout.lead(job.id, now).unwrap_or_default();
+                wait = required.saturating_sub(buffered).min(MAX_PREFILL);
+                playout.hold(job.id, wait);
+            }
+            if chunk.last {
+                playout.finish(job.id);
+            }
+            (alive, playout.lead(job.id, now).unwrap_or_default(), wait)
+        };
+        // A share of the batch's time, by audio.
+        let share = if total_audio.is_zero() { compute } else { compute.mul_f64(chunk.duration().as_secs_f64() / total_audio.as_secs_f64()) };
+        let late = job.dry_at.and_then(|dry| now.checked_duration_since(dry));
+        observed.push((chunk.duration(), share, first, late, (first && job.fresh).then(|| now.saturating_duration_since(job.arrived) + wait)));
+        job.dry_at = Some(now + lead);
+        if !alive || job.dead() {
+            // Cleared (barge-in) or hung up: stop computing audio nobody hears.
+            job.cancel.cancel();
+            continue;
+        }
+        if chunk.last {
+            continue;
+        }
+        going_on.push((job, lead));
+    }
+    let mut state = lock(&shared.state);
+    for (audio, share, first, late, first_audio) in observed {
+        state.pacing.chunk_done(now, audio, share, first);
+        if let Some(late) = late {
+            state.pacing.late(now, late);
+        }
+        if let Some(latency) = first_audio {
+            state.admission.first_audio(now, latency);
+        }
+    }
+    going_on.into_iter().map(|(job, lead)| (job, state.pacing.deadline(now, lead))).collect()
+}
