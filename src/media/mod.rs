@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use dtmf::{DtmfSendError, DTMF_DEFAULT_DURATION, DTMF_GAP};
 pub use pacer::{CallMedia, MediaConfig, MediaEvent, MediaStats, Pacer, RemoteMedia};
-pub use playout::{ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId, MAX_LEAD, MAX_TAIL};
+pub use playout::{trim_edges, ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId, MAX_LEAD, MAX_TAIL};
 pub use ports::PortAllocator;
 
 /// One packet's worth of time.

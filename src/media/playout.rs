@@ -34,8 +34,20 @@ const SOUND_THRESHOLD: i16 = 100;
 const MAX_LEAD_BYTES: u64 = MAX_LEAD.as_millis() as u64 * 8;
 const MAX_TAIL_BYTES: u64 = MAX_TAIL.as_millis() as u64 * 8;
 
-fn is_sound(pcmu: u8) -> bool {
+/// Whether a mu-law sample is sound (not the voice's silence or noise floor).
+pub fn is_sound(pcmu: u8) -> bool {
     audio_codec_algorithms::decode_ulaw(pcmu).unsigned_abs() > SOUND_THRESHOLD as u16
+}
+
+/// What of a lone utterance's audio a caller hears: from [`MAX_LEAD`] before
+/// its first sound to [`MAX_TAIL`] after its last (the whole of it when it
+/// has no sound).
+pub fn trim_edges(pcmu: &[u8]) -> &[u8] {
+    let Some(first) = pcmu.iter().position(|&b| is_sound(b)) else { return &[] };
+    let last = pcmu.iter().rposition(|&b| is_sound(b)).unwrap_or(first);
+    let from = first.saturating_sub(MAX_LEAD_BYTES as usize);
+    let to = (last + 1 + MAX_TAIL_BYTES as usize).min(pcmu.len());
+    &pcmu[from..to]
 }
 
 /// What one tick produced.
@@ -692,5 +704,28 @@ mod tests {
         assert_eq!(p.lead(1, t0), Some(Duration::from_millis(200)));
         assert_eq!(p.lead(2, t0), Some(Duration::from_millis(330)));
         assert_eq!(p.lead(9, t0), None);
+    }
+
+    #[test]
+    fn trim_edges_is_what_a_lone_utterance_plays() {
+        let t0 = Instant::now();
+        let mut audio = silence(800);
+        audio.extend(speech(2, 0x10));
+        audio.extend(silence(1200));
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &audio, t0);
+        p.finish(1);
+        let mut played = Vec::new();
+        for i in 0..20 {
+            let f = p.tick(t0 + i * TICK);
+            if f.kind == FrameKind::Speech {
+                played.extend_from_slice(&f.payload);
+            }
+        }
+        let trimmed = trim_edges(&audio);
+        assert_eq!(trimmed.len() as u64, MAX_LEAD_BYTES + 320 + MAX_TAIL_BYTES);
+        assert_eq!(&played[..trimmed.len()], trimmed);
+        assert!(trim_edges(&silence(400)).is_empty());
     }
 }

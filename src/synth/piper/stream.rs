@@ -8,7 +8,7 @@
 //! chunk leaves early, then longer ones. Each window is decoded with
 //! `padding_frames` of context on both sides (thrown away), and consecutive
 //! windows overlap by `crossfade_samples`, crossfaded, so the stream matches a
-//! whole-sentence decode (see the `streamed_decode_matches_whole_decode` test
+//! whole-sentence decode (see the `streamed_decode_matches_whole_sentence_decode` test
 //! for the measured SNR).
 //!
 //! Each chunk is (a) a window's latent prepared (sentence start, flow), the
@@ -210,7 +210,7 @@ impl Engine for PiperEngine {
     /// 1 on the CPU: there a batched decode is no faster than its windows
     /// one after the other (every convolution runs per item, and a batch's
     /// larger activations miss the cache: 0.99x the throughput at 2 streams,
-    /// 0.93x at 8; BENCHMARKS.md, "Piper: batched windows across streams"),
+    /// 0.93-0.94x at 8; BENCHMARKS.md, "Piper: batched windows across streams"),
     /// so a scheduler gains nothing by gathering one. [`MAX_BATCH`] elsewhere
     /// (a GPU; not measured yet). `next_chunks` batches whatever it is given.
     fn max_batch(&self) -> usize {
