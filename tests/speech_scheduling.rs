@@ -122,9 +122,12 @@ fn with_several_calls_talking_each_callers_first_sound_stays_near_the_idle_figur
     eprintln!("{report}");
     // Every call's first chunk is due on arrival and overtakes the others'
     // later chunks, so a burst of six turns costs a few first chunks, not six
-    // whole sentences (first come, first served: p50 ~3x, worst ~8x idle).
+    // whole sentences (first come, first served: worst ~9x idle).
     assert!(loaded_p50 <= idle_p50 * 2 + Duration::from_millis(60), "{report}");
-    assert!(worst <= idle_p50 * 4 + Duration::from_millis(250), "{report}");
+    assert!(worst <= idle_p50 * 4 + Duration::from_millis(300), "{report}");
+    // No gaps inside speech: an utterance starts only once its next chunk can
+    // follow (a frame or two of slack for a machine shared with other tests).
+    assert!(underruns <= 2, "{report}");
     for mut c in callers {
         c.dialog.bye(&c.sip);
     }

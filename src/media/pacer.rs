@@ -351,6 +351,7 @@ impl CallMedia {
                     }
                     FrameKind::Underrun => {
                         self.stats.underruns.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(call = %self.id, "underrun: the utterance's next 20 ms had not arrived");
                     }
                     FrameKind::Silence if !self.config.send_silence => {
                         tx.sender.skip();

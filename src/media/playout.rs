@@ -111,6 +111,8 @@ struct Utterance {
     first_audio: Option<Instant>,
     /// How long to hold back after the first audio arrives (the prefill).
     hold: Duration,
+    /// Held until the synthesizer says when its next audio comes ([`Playout::cover`]).
+    gated: bool,
     started: bool,
     sent_frames: u32,
     underruns: u32,
@@ -165,6 +167,7 @@ impl Playout {
             complete: false,
             first_audio: None,
             hold: Duration::ZERO,
+            gated: false,
             started: false,
             sent_frames: 0,
             underruns: 0,
@@ -187,6 +190,29 @@ impl Playout {
     pub fn hold(&mut self, id: UtteranceId, wait: Duration) {
         if let Some(u) = self.utterance_mut(id) {
             u.hold = wait;
+        }
+    }
+
+    /// Utterance `id` does not start (unless it completes) until
+    /// [`Playout::cover`] says when its next audio comes.
+    pub fn gate(&mut self, id: UtteranceId) {
+        if let Some(u) = self.utterance_mut(id) {
+            u.gated = !u.started;
+        }
+    }
+
+    /// The next audio for utterance `id` is expected at `ready_at`: if it has
+    /// not started, hold it at least until its buffered audio (and what is
+    /// queued before it) lasts until then, so it does not start only to stall.
+    pub fn cover(&mut self, id: UtteranceId, ready_at: Instant, now: Instant) {
+        let Some(lead) = self.lead(id, now) else { return };
+        let Some(u) = self.utterance_mut(id) else { return };
+        u.gated = false;
+        let (false, Some(first)) = (u.started, u.first_audio) else { return };
+        let pending_hold = (first + u.hold).saturating_duration_since(now);
+        let audio = lead.saturating_sub(pending_hold);
+        if let Some(start) = ready_at.checked_sub(audio) {
+            u.hold = u.hold.max(start.saturating_duration_since(first));
         }
     }
 
@@ -325,7 +351,11 @@ impl Playout {
                         let ready = match u.first_audio {
                             None => false,
                             Some(first) => {
-                                u.complete || (u.first_sound.is_some() || self.in_talkspurt) && u.bytes.len() >= 2 * FRAME_BYTES && now >= first + u.hold
+                                u.complete
+                                    || !u.gated
+                                        && (u.first_sound.is_some() || self.in_talkspurt)
+                                        && u.bytes.len() >= 2 * FRAME_BYTES
+                                        && now >= first + u.hold
                             }
                         };
                         if !ready {
@@ -727,5 +757,42 @@ mod tests {
         assert_eq!(trimmed.len() as u64, MAX_LEAD_BYTES + 320 + MAX_TAIL_BYTES);
         assert_eq!(&played[..trimmed.len()], trimmed);
         assert!(trim_edges(&silence(400)).is_empty());
+    }
+
+    #[test]
+    fn cover_holds_an_utterance_until_its_next_audio_can_follow() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(5, 0x10), t0); // 100 ms
+        p.hold(1, Duration::from_millis(20));
+        // The next chunk is only expected 300 ms from now: start 200 ms from now.
+        p.cover(1, t0 + Duration::from_millis(300), t0);
+        assert_eq!(p.tick(t0 + 9 * TICK).kind, FrameKind::Silence);
+        assert_eq!(p.tick(t0 + 10 * TICK).kind, FrameKind::Speech);
+        // Once started it cannot be held back.
+        p.cover(1, t0 + Duration::from_secs(5), t0);
+        assert_eq!(p.tick(t0 + 11 * TICK).kind, FrameKind::Speech);
+    }
+
+    #[test]
+    fn a_gated_utterance_waits_for_word_of_its_next_audio_or_its_end() {
+        let t0 = Instant::now();
+        let mut p = Playout::new();
+        p.begin(1);
+        p.push(1, &speech(5, 0x10), t0);
+        p.gate(1);
+        assert_eq!(p.tick(t0 + 10 * TICK).kind, FrameKind::Silence, "gated: the next chunk has not been started");
+        p.cover(1, t0 + 10 * TICK, t0 + 10 * TICK);
+        p.finish(1);
+        assert_eq!(p.tick(t0 + 11 * TICK).kind, FrameKind::Speech);
+        p.begin(2);
+        p.push(2, &speech(5, 0x10), t0);
+        p.gate(2);
+        p.finish(2);
+        for i in 12..16 {
+            p.tick(t0 + i * TICK);
+        }
+        assert_eq!(p.tick(t0 + 16 * TICK).kind, FrameKind::Speech, "a complete utterance is never gated");
     }
 }

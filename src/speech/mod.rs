@@ -178,13 +178,13 @@ impl Speech {
         let mut phone = PhoneAudio::new(engine.info().sample_rate)?;
         let mut stream = engine.start(SynthRequest::new(text), CancelToken::new())?;
         let mut out = Vec::new();
-        let mut first = true;
+        let mut index = 0;
         let mut t0 = Instant::now();
         while let Some(chunk) = stream.next_chunk()? {
             let now = Instant::now();
-            lock(&self.shared.state).pacing.chunk_done(now, chunk.duration(), now - t0, first);
+            lock(&self.shared.state).pacing.chunk_done(now, index, chunk.duration(), now - t0);
             out.extend(phone.convert(&chunk).pcmu);
-            first = false;
+            index += 1;
             t0 = Instant::now();
         }
         Ok(out)

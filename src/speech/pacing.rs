@@ -25,9 +25,9 @@ pub const MAX_PREFILL: Duration = Duration::from_millis(400);
 /// Before any measurement: compute per second of audio, and a later chunk's audio.
 const PRIOR_RTF: f64 = 0.25;
 const PRIOR_CHUNK: Duration = Duration::from_millis(750);
-/// Queueing slows a chunk by 1 / (1 - utilization); the utilization is capped
-/// here so the prediction stays finite (beyond it, admission control acts).
-const MAX_UTILIZATION: f64 = 0.8;
+/// The utilization the predictions assume at most (beyond it, admission
+/// control acts).
+const MAX_UTILIZATION: f64 = 0.9;
 
 /// An exponentially weighted mean.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,10 @@ pub struct Pacing {
     chunk: Ewma,
     /// Compute of a first chunk (text to first audio inside the engine).
     first_compute: Ewma,
+    /// Compute of a second chunk: the first of full length, which also runs
+    /// the text side's rest (Piper: the flow over the rest of the sentence),
+    /// so it costs more than the real-time factor says.
+    second_compute: Ewma,
     /// Decayed busy seconds (all workers) and when it was last decayed.
     busy: f64,
     busy_at: Option<Instant>,
@@ -74,6 +78,7 @@ impl Pacing {
             rtf: Ewma::new(0.1),
             chunk: Ewma::new(0.1),
             first_compute: Ewma::new(0.1),
+            second_compute: Ewma::new(0.1),
             busy: 0.0,
             busy_at: None,
             late: 0.0,
@@ -85,13 +90,18 @@ impl Pacing {
         self.workers
     }
 
-    /// A chunk of `audio` took `compute` and finished at `now` (`first`: the
-    /// utterance's first chunk, which also ran the text side).
-    pub fn chunk_done(&mut self, now: Instant, audio: Duration, compute: Duration, first: bool) {
+    /// Chunk `index` (0: the first) of an utterance, `audio` long, took
+    /// `compute` and finished at `now`.
+    pub fn chunk_done(&mut self, now: Instant, index: u32, audio: Duration, compute: Duration) {
         self.add_busy(now, compute);
-        if first {
+        if index == 0 {
             self.first_compute.add(compute.as_secs_f64());
-        } else if !audio.is_zero() {
+            return;
+        }
+        if index == 1 {
+            self.second_compute.add(compute.as_secs_f64());
+        }
+        if !audio.is_zero() {
             self.rtf.add(compute.as_secs_f64() / audio.as_secs_f64());
             self.chunk.add(audio.as_secs_f64());
         }
@@ -120,38 +130,59 @@ impl Pacing {
         Duration::from_secs_f64(self.first_compute.value.unwrap_or(PRIOR_RTF * PRIOR_CHUNK.as_secs_f64() / 2.0))
     }
 
-    /// Predicted wall time for a stream's next chunk at `now`'s load.
-    pub fn next_chunk_time(&self, now: Instant) -> Duration {
-        let compute = self.rtf() * self.chunk.value.unwrap_or(PRIOR_CHUNK.as_secs_f64());
+    /// Predicted wall time at `now`'s load for chunk `index` of a stream
+    /// whose deadline has come: its compute, after waiting for a worker to
+    /// finish what it is running (on average, the load times one chunk).
+    pub fn chunk_time(&self, now: Instant, index: u32) -> Duration {
         let u = self.utilization(now).min(MAX_UTILIZATION);
-        Duration::from_secs_f64(compute / (1.0 - u))
+        self.compute(index) + self.batch_item().mul_f64(u)
+    }
+
+    /// Compute of chunk `index` of a stream (no waiting).
+    pub fn compute_of(&self, index: u32) -> Duration {
+        self.compute(index)
+    }
+
+    fn compute(&self, index: u32) -> Duration {
+        let later = self.rtf() * self.chunk.value.unwrap_or(PRIOR_CHUNK.as_secs_f64());
+        Duration::from_secs_f64(match index {
+            0 => self.first_compute().as_secs_f64(),
+            1 => self.second_compute.value.unwrap_or(later).max(later),
+            _ => later,
+        })
     }
 
     /// Compute one stream adds to a batch (the larger of a first chunk and
     /// a later one; batches are costed as if they saved nothing).
     pub fn batch_item(&self) -> Duration {
         let later = Duration::from_secs_f64(self.rtf() * self.chunk.value.unwrap_or(PRIOR_CHUNK.as_secs_f64()));
-        later.max(self.first_compute())
+        later.max(self.first_compute()).max(Duration::from_secs_f64(self.second_compute.value.unwrap_or(0.0)))
     }
 
     /// When a running stream whose playout holds `lead` of audio must have
-    /// its next chunk started.
-    pub fn deadline(&self, now: Instant, lead: Duration) -> Instant {
-        let need = self.next_chunk_time(now) + MARGIN;
+    /// its chunk `index` started.
+    /// Beyond the chunk's own time it keeps two workers' chunks (one running,
+    /// one a new turn's first chunk, due on arrival, that may take the worker
+    /// first) and the margin, so a playing stream stays ahead of new turns.
+    pub fn deadline(&self, now: Instant, lead: Duration, index: u32) -> Instant {
+        let need = self.compute(index) + self.batch_item() * 2 + MARGIN;
         now + lead.saturating_sub(need)
     }
 
     /// How long a new utterance whose first chunk buffered `lead` of audio
-    /// holds back before playing, so its next chunk arrives in time.
-    pub fn prefill(&self, now: Instant, lead: Duration) -> Duration {
-        self.required_lead(now).saturating_sub(lead).min(MAX_PREFILL)
+    /// holds back before playing, so its next chunk arrives in time, with
+    /// `backlog` chunks of other streams due ahead of it.
+    pub fn prefill(&self, now: Instant, lead: Duration, backlog: usize) -> Duration {
+        self.required_lead(now, backlog).saturating_sub(lead).min(MAX_PREFILL)
     }
 
-    /// The audio a new utterance should have buffered before it plays: the
-    /// next chunk's predicted time, half the margin, and recent lateness.
-    pub fn required_lead(&self, now: Instant) -> Duration {
+    /// The audio a new utterance should have buffered before it plays: its
+    /// second chunk's predicted time (behind `backlog` chunks due before it,
+    /// shared by the workers), the margin, and recent lateness.
+    pub fn required_lead(&self, now: Instant, backlog: usize) -> Duration {
         let late = Duration::from_secs_f64(self.late_now(now));
-        self.next_chunk_time(now) + MARGIN / 2 + late
+        let queued = self.batch_item() * backlog as u32 / self.workers as u32;
+        self.chunk_time(now, 1) + queued + MARGIN + late
     }
 
     /// When a new utterance's first chunk is due: at once when its call is
@@ -160,8 +191,7 @@ impl Pacing {
         if ahead.is_zero() {
             return now;
         }
-        let u = self.utilization(now).min(MAX_UTILIZATION);
-        let need = self.first_compute().div_f64(1.0 - u) + MARGIN;
+        let need = self.compute(0) + self.batch_item() + MARGIN;
         now + ahead.saturating_sub(need)
     }
 
@@ -194,8 +224,8 @@ mod tests {
     /// An engine at RTF 0.15 with 750 ms chunks, measured once.
     fn measured(t0: Instant) -> Pacing {
         let mut p = Pacing::new(2);
-        p.chunk_done(t0, ms(190), ms(60), true);
-        p.chunk_done(t0, ms(750), ms(112), false);
+        p.chunk_done(t0, 0, ms(190), ms(60));
+        p.chunk_done(t0, 1, ms(750), ms(112));
         p
     }
 
@@ -203,8 +233,8 @@ mod tests {
     fn an_idle_machine_needs_no_prefill() {
         let t0 = Instant::now() + Duration::from_secs(100);
         let p = measured(t0);
-        // Next chunk ~112 ms (+ margin) against 190 ms already buffered.
-        assert_eq!(p.prefill(t0 + Duration::from_secs(60), ms(190)), Duration::ZERO);
+        // Second chunk ~112 ms (+ 40 ms margin) against 190 ms already buffered.
+        assert_eq!(p.prefill(t0 + Duration::from_secs(60), ms(190), 0), Duration::ZERO);
     }
 
     #[test]
@@ -213,15 +243,17 @@ mod tests {
         let mut p = measured(t0);
         // Both workers busy for 5 s.
         for i in 0..100 {
-            p.chunk_done(t0 + ms(50 * i), ms(750), ms(112), false);
+            p.chunk_done(t0 + ms(50 * i), 2, ms(750), ms(112));
         }
         let busy = t0 + ms(5000);
         assert!(p.utilization(busy) > 0.5, "{}", p.utilization(busy));
-        let loaded = p.prefill(busy, ms(190));
-        assert!(loaded > ms(50), "{loaded:?}");
+        let loaded = p.prefill(busy, ms(190), 0);
+        assert!(loaded > ms(30), "{loaded:?}");
+        let queued = p.prefill(busy, ms(190), 6);
+        assert!(queued >= loaded + ms(300), "six chunks due ahead on two workers: {queued:?} vs {loaded:?}");
         let idle = busy + Duration::from_secs(30);
         assert!(p.utilization(idle) < 0.01);
-        assert_eq!(p.prefill(idle, ms(190)), Duration::ZERO);
+        assert_eq!(p.prefill(idle, ms(190), 0), Duration::ZERO);
     }
 
     #[test]
@@ -229,20 +261,37 @@ mod tests {
         let t0 = Instant::now();
         let mut p = measured(t0);
         p.late(t0, ms(300));
-        let just_after = p.prefill(t0 + ms(100), ms(190));
+        let just_after = p.prefill(t0 + ms(100), ms(190), 0);
         assert!(just_after >= ms(200), "right after a 300 ms miss the prefill covers it: {just_after:?}");
-        let later = p.prefill(t0 + Duration::from_secs(10), ms(190));
+        let later = p.prefill(t0 + Duration::from_secs(10), ms(190), 0);
         assert_eq!(later, Duration::ZERO, "forgotten 10 s later");
-        assert!(p.prefill(t0, ms(0)) <= MAX_PREFILL);
+        assert!(p.prefill(t0, ms(0), 0) <= MAX_PREFILL);
+    }
+
+    #[test]
+    fn the_second_chunk_is_predicted_from_second_chunks() {
+        // Piper's second chunk also runs the flow over the rest of the
+        // sentence: 150 ms where the real-time factor says 112.
+        let t0 = Instant::now();
+        let mut p = measured(t0);
+        for _ in 0..30 {
+            p.chunk_done(t0, 1, ms(750), ms(150));
+            p.chunk_done(t0, 2, ms(750), ms(112));
+        }
+        let later = Duration::from_secs(60);
+        let second = p.chunk_time(t0 + later, 1);
+        assert!(second > ms(140) && second < ms(160), "{second:?}");
+        assert!(p.chunk_time(t0 + later, 2) < ms(130));
+        assert!(p.prefill(t0 + later, ms(150), 0) >= ms(30), "150 ms buffered cannot cover 150 ms + margin");
     }
 
     #[test]
     fn a_running_streams_deadline_is_when_its_audio_runs_low() {
         let t0 = Instant::now();
         let p = measured(t0);
-        let d = p.deadline(t0, ms(600));
-        let need = p.next_chunk_time(t0) + MARGIN;
+        let d = p.deadline(t0, ms(600), 2);
+        let need = p.compute(2) + p.batch_item() * 2 + MARGIN;
         assert_eq!(d, t0 + ms(600) - need);
-        assert_eq!(p.deadline(t0, ms(10)), t0, "starved: due now");
+        assert_eq!(p.deadline(t0, ms(10), 2), t0, "starved: due now");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::admission::Admission;
-use super::pacing::{Pacing, MAX_PREFILL};
+use super::pacing::{Pacing, MARGIN, MAX_PREFILL};
 use super::phone::PhoneAudio;
 use super::scheduler::{Policy, Queue};
 use super::voices::Voices;
@@ -205,6 +205,18 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         return Vec::new();
     }
     let t0 = Instant::now();
+    {
+        // An utterance whose second chunk starts only now: if it has not begun
+        // playing, it waits until that chunk can follow its first without a gap.
+        let (second, batch_item) = {
+            let state = lock(&shared.state);
+            (state.pacing.compute_of(1), state.pacing.batch_item())
+        };
+        let ready_at = t0 + second.max(batch_item * (jobs.len() as u32 - 1) + second) + MARGIN / 2;
+        for job in jobs.iter().filter(|j| j.chunks == 1) {
+            lock(&job.call.playout).cover(job.id, ready_at, t0);
+        }
+    }
     let results: Vec<Result<Option<PcmChunk>, SynthError>> = if jobs.len() == 1 {
         vec![jobs[0].started.as_mut().map_or(Ok(None), |s| s.stream.next_chunk())]
     } else {
@@ -216,7 +228,10 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
     let compute = t0.elapsed();
     let now = Instant::now();
     // The pacing model, read once for the batch.
-    let required = lock(&shared.state).pacing.required_lead(now);
+    let required = {
+        let state = lock(&shared.state);
+        state.pacing.required_lead(now, state.queue.due_by(now))
+    };
     let total_audio: Duration = results.iter().filter_map(|r| r.as_ref().ok().and_then(|c| c.as_ref())).map(|c| c.duration()).sum();
     let mut observed = Vec::new();
     let mut going_on = Vec::new();
@@ -246,6 +261,10 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
                 let buffered = playout.lead(job.id, now).unwrap_or_default();
                 wait = required.saturating_sub(buffered).min(MAX_PREFILL);
                 playout.hold(job.id, wait);
+                if !chunk.last {
+                    // It starts once its second chunk is under way (`cover`).
+                    playout.gate(job.id);
+                }
             }
             if chunk.last {
                 playout.finish(job.id);
@@ -255,7 +274,11 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         // A share of the batch's time, by audio.
         let share = if total_audio.is_zero() { compute } else { compute.mul_f64(chunk.duration().as_secs_f64() / total_audio.as_secs_f64()) };
         let late = job.dry_at.and_then(|dry| now.checked_duration_since(dry));
-        observed.push((chunk.duration(), share, first, late, (first && job.fresh).then(|| now.saturating_duration_since(job.arrived) + wait)));
+        if let Some(late) = late {
+            tracing::debug!(call = %job.call.id, utterance = job.id, chunk = job.chunks, late_ms = late.as_millis() as u64,
+                compute_ms = share.as_millis() as u64, batch = total_audio.as_millis() as u64, "chunk arrived after its audio ran out");
+        }
+        observed.push((job.chunks - 1, chunk.duration(), share, late, (first && job.fresh).then(|| now.saturating_duration_since(job.arrived) + wait)));
         job.dry_at = Some(now + lead);
         if !alive || job.dead() {
             // Cleared (barge-in) or hung up: stop computing audio nobody hears.
@@ -268,8 +291,8 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         going_on.push((job, lead));
     }
     let mut state = lock(&shared.state);
-    for (audio, share, first, late, first_audio) in observed {
-        state.pacing.chunk_done(now, audio, share, first);
+    for (index, audio, share, late, first_audio) in observed {
+        state.pacing.chunk_done(now, index, audio, share);
         if let Some(late) = late {
             state.pacing.late(now, late);
         }
@@ -277,5 +300,8 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
             state.admission.first_audio(now, latency);
         }
     }
-    going_on.into_iter().map(|(job, lead)| (job, state.pacing.deadline(now, lead))).collect()
+    going_on.into_iter().map(|(job, lead)| {
+        let deadline = state.pacing.deadline(now, lead, job.chunks);
+        (job, deadline)
+    }).collect()
 }
