@@ -8,15 +8,19 @@
 //! run dry, less the chunk's predicted compute and a margin. Workers take the
 //! earliest deadline, run one chunk, and put the stream back with its new
 //! deadline, so a long utterance yields between chunks and a new turn's first
-//! chunk overtakes it. Deadlines are fixed while a stream waits and a new
+//! chunk overtakes it; but a stream whose audio is playing goes first once it
+//! is due, so under overload new turns wait rather than playing ones gap.
+//! Deadlines are fixed while a stream waits and a new
 //! stream's deadline is never earlier than its arrival, so every waiting
-//! stream becomes the earliest in turn: no starvation. Streams of the same
+//! stream becomes the earliest in turn: no starvation (a new turn can wait
+//! longer only while playing streams are already late, that is in overload,
+//! which admission control keeps a server out of). Streams of the same
 //! voice due within [`BATCH_SLACK`] of the earliest are taken together, so an
 //! engine that batches computes them in one pass.
 //!
 //! Sans-IO: time is passed in; the worker threads live in `workers.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::StreamId;
@@ -59,13 +63,15 @@ pub struct Queue<G> {
     /// (deadline, arrival order) -> stream: the first entry is the most urgent,
     /// ties go to whoever waited longest.
     waiting: BTreeMap<(Instant, u64), (StreamId, G)>,
+    /// The keys of streams whose audio is playing (a gap would be heard).
+    playing: BTreeSet<(Instant, u64)>,
     index: HashMap<StreamId, (Instant, u64)>,
     seq: u64,
 }
 
 impl<G> Default for Queue<G> {
     fn default() -> Self {
-        Self { waiting: BTreeMap::new(), index: HashMap::new(), seq: 0 }
+        Self { waiting: BTreeMap::new(), playing: BTreeSet::new(), index: HashMap::new(), seq: 0 }
     }
 }
 
@@ -74,19 +80,27 @@ impl<G: PartialEq + Clone> Queue<G> {
         Self::default()
     }
 
-    /// Adds (or moves) `id` with its next chunk due at `deadline`.
-    pub fn push(&mut self, id: StreamId, group: G, deadline: Instant) {
+    /// Adds (or moves) `id` with its next chunk due at `deadline`;
+    /// `playing`: its audio is being heard, so once due it goes before any
+    /// stream that is not (a new turn waits rather than a playing one gaps).
+    pub fn push(&mut self, id: StreamId, group: G, deadline: Instant, playing: bool) {
         self.remove(id);
         self.seq += 1;
         let key = (deadline, self.seq);
         self.waiting.insert(key, (id, group));
+        if playing {
+            self.playing.insert(key);
+        }
         self.index.insert(id, key);
     }
 
     /// Drops `id` if it is waiting; true if it was.
     pub fn remove(&mut self, id: StreamId) -> bool {
         match self.index.remove(&id) {
-            Some(key) => self.waiting.remove(&key).is_some(),
+            Some(key) => {
+                self.playing.remove(&key);
+                self.waiting.remove(&key).is_some()
+            }
             None => false,
         }
     }
@@ -98,8 +112,14 @@ impl<G: PartialEq + Clone> Queue<G> {
     /// each stream adds `per_item` of compute to the batch. Empty when
     /// nothing waits.
     pub fn take(&mut self, now: Instant, max_batch: impl Fn(&G) -> usize, per_item: Duration) -> Vec<StreamId> {
-        let Some((&first_key, (_, group))) = self.waiting.iter().next() else { return Vec::new() };
-        let group = group.clone();
+        let first_key = match self.playing.first() {
+            Some(k) if k.0 <= now => *k,
+            _ => match self.waiting.keys().next() {
+                Some(k) => *k,
+                None => return Vec::new(),
+            },
+        };
+        let group = self.waiting[&first_key].1.clone();
         let horizon = first_key.0.max(now) + BATCH_SLACK;
         // What the most urgent stream can afford to wait for its batch.
         let budget = (first_key.0.max(now + per_item) + BATCH_SLACK).saturating_duration_since(now);
@@ -114,7 +134,10 @@ impl<G: PartialEq + Clone> Queue<G> {
             .map(|(k, _)| *k)
             .collect();
         keys.into_iter()
-            .filter_map(|k| self.waiting.remove(&k))
+            .filter_map(|k| {
+                self.playing.remove(&k);
+                self.waiting.remove(&k)
+            })
             .map(|(id, _)| {
                 self.index.remove(&id);
                 id
@@ -149,10 +172,10 @@ mod tests {
     fn the_earliest_deadline_goes_first_and_ties_keep_arrival_order() {
         let t0 = Instant::now();
         let mut q = Queue::new();
-        q.push(1, "v", t0 + ms(300));
-        q.push(2, "v", t0 + ms(100));
-        q.push(3, "v", t0 + ms(100));
-        q.push(4, "v", t0 + ms(200));
+        q.push(1, "v", t0 + ms(300), false);
+        q.push(2, "v", t0 + ms(100), false);
+        q.push(3, "v", t0 + ms(100), false);
+        q.push(4, "v", t0 + ms(200), false);
         let order: Vec<_> = std::iter::from_fn(|| q.take(t0, |_| 1, Duration::ZERO).first().copied()).collect();
         assert_eq!(order, [2, 3, 4, 1]);
     }
@@ -163,18 +186,30 @@ mod tests {
         // chunk is due in ~450 ms); stream 2's first chunk arrives now.
         let t0 = Instant::now();
         let mut q = Queue::new();
-        q.push(1, "v", t0 + ms(450));
-        q.push(2, "v", t0);
+        q.push(1, "v", t0 + ms(450), false);
+        q.push(2, "v", t0, false);
         assert_eq!(q.take(t0, |_| 1, Duration::ZERO), [2]);
         assert_eq!(q.take(t0, |_| 1, Duration::ZERO), [1]);
+    }
+
+    #[test]
+    fn a_playing_stream_that_is_due_goes_before_new_turns() {
+        let t0 = Instant::now();
+        let mut q = Queue::new();
+        q.push(1, "v", t0, false); // a new turn's first chunk, arrived at t0
+        q.push(2, "v", t0 + ms(40), true); // a playing stream, due at +40
+        assert_eq!(q.take(t0 + ms(30), |_| 1, Duration::ZERO), [1], "not due yet: earliest deadline first");
+        q.push(1, "v", t0, false);
+        assert_eq!(q.take(t0 + ms(50), |_| 1, Duration::ZERO), [2], "due and playing: before the new turn");
+        assert_eq!(q.take(t0 + ms(50), |_| 1, Duration::ZERO), [1]);
     }
 
     #[test]
     fn a_cancelled_stream_leaves_at_once() {
         let t0 = Instant::now();
         let mut q = Queue::new();
-        q.push(1, "v", t0);
-        q.push(2, "v", t0 + ms(10));
+        q.push(1, "v", t0, false);
+        q.push(2, "v", t0 + ms(10), false);
         assert!(q.remove(1));
         assert!(!q.remove(1));
         assert_eq!(q.len(), 1);
@@ -189,11 +224,11 @@ mod tests {
         // clock passes 500 ms the long one is the earliest and runs.
         let t0 = Instant::now();
         let mut q = Queue::new();
-        q.push(0, "v", t0 + ms(500));
+        q.push(0, "v", t0 + ms(500), false);
         let mut served_at = None;
         for i in 1..100u64 {
             let now = t0 + ms(20 * i);
-            q.push(i, "v", now);
+            q.push(i, "v", now, false);
             let took = q.take(now, |_| 1, Duration::ZERO);
             if took == [0] {
                 served_at = Some(now);
@@ -208,12 +243,12 @@ mod tests {
     fn streams_of_one_voice_due_together_form_a_batch() {
         let t0 = Instant::now();
         let mut q = Queue::new();
-        q.push(1, "a", t0);
-        q.push(2, "b", t0 + ms(5));
-        q.push(3, "a", t0 + ms(10));
-        q.push(4, "a", t0 + ms(20));
-        q.push(5, "a", t0 + ms(200)); // not due yet: stays for later
-        q.push(6, "a", t0 + ms(25));
+        q.push(1, "a", t0, false);
+        q.push(2, "b", t0 + ms(5), false);
+        q.push(3, "a", t0 + ms(10), false);
+        q.push(4, "a", t0 + ms(20), false);
+        q.push(5, "a", t0 + ms(200), false); // not due yet: stays for later
+        q.push(6, "a", t0 + ms(25), false);
         assert_eq!(q.take(t0, |_| 3, Duration::ZERO), [1, 3, 4], "same voice, due within the slack, at most 3");
         assert_eq!(q.take(t0, |_| 3, Duration::ZERO), [2]);
         assert_eq!(q.take(t0, |_| 3, Duration::ZERO), [6]);
@@ -227,13 +262,13 @@ mod tests {
         // Four first chunks due now, 50 ms of compute each: batching a second
         // would make the first wait 100 ms instead of 50, so one at a time.
         for id in 1..=4 {
-            q.push(id, "a", t0);
+            q.push(id, "a", t0, false);
         }
         assert_eq!(q.take(t0, |_| 8, ms(50)), [1]);
         // Later chunks with 300 ms to spare: as many as fit (330 / 100 = 3).
         let mut q = Queue::new();
         for id in 1..=5 {
-            q.push(id, "a", t0 + ms(300) + ms(id));
+            q.push(id, "a", t0 + ms(300) + ms(id), false);
         }
         assert_eq!(q.take(t0, |_| 8, ms(100)), [1, 2, 3]);
     }
@@ -242,8 +277,8 @@ mod tests {
     fn an_engine_that_does_not_batch_gets_one_stream_at_a_time() {
         let t0 = Instant::now();
         let mut q = Queue::new();
-        q.push(1, "a", t0);
-        q.push(2, "a", t0);
+        q.push(1, "a", t0, false);
+        q.push(2, "a", t0, false);
         assert_eq!(q.take(t0, |_| 1, Duration::ZERO), [1]);
         assert_eq!(q.due_by(t0), 1);
     }

@@ -98,7 +98,7 @@ impl Shared {
         let mut state = lock(&self.state);
         // First come, first served: the arrival order is the only order.
         let deadline = if self.policy == Policy::Fcfs { job.arrived } else { deadline };
-        state.queue.push(job.id, job.voice.clone(), deadline);
+        state.queue.push(job.id, job.voice.clone(), deadline, false);
         state.jobs.insert(job.id, job);
         drop(state);
         self.wake.notify_one();
@@ -154,7 +154,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
             if !continuing.is_empty() {
                 let mut state = lock(&shared.state);
                 for (job, deadline) in continuing {
-                    state.queue.push(job.id, job.voice.clone(), deadline);
+                    // Past its second chunk an utterance is playing (it starts once that is under way).
+                    state.queue.push(job.id, job.voice.clone(), deadline, job.chunks >= 2);
                     state.jobs.insert(job.id, job);
                 }
                 drop(state);
@@ -212,7 +213,8 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
             let state = lock(&shared.state);
             (state.pacing.compute_of(1), state.pacing.batch_item())
         };
-        let ready_at = t0 + second.max(batch_item * (jobs.len() as u32 - 1) + second) + MARGIN / 2;
+        // The batch's other members are costed as chunks of their own.
+        let ready_at = t0 + second + batch_item * (jobs.len() as u32 - 1) + MARGIN / 2;
         for job in jobs.iter().filter(|j| j.chunks == 1) {
             lock(&job.call.playout).cover(job.id, ready_at, t0);
         }
