@@ -74,7 +74,7 @@ except ImportError:  # pragma: no cover
     sys.exit("load_bench: the python package `websockets` is missing (pip install websockets)")
 
 sys.path.insert(0, str(HERE))
-from ttfa_bench import SipCaller, http_json, percentile  # noqa: E402
+from ttfa_bench import SipCaller, bind_pair, http_json, percentile  # noqa: E402
 
 
 def log(msg):
@@ -115,26 +115,6 @@ SILENCE_BYTES = b"\xff\x7f"
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
-
-
-def bind_pair():
-    """An even RTP port and the next (RTCP) on 127.0.0.1."""
-    for _ in range(500):
-        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        a.bind(("127.0.0.1", 0))
-        port = a.getsockname()[1]
-        if port % 2 or port >= 65535:
-            a.close()
-            continue
-        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            a.close()
-            b.close()
-            continue
-        return a, b
-    raise RuntimeError("no free even/odd UDP port pair on 127.0.0.1")
 
 
 class CallMedia:

@@ -131,10 +131,30 @@ def is_silence(payload):
     return all(b in (0xFF, 0x7F) for b in payload)
 
 
+def bind_pair():
+    """An even RTP port and the next (RTCP) on 127.0.0.1."""
+    for _ in range(500):
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        a.bind(("127.0.0.1", 0))
+        port = a.getsockname()[1]
+        if port % 2 or port >= 65535:
+            a.close()
+            continue
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            a.close()
+            b.close()
+            continue
+        return a, b
+    raise RuntimeError("no free even/odd UDP port pair on 127.0.0.1")
+
+
 class RtpReceiver:
     def __init__(self, loop):
         self.loop = loop
-        self.sock, self.rtcp = self._bind_pair()
+        self.sock, self.rtcp = bind_pair()
         self.port = self.sock.getsockname()[1]
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -154,25 +174,6 @@ class RtpReceiver:
         self.first = None
         self.stop = False
         self.threads = [threading.Thread(target=self._run, daemon=True), threading.Thread(target=self._run_rtcp, daemon=True)]
-
-    @staticmethod
-    def _bind_pair():
-        for _ in range(200):
-            a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            if port % 2 or port >= 65535:
-                a.close()
-                continue
-            b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                a.close()
-                b.close()
-                continue
-            return a, b
-        raise RuntimeError("no free even/odd UDP port pair on 127.0.0.1")
 
     def start(self):
         for t in self.threads:

@@ -28,17 +28,6 @@ use voxline::text::EspeakPhonemizer;
 
 // ---------------------------------------------------------------- helpers
 
-fn engine_for(onnx: &Path) -> PiperEngine {
-    let voice = PiperVoice::load(onnx, &Device::Cpu).unwrap_or_else(|e| panic!("load {}: {e}", onnx.display()));
-    let phonemizer = Arc::new(EspeakPhonemizer::new().expect("espeak-ng initialises"));
-    PiperEngine::new(voice, phonemizer, StreamConfig::default()).expect("engine")
-}
-
-/// The default voice, loaded once for the whole file.
-fn joe() -> &'static PiperEngine {
-    static E: OnceLock<PiperEngine> = OnceLock::new();
-    E.get_or_init(|| engine_for(&default_voice()))
-}
 
 fn tiny_multi_path() -> PathBuf {
     fixture("piper/tiny_medium_multispeaker.onnx")

@@ -17,30 +17,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
-
-use candle_core::Device;
 use common::*;
 use voxline::synth::piper::StreamConfig;
-use voxline::synth::{
-    CancelToken, Engine, PcmChunk, PiperEngine, PiperVoice, Preset, SynthError, SynthOptions, SynthRequest, SynthStream,
-};
-use voxline::text::EspeakPhonemizer;
+use voxline::synth::{CancelToken, Engine, PcmChunk, Preset, SynthError, SynthOptions, SynthRequest, SynthStream};
 
 /// Largest difference allowed between a batched and a lone sample (see above).
 const MAX_DIFF: f32 = 0.0;
 
-fn engine_for(onnx: &Path) -> PiperEngine {
-    let voice = PiperVoice::load(onnx, &Device::Cpu).unwrap_or_else(|e| panic!("load {}: {e}", onnx.display()));
-    let phonemizer = Arc::new(EspeakPhonemizer::new().expect("espeak-ng initialises"));
-    PiperEngine::new(voice, phonemizer, StreamConfig::default()).expect("engine")
-}
-
-fn joe() -> &'static PiperEngine {
-    static E: OnceLock<PiperEngine> = OnceLock::new();
-    E.get_or_init(|| engine_for(&default_voice()))
-}
 
 fn request(text: &str, seed: u64, preset: Option<Preset>, speaker: Option<&str>) -> SynthRequest {
     SynthRequest {

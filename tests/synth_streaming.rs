@@ -9,34 +9,18 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
 use common::*;
 use voxline::synth::piper::StreamConfig;
-use voxline::synth::{
-    synthesize_all, AlignmentKind, CancelToken, Engine, PcmChunk, PiperEngine, PiperVoice, SynthError, SynthOptions,
-    SynthRequest,
-};
-use voxline::text::EspeakPhonemizer;
+use voxline::synth::{synthesize_all, AlignmentKind, CancelToken, Engine, PcmChunk, SynthError, SynthOptions, SynthRequest};
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn engine_for(onnx: &Path) -> PiperEngine {
-    let voice = PiperVoice::load(onnx, &Device::Cpu).unwrap_or_else(|e| panic!("load {}: {e}", onnx.display()));
-    let phonemizer = Arc::new(EspeakPhonemizer::new().expect("espeak-ng initialises"));
-    PiperEngine::new(voice, phonemizer, StreamConfig::default()).expect("engine")
-}
-
-fn joe() -> &'static PiperEngine {
-    static E: OnceLock<PiperEngine> = OnceLock::new();
-    E.get_or_init(|| engine_for(&default_voice()))
-}
 
 fn seeded(text: &str, seed: u64) -> SynthRequest {
     SynthRequest { text: text.into(), options: SynthOptions { seed: Some(seed), ..Default::default() } }

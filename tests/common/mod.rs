@@ -31,6 +31,20 @@ pub fn default_voice() -> PathBuf {
     p
 }
 
+/// A Piper engine on the CPU for `onnx`, default streaming windows.
+pub fn engine_for(onnx: &std::path::Path) -> voxline::synth::PiperEngine {
+    use voxline::synth::{PiperEngine, PiperVoice};
+    let voice = PiperVoice::load(onnx, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("load {}: {e}", onnx.display()));
+    let phonemizer = std::sync::Arc::new(voxline::text::EspeakPhonemizer::new().expect("espeak-ng initialises"));
+    PiperEngine::new(voice, phonemizer, voxline::synth::piper::StreamConfig::default()).expect("engine")
+}
+
+/// The default voice's engine, loaded once per test binary.
+pub fn joe() -> &'static voxline::synth::PiperEngine {
+    static E: std::sync::OnceLock<voxline::synth::PiperEngine> = std::sync::OnceLock::new();
+    E.get_or_init(|| engine_for(&default_voice()))
+}
+
 pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
 }
