@@ -2124,6 +2124,9 @@ pub fn fill_high_band(x: &[f32]) -> Vec<f32> {
     x.iter().zip(&noise).map(|(s, n)| s + gain * n).collect()
 }
 
+/// Silence put around phone audio before it is transcribed.
+const ASR_PAD_MS: usize = 300;
+
 /// pocketsphinx's hypothesis for a 16 kHz mono 16-bit WAV (all utterances,
 /// joined). `-dither yes` as well: it also helps with band-limited input.
 pub fn transcribe_wav(wav: &Path) -> String {
@@ -2143,7 +2146,11 @@ pub fn transcribe_wav(wav: &Path) -> String {
 /// `dir/name.wav` for a listen when a test fails.
 pub fn transcribe_8k(pcm: &[i16], dir: &Path, name: &str) -> String {
     let wav = dir.join(format!("{name}.wav"));
-    let audio = fill_high_band(&upsample_8k_to_16k(pcm));
+    // The caller heard the line's silence around the words; a recognizer
+    // needs it too (a word that starts on the first sample is often lost).
+    let pad = vec![0i16; 8000 * ASR_PAD_MS / 1000];
+    let padded: Vec<i16> = pad.iter().chain(pcm).chain(&pad).copied().collect();
+    let audio = fill_high_band(&upsample_8k_to_16k(&padded));
     write_wav_file(&wav, &audio, ASR_RATE, WavFormat::Pcm16).expect("write a 16 kHz WAV");
     transcribe_wav(&wav)
 }
