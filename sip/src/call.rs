@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::dialog::Dialog;
-use crate::endpoint::Transmit;
 use crate::message::Echo;
 use crate::transaction::{due, soonest, Timers, TransactionKey};
+use crate::transmit::Transmit;
 
 /// Where a call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use rsip::headers as h;
 
 use crate::config::EndpointConfig;
-use crate::endpoint::Transmit;
 use crate::message::{self, NameAddr, Request, Uri};
+use crate::transmit::Transmit;
 
 /// Identifies a dialog from our side: Call-ID, our tag (To of their requests), their tag
 /// (From of their requests; empty for RFC 2543 peers without one).

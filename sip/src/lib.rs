@@ -57,8 +57,10 @@ mod error;
 mod event;
 mod message;
 mod transaction;
+mod transmit;
 
 pub use config::EndpointConfig;
-pub use endpoint::{Endpoint, Stats, Transmit, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
+pub use endpoint::{Endpoint, Stats, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 pub use error::SipError;
 pub use event::{CallHandle, EndReason, Event};
+pub use transmit::Transmit;

@@ -26,15 +26,7 @@ use crate::transaction::client_non_invite::{ClientNonInviteTransaction, Outcome}
 use crate::transaction::server_invite::ServerInviteTransaction;
 use crate::transaction::server_non_invite::ServerNonInviteTransaction;
 use crate::transaction::{soonest, Timers, TransactionKey};
-
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// The SIP message.
-    pub payload: Vec<u8>,
-}
+use crate::transmit::Transmit;
 
 /// Counters of what the endpoint received and did not process normally.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use rsip::headers as h;
 
 use super::request::Echo;
-use crate::endpoint::Transmit;
+use crate::transmit::Transmit;
 
 /// The methods this user agent accepts, for Allow (RFC 3261 20.5).
 pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";

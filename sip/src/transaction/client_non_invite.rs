@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{due, soonest, Timers, T4};
-use crate::endpoint::Transmit;
 use crate::event::CallHandle;
+use crate::transmit::Transmit;
 
 /// States of the non-INVITE client transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

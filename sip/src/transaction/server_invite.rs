@@ -20,8 +20,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{due, soonest, Timers, T4};
-use crate::endpoint::Transmit;
 use crate::event::CallHandle;
+use crate::transmit::Transmit;
 
 /// States of the INVITE server transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

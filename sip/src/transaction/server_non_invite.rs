@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{due, Timers};
-use crate::endpoint::Transmit;
+use crate::transmit::Transmit;
 
 /// States of the non-INVITE server transaction (Proceeding is unused: no provisional
 /// responses are sent to non-INVITE requests).
