@@ -28,8 +28,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::asr::{transcribe, word_edits, words};
-use common::sip::{POCKETSPHINX, POCKETSPHINX_MODEL};
+use common::asr::{require_pocketsphinx, transcribe, word_edits, words};
 use common::*;
 use voxline::audio::{decode_mulaw, encode_mulaw, read_wav, write_wav_file, StreamResampler, WavFormat};
 use voxline::synth::piper::StreamConfig;
@@ -102,20 +101,6 @@ fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
-
-fn require_pocketsphinx() {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {POCKETSPHINX}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found && Path::new(POCKETSPHINX_MODEL).is_dir(),
-        "{POCKETSPHINX} or its en-us model ({POCKETSPHINX_MODEL}) is missing; install them with \
-         `scripts/setup.sh --test` (apt: pocketsphinx pocketsphinx-en-us)"
-    );
-}
-
 
 /// Transcribes every file, two recognizers at a time; results in input order.
 fn transcribe_all(wavs: &[PathBuf]) -> Vec<String> {

@@ -10,8 +10,16 @@ pub mod agent;
 pub mod asr;
 pub mod calls;
 pub mod chatterbox;
+pub mod harness;
+pub mod http;
 pub mod hub;
+pub mod rtp;
+pub mod server;
 pub mod sip;
+pub mod sip_message;
+pub mod sip_socket;
+pub mod sipp;
+pub mod slots;
 
 /// Repository root.
 pub fn root() -> PathBuf {

@@ -1,0 +1,58 @@
+//! Shared pieces of the call-test harness: unique numbers and scratch
+//! directories, log tails, free ports and checks for command-line tools.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A number unique within this test process.
+pub fn unique() -> u64 {
+    UNIQUE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A fresh scratch directory under the OS temp dir. Server and sipp logs are
+/// removed when their owner drops during a passing test and kept (the failure
+/// message points at them) when it fails.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("voxline-sip-{tag}-{}-{}", std::process::id(), unique()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch dir");
+    dir
+}
+
+/// Last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out = String::new();
+    if start > 0 {
+        out.push_str(&format!("[... {start} earlier lines]\n"));
+    }
+    out.push_str(&lines[start..].join("\n"));
+    out
+}
+
+pub(super) fn read_lossy(path: &Path) -> String {
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago (for a sipp UAS).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind((LOCALHOST, 0)).and_then(|s| s.local_addr()).expect("bind a UDP socket").port()
+}
+
+/// Panics with a clear message when a command-line tool is missing.
+pub fn require_tool(name: &str, hint: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(found, "`{name}` is not installed; {hint}");
+}
