@@ -518,12 +518,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         webhook: args.webhook.filter(|w| !w.is_empty()),
         webhook_token: args.webhook_token.filter(|t| !t.is_empty()),
         decision_timeout: std::time::Duration::from_millis(args.decision_timeout_ms),
-        webrtc: voxline::server::webrtc::WebRtcConfig {
+        webrtc: voxline::server::WebRtcConfig {
             ice_servers: args
                 .stun
                 .iter()
-                .map(|url| voxline::server::webrtc::IceServer { url: url.clone(), username: String::new(), credential: String::new() })
-                .chain(args.turn.iter().map(|url| voxline::server::webrtc::IceServer {
+                .map(|url| voxline::server::IceServer { url: url.clone(), username: String::new(), credential: String::new() })
+                .chain(args.turn.iter().map(|url| voxline::server::IceServer {
                     url: url.clone(),
                     username: args.turn_username.clone().unwrap_or_default(),
                     credential: args.turn_password.clone().unwrap_or_default(),

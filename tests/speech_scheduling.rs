@@ -147,9 +147,12 @@ fn the_talkspurt_starts_with_sound_and_a_mark_fires_when_the_speech_ends() {
     let packets: Vec<_> = capture.snapshot().iter().filter_map(parse_rtp).collect();
     let start = packets.iter().position(|p| p.marker).expect("a talkspurt began");
     let levels: Vec<(u64, i16)> = packets[start..].iter().take(4).map(|p| level(&p.payload)).collect();
-    // Sound from the first packet on: the onset (peak above -40 dBFS), not
-    // the voice's leading silence (digital silence or its noise floor).
-    assert!(levels[0].1 >= 300, "the marker packet carries sound; (mean, peak) of the first packets: {levels:?}");
+    // Sound from the first packet on: the onset (samples the product counts
+    // as sound, voxline::media::playout::is_sound), not the voice's leading
+    // silence (digital silence or its noise floor). The voice's onset is
+    // random (noise scale), and a soft one peaks at 150-300 in the marker packet.
+    let marker_sound = packets[start].payload.iter().any(|&b| voxline::media::playout::is_sound(b));
+    assert!(marker_sound, "the marker packet carries sound; (mean, peak) of the first packets: {levels:?}");
     assert!(levels.iter().take(3).any(|l| l.0 > 100), "speech is under way by the third packet: {levels:?}");
     let last_sound = packets.iter().filter(|p| is_sound(&p.payload)).map(|p| p.at).max().expect("sound");
     let after = mark_at.saturating_duration_since(last_sound);

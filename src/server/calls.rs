@@ -9,7 +9,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::media::CallMedia;
+use super::fanout::{self, Fanout};
+use crate::media::{CallMedia, MediaEvent};
 use crate::synth::{CancelToken, Preset};
 
 /// The SIP core's handle for a call.
@@ -37,6 +38,14 @@ pub enum CallState {
     Ended,
 }
 
+/// Caller audio may be dropped for a slow control socket; every other
+/// event reaches it.
+impl fanout::Event for MediaEvent {
+    fn droppable(&self) -> bool {
+        matches!(self, MediaEvent::CallerAudio { .. })
+    }
+}
+
 /// One call.
 pub struct Call {
     /// Our id for the call (URLs, events).
@@ -49,6 +58,8 @@ pub struct Call {
     pub headers: Vec<(String, String)>,
     pub signaling_peer: SocketAddr,
     pub media: Arc<CallMedia>,
+    /// The call's media events, for its control sockets (see [`Fanout`]'s drop policy).
+    pub events: Fanout<MediaEvent>,
     pub started: SystemTime,
     pub started_at: Instant,
     state: Mutex<CallState>,
@@ -88,6 +99,7 @@ impl Call {
             headers,
             signaling_peer,
             media,
+            events: Fanout::default(),
             started: SystemTime::now(),
             started_at: Instant::now(),
             state: Mutex::new(CallState::Ringing),

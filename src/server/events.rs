@@ -13,68 +13,19 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::control::MAX_FRAME;
-use super::sip::{Decision, SipCommand};
-use super::Server;
-use crate::synth::Preset;
-
-/// An agent's decision, as JSON (a socket message or a webhook response).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum DecisionMessage {
-    Accept {
-        call: String,
-        /// `true`/absent: the configured greeting; `false`: none; a string: that text.
-        #[serde(default)]
-        greeting: Option<Value>,
-        #[serde(default)]
-        voice: Option<String>,
-        #[serde(default)]
-        preset: Option<String>,
-    },
-    Reject {
-        call: String,
-        #[serde(default)]
-        status: Option<u16>,
-        #[serde(default)]
-        reason: Option<String>,
-    },
-}
-
-/// Reads a decision; errors are `(code, message)` for the agent.
-fn parse_decision(server: &Server, value: Value) -> Result<(String, Decision), (&'static str, String)> {
-    let message: DecisionMessage = serde_json::from_value(value).map_err(|e| ("invalid_message", e.to_string()))?;
-    match message {
-        DecisionMessage::Accept { call, greeting, voice, preset } => {
-            let greeting = super::parse_greeting(greeting)?;
-            if let Some(v) = voice.as_deref().filter(|v| !server.speech.has_voice(v)) {
-                return Err(("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", "))));
-            }
-            let preset = match preset.as_deref() {
-                None => None,
-                Some(name) => Some(Preset::from_name(name).map_err(|e| ("invalid_message", e))?),
-            };
-            Ok((call, Decision::Accept { greeting, voice, preset }))
-        }
-        DecisionMessage::Reject { call, status, reason } => {
-            let status = status.unwrap_or(486);
-            if !(400..=699).contains(&status) {
-                return Err(("invalid_message", format!("a rejection's status is 400-699, not {status}")));
-            }
-            Ok((call, Decision::Reject { status, reason }))
-        }
-    }
-}
+use super::calls::CallState;
+use super::commands::SipCommand;
+use super::control::protocol::MAX_FRAME;
+use super::decision::parse_decision;
+use super::error::ApiError;
+use super::state::Server;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,18 +44,36 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return super::http::error(StatusCode::BAD_REQUEST, "invalid_query", "query parameters: decide=true|false, token");
+        return ApiError::bad_request("invalid_query", "query parameters: decide=true|false, token").into_response();
     };
     let decide = query.decide.unwrap_or(false);
     ws.max_message_size(MAX_FRAME * 4).max_frame_size(MAX_FRAME * 4).on_upgrade(move |socket| run(server, socket, decide)).into_response()
 }
 
-fn text(value: Value) -> Message {
-    Message::Text(Utf8Bytes::from(value.to_string()))
+/// What the events socket sends besides lifecycle events.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type")]
+enum Reply {
+    #[serde(rename = "events.attached")]
+    Attached { decide: bool, decision_timeout_ms: u64, calls: Vec<CallSummary> },
+    #[serde(rename = "error")]
+    Error { code: &'static str, message: String },
 }
 
-fn error(code: &str, message: impl Into<String>) -> Message {
-    text(json!({"type": "error", "code": code, "message": message.into()}))
+#[derive(Debug, Serialize)]
+struct CallSummary {
+    call: String,
+    from: String,
+    to: String,
+    state: CallState,
+}
+
+fn text(value: &impl Serialize) -> Message {
+    Message::Text(Utf8Bytes::from(serde_json::to_string(value).unwrap_or_default()))
+}
+
+fn error(code: &'static str, message: impl Into<String>) -> Message {
+    text(&Reply::Error { code, message: message.into() })
 }
 
 /// Counts a deciding socket for as long as it lives.
@@ -122,9 +91,9 @@ async fn run(server: Arc<Server>, mut socket: WebSocket, decide: bool) {
         server.deciders.fetch_add(1, Ordering::Relaxed);
         Decider(server.clone())
     });
-    let calls: Vec<Value> = server.calls.all().iter().map(|c| json!({"call": c.id, "from": c.from, "to": c.to, "state": c.state()})).collect();
-    let hello = json!({"type": "events.attached", "decide": decide, "decision_timeout_ms": server.config.decision_timeout.as_millis() as u64, "calls": calls});
-    if socket.send(text(hello)).await.is_err() {
+    let calls = server.calls.all().iter().map(|c| CallSummary { call: c.id.clone(), from: c.from.clone(), to: c.to.clone(), state: c.state() }).collect();
+    let hello = Reply::Attached { decide, decision_timeout_ms: server.config.decision_timeout.as_millis() as u64, calls };
+    if socket.send(text(&hello)).await.is_err() {
         return;
     }
     loop {
@@ -136,9 +105,13 @@ async fn run(server: Arc<Server>, mut socket: WebSocket, decide: bool) {
                 Some(Ok(_)) => None,
             },
             event = lifecycle.recv() => match event {
-                Ok(e) => Some(text(e)),
-                Err(RecvError::Lagged(n)) => Some(error("events_dropped", format!("{n} events were dropped because this socket read too slowly"))),
-                Err(RecvError::Closed) => break,
+                Some(e) => Some(text(&e)),
+                None => {
+                    if lifecycle.overflowed() {
+                        let _ = socket.send(error("too_slow", "this socket left too many events unread and is closed")).await;
+                    }
+                    break;
+                }
             },
         };
         if let Some(m) = out {
@@ -157,7 +130,7 @@ fn handle(server: &Server, frame: &str) -> Option<Message> {
         Ok(v) => v,
         Err(e) => return Some(error("malformed_json", e.to_string())),
     };
-    match parse_decision(server, value) {
+    match parse_decision(&server.speech, value) {
         Ok((call, decision)) => {
             if server.calls.get(&call).is_none() {
                 return Some(error("unknown_call", format!("no call with id `{call}`")));
@@ -166,33 +139,5 @@ fn handle(server: &Server, frame: &str) -> Option<Message> {
             None
         }
         Err((code, message)) => Some(error(code, message)),
-    }
-}
-
-/// POSTs `call.incoming` to the webhook and applies the decision in its
-/// response, if any. Failures and timeouts leave the call to the default.
-pub async fn ask_webhook(server: Arc<Server>, call: String, event: Value, timeout: Duration) {
-    let Some(hook) = &server.webhook else { return };
-    let response = match hook.post(&event, server.config.webhook_token.as_deref(), timeout).await {
-        Ok(Some(body)) => body,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(url = hook.url(), call, error = %e, "webhook failed; the call gets the default");
-            return;
-        }
-    };
-    // The response names the action; the call is the one announced.
-    let mut value = response;
-    if let Some(obj) = value.as_object_mut() {
-        if let Some(action) = obj.remove("action") {
-            obj.insert("type".into(), action);
-        }
-        obj.insert("call".into(), Value::String(call.clone()));
-    }
-    match parse_decision(&server, value) {
-        Ok((call, decision)) => {
-            let _ = server.sip.send(SipCommand::Decide { call, decision });
-        }
-        Err((code, message)) => tracing::warn!(url = hook.url(), call, code, message, "webhook answered with an invalid decision; the call gets the default"),
     }
 }

@@ -23,7 +23,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::calls::Call;
-use super::Server;
+use super::error::ApiError;
+use super::state::Server;
 use crate::synth::MAX_REQUEST_CHARS;
 
 /// Request bodies larger than this are refused (413).
@@ -64,7 +65,7 @@ async fn authorize(State(server): State<Arc<Server>>, request: axum::extract::Re
     if given.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) {
         return next.run(request).await;
     }
-    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ..., or ?token=...)");
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ..., or ?token=...)").into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     response
 }
@@ -80,24 +81,16 @@ async fn voices(State(server): State<Arc<Server>>) -> Response {
         "presets": crate::synth::Preset::ALL.iter().map(|p| p.name()).collect::<Vec<_>>()})).into_response()
 }
 
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
-}
-
-#[allow(clippy::result_large_err)] // the error is the response itself
-fn find(server: &Server, id: &str) -> Result<Arc<Call>, Response> {
-    server.calls.get(id).ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_call", format!("no call with id `{id}`")))
+fn find(server: &Server, id: &str) -> Result<Arc<Call>, ApiError> {
+    server.calls.get(id).ok_or_else(|| ApiError::unknown_call(id))
 }
 
 async fn list(State(server): State<Arc<Server>>) -> Response {
     Json(server.calls.all().iter().map(|c| c.info()).collect::<Vec<_>>()).into_response()
 }
 
-async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
-    match find(&server, &id) {
-        Ok(call) => Json(call.info()).into_response(),
-        Err(e) => e,
-    }
+async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Json<super::calls::CallInfo>, ApiError> {
+    Ok(Json(find(&server, &id)?.info()))
 }
 
 /// The synthesizer's load, headroom and queue (see docs/configuration.md).
@@ -111,46 +104,37 @@ struct SpeakBody {
     text: String,
 }
 
-async fn speak(State(server): State<Arc<Server>>, Path(id): Path<String>, body: Result<Json<SpeakBody>, JsonRejection>) -> Response {
-    let call = match find(&server, &id) {
-        Ok(call) => call,
-        Err(e) => return e,
-    };
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(e) => return error(e.status(), "bad_request", e.body_text()),
-    };
+async fn speak(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    body: Result<Json<SpeakBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let call = find(&server, &id)?;
+    let Json(body) = body.map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
     let chars = body.text.chars().count();
     if body.text.trim().is_empty() {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "empty_text", "`text` has nothing to say");
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_text", "`text` has nothing to say"));
     }
     if chars > MAX_REQUEST_CHARS {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "text_too_long", format!("`text` has {chars} characters; at most {MAX_REQUEST_CHARS}"));
+        let message = format!("`text` has {chars} characters; at most {MAX_REQUEST_CHARS}");
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "text_too_long", message));
     }
     let token = call.cancel_token();
     let utterance = server.speech.speak(&call.media, &body.text, None, server.config.synth.clone(), token);
-    (StatusCode::ACCEPTED, Json(json!({"utterance": utterance}))).into_response()
+    Ok((StatusCode::ACCEPTED, Json(json!({"utterance": utterance}))).into_response())
 }
 
-async fn hangup(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
-    match find(&server, &id) {
-        Ok(call) => {
-            server.hangup(&call, "api");
-            (StatusCode::ACCEPTED, Json(json!({"hangup": id}))).into_response()
-        }
-        Err(e) => e,
-    }
+async fn hangup(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let call = find(&server, &id)?;
+    server.hangup(&call, "api");
+    Ok((StatusCode::ACCEPTED, Json(json!({"hangup": id}))).into_response())
 }
 
-async fn caller_audio(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
-    let call = match find(&server, &id) {
-        Ok(call) => call,
-        Err(e) => return e,
-    };
+async fn caller_audio(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let call = find(&server, &id)?;
     let samples: Vec<f32> = call.media.caller_audio().into_iter().map(crate::audio::i16_to_sample).collect();
     let mut wav = Vec::new();
-    if let Err(e) = crate::audio::write_wav(&mut wav, &samples, crate::media::RATE, crate::audio::WavFormat::Pcm16) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
-    }
-    ([(header::CONTENT_TYPE, "audio/wav")], wav).into_response()
+    crate::audio::write_wav(&mut wav, &samples, crate::media::RATE, crate::audio::WavFormat::Pcm16)
+        .map_err(|e| ApiError::internal("internal", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response())
 }

@@ -3,37 +3,19 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use voxline_sdp::{build_answer, negotiate, LocalMedia, Negotiated, SessionDescription};
 use voxline_sip::{Endpoint, Event};
 
+use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg, SipHandle};
-use super::Server;
-use crate::media::{CallMedia, MediaEvent, PlayoutEvent, RemoteMedia};
-
-/// Requests from the rest of the server to the SIP task.
-#[derive(Debug)]
-pub enum SipCommand {
-    /// End the call with a BYE.
-    Hangup { call: SipHandle, reason: &'static str },
-    /// An agent's answer to `call.incoming` (events socket or webhook).
-    Decide { call: String, decision: Decision },
-}
-
-/// What to do with a ringing call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    /// Answer now. `greeting`: `None` plays the configured greeting,
-    /// `Some("")` none, anything else that text.
-    Accept { greeting: Option<String>, voice: Option<String>, preset: Option<crate::synth::Preset> },
-    /// Refuse with a final response (4xx-6xx).
-    Reject { status: u16, reason: Option<String> },
-}
+use super::commands::{Decision, SipCommand};
+use super::lifecycle::LifecycleEvent;
+use super::state::Server;
+use crate::media::{CallMedia, MediaEvent, RemoteMedia};
 
 /// Runs the SIP task until the socket fails.
 pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint, mut commands: mpsc::UnboundedReceiver<SipCommand>) {
@@ -175,7 +157,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
         Event::Dtmf { call, digit } => {
             if let Some(c) = server.calls.by_sip(call) {
                 tracing::info!(call = %c.id, %digit, "DTMF (SIP INFO)");
-                server.publish(&c, MediaEvent::Dtmf { digit, duration_ms: 0 });
+                c.events.publish(MediaEvent::Dtmf { digit, duration_ms: 0 });
             }
         }
         #[allow(unreachable_patterns)]
@@ -287,36 +269,8 @@ fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, g
     }
     call.set_state(CallState::Answered);
     tracing::info!(call = %call.id, "call answered");
-    server.lifecycle(serde_json::json!({"type": "call.answered", "call": call.id}));
+    server.lifecycle(LifecycleEvent::Answered { call: call.id.clone() });
     start_media(server, &call, events_rx, greeting);
-}
-
-/// Starts an answered call's media (SIP or WebRTC): pacing, reception, the
-/// watcher that publishes its events, and the greeting.
-pub(crate) fn start_media(server: &Arc<Server>, call: &Arc<Call>, events_rx: mpsc::UnboundedReceiver<MediaEvent>, greeting: Option<String>) {
-    let (id, media) = (call.id.clone(), call.media.clone());
-    server.pacer.add(media.clone());
-    match media.sockets() {
-        Ok((rtp, rtcp)) => {
-            call.add_task(tokio::spawn(receive(media.clone(), rtp)));
-            call.add_task(tokio::spawn(receive_rtcp(media.clone(), rtcp)));
-        }
-        Err(e) => tracing::warn!(call = %id, error = %e, "cannot receive media"),
-    }
-    call.add_task(tokio::spawn(watch(server.clone(), call.clone(), events_rx)));
-    let greeting = greeting.or_else(|| server.config.greeting.clone()).filter(|g| !g.trim().is_empty());
-    if let Some(greeting) = greeting {
-        let token = call.cancel_token();
-        let (voice, preset) = call.synth();
-        let mut options = server.config.synth.clone();
-        if preset.is_some() {
-            options.preset = preset;
-        }
-        // The configured greeting in the default voice comes from the cache.
-        let cached = voice.is_none() && preset.is_none() && server.config.greeting.as_deref() == Some(greeting.as_str());
-        let options = if cached { Default::default() } else { options };
-        server.speech.speak(&media, &greeting, voice.as_deref(), options, token);
-    }
 }
 
 /// The address to put in our SDP for a peer at `remote`.
@@ -368,75 +322,3 @@ fn current_answer(server: &Server, call: &Call) -> String {
     voxline_sdp::build_offer(&local, &server.config.answer_policy)
 }
 
-/// Caller media into the call.
-async fn receive(media: Arc<CallMedia>, socket: StdUdpSocket) {
-    let media2 = media.clone();
-    receive_loop(socket, move |from, data| media2.handle_rtp(from, data)).await;
-    tracing::trace!(call = %media.id, "RTP receive ended");
-}
-
-async fn receive_rtcp(media: Arc<CallMedia>, socket: StdUdpSocket) {
-    receive_loop(socket, move |from, data| media.handle_rtcp(from, data)).await;
-}
-
-/// Reads datagrams as they arrive. The socket is registered for readability
-/// only: the pacer sends on the same socket from its own thread, and watching
-/// writability would wake this runtime once per packet sent.
-async fn receive_loop(socket: StdUdpSocket, mut handle: impl FnMut(SocketAddr, &[u8])) {
-    // SAFETY: the AsyncFd owns the socket, so its descriptor stays open and
-    // unchanged for as long as the registration lives.
-    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }) else { return };
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let Ok(mut guard) = fd.readable().await else { return };
-        loop {
-            match guard.try_io(|inner| inner.get_ref().recv_from(&mut buf)) {
-                Ok(Ok((n, from))) => handle(from, &buf[..n]),
-                // ICMP errors from a vanished peer surface here; keep reading.
-                Ok(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => continue,
-                Ok(Err(_)) | Err(_) => break,
-            }
-        }
-    }
-}
-
-/// Follows a call's media events and ends it when media stops arriving.
-async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
-    let mut check = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                match &event {
-                    MediaEvent::Playout(PlayoutEvent::Started { utterance, waited, .. }) => {
-                        tracing::info!(call = %call.id, utterance, waited_ms = waited.as_millis() as u64, "speech started");
-                    }
-                    MediaEvent::Playout(PlayoutEvent::Finished { utterance, played, underruns }) => {
-                        tracing::info!(call = %call.id, utterance, played_ms = played.as_millis() as u64, underruns, "speech done");
-                    }
-                    MediaEvent::Dtmf { digit, .. } => tracing::info!(call = %call.id, %digit, "DTMF"),
-                    _ => {}
-                }
-                server.publish(&call, event);
-            }
-            _ = check.tick() => {
-                let Some(limit) = server.config.rtp_timeout else { continue };
-                // A browser may send no audio at all (no microphone); ICE
-                // consent tells whether it is still there.
-                if call.sip().is_none() {
-                    continue;
-                }
-                let remote = call.media.remote();
-                // A call on hold may legitimately be silent.
-                if !remote.send {
-                    continue;
-                }
-                if call.media.last_received().elapsed() > limit {
-                    tracing::info!(call = %call.id, "no RTP for {:?}: ending the call", limit);
-                    server.hangup(&call, "rtp-timeout");
-                    return;
-                }
-            }
-        }
-    }
-}

@@ -197,7 +197,7 @@ impl Webhook {
     /// exchange is bounded by `timeout`.
     pub async fn post(
         &self,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
         bearer: Option<&str>,
         timeout: Duration,
     ) -> Result<Option<serde_json::Value>, WebhookError> {
@@ -209,7 +209,7 @@ impl Webhook {
 
     fn request(
         &self,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
         bearer: Option<&str>,
     ) -> Result<Request<Full<Bytes>>, WebhookError> {
         let body = serde_json::to_vec(body).map_err(|e| WebhookError::Request(e.to_string()))?;

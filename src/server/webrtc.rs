@@ -28,12 +28,11 @@ use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use webrtc::api::interceptor_registry::register_default_interceptors;
@@ -56,10 +55,14 @@ use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc_util::marshal::{Marshal, Unmarshal};
 
+use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg};
-use super::control::{AgentFrame, AgentMessage, ControlTransport, Defaults, Dialect};
-use super::http::error;
-use super::Server;
+use super::config::WebRtcConfig;
+use super::control::{AgentFrame, AgentMessage, ControlTransport, Defaults, Dialect, Gone};
+use super::decision::parse_greeting;
+use super::error::ApiError;
+use super::lifecycle::LifecycleEvent;
+use super::state::Server;
 use crate::media::{CallMedia, RemoteMedia};
 use crate::synth::Preset;
 
@@ -76,30 +79,6 @@ pub const ICE_FAILED: Duration = Duration::from_secs(6);
 /// Largest offer accepted (a browser's is 3-8 KB).
 const MAX_SDP: usize = 32 * 1024;
 
-/// How browsers reach us.
-#[derive(Debug, Clone, Default)]
-pub struct WebRtcConfig {
-    /// STUN/TURN servers handed to the ICE agent (`stun:host:port`,
-    /// `turn:host:port?transport=udp`).
-    pub ice_servers: Vec<IceServer>,
-    /// Only these local addresses become host candidates (empty: every
-    /// interface but loopback). A loopback address here also allows loopback
-    /// candidates, for a browser on the same machine.
-    pub ips: Vec<IpAddr>,
-    /// UDP ports for ICE (empty: any).
-    pub ports: Option<(u16, u16)>,
-    /// The public address behind a 1:1 NAT (`--external-ip`), advertised as
-    /// the host candidates' address.
-    pub external_ip: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone)]
-pub struct IceServer {
-    pub url: String,
-    pub username: String,
-    pub credential: String,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfferRequest {
@@ -115,54 +94,47 @@ pub struct OfferRequest {
     greeting: Option<Value>,
 }
 
-fn bad(code: &str, message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, code, message)
+/// The answer to an offer.
+#[derive(Debug, Serialize)]
+struct AnswerResponse {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sdp: String,
+    call: String,
 }
 
 /// `POST /v1/webrtc/offer`.
-pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferRequest>, JsonRejection>) -> Response {
-    let Json(request) = match body {
-        Ok(b) => b,
-        Err(e) => return bad("invalid_json", format!("{}: send {{\"type\": \"offer\", \"sdp\": \"...\"}}", e.body_text())),
-    };
+pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferRequest>, JsonRejection>) -> Result<Response, ApiError> {
+    use ApiError as E;
+    let Json(request) = body.map_err(|e| {
+        E::bad_request("invalid_json", format!("{}: send {{\"type\": \"offer\", \"sdp\": \"...\"}}", e.body_text()))
+    })?;
     if request.kind.as_deref().is_some_and(|k| k != "offer") {
-        return bad("invalid_offer", "`type` must be \"offer\" (voxline answers; it does not offer)");
+        return Err(E::bad_request("invalid_offer", "`type` must be \"offer\" (voxline answers; it does not offer)"));
     }
     if request.sdp.len() > MAX_SDP {
-        return bad("invalid_sdp", format!("the offer is {} bytes; at most {MAX_SDP}", request.sdp.len()));
+        return Err(E::bad_request("invalid_sdp", format!("the offer is {} bytes; at most {MAX_SDP}", request.sdp.len())));
     }
-    if let Err(message) = check_offer(&request.sdp) {
-        return bad("invalid_sdp", message);
-    }
+    check_offer(&request.sdp).map_err(|m| E::bad_request("invalid_sdp", m))?;
     if let Some(v) = request.voice.as_deref().filter(|v| !server.speech.has_voice(v)) {
-        return bad("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", ")));
+        return Err(E::bad_request("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", "))));
     }
-    let preset = match request.preset.as_deref().map(Preset::from_name).transpose() {
-        Ok(p) => p,
-        Err(e) => return bad("invalid_message", e),
-    };
-    let greeting = match super::parse_greeting(request.greeting) {
-        Ok(None) => server.config.greeting.clone(),
-        Ok(Some(text)) => Some(text).filter(|t| !t.is_empty()),
-        Err((code, message)) => return bad(code, message),
-    };
+    let preset = request.preset.as_deref().map(Preset::from_name).transpose().map_err(|e| E::bad_request("invalid_message", e))?;
+    // `None`: the configured greeting; `Some("")`: none.
+    let greeting = parse_greeting(request.greeting).map_err(|(code, message)| E::bad_request(code, message))?;
     if server.calls.len() >= server.config.max_calls {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("at capacity ({} calls)", server.config.max_calls));
+        return Err(E::busy(format!("at capacity ({} calls)", server.config.max_calls), None));
     }
     if let Err(refusal) = server.speech.admit(server.calls.len()) {
         server.rejected("webrtc", "offer", &refusal);
-        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy", refusal.reason);
-        if let Ok(value) = axum::http::HeaderValue::from_str(&refusal.retry_after.as_secs().to_string()) {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-        }
-        return response;
+        return Err(E::busy(refusal.reason, Some(refusal.retry_after)));
     }
     match answer(&server, request.sdp, request.voice, preset, greeting).await {
-        Ok((call, sdp)) => (StatusCode::OK, Json(json!({"type": "answer", "sdp": sdp, "call": call}))).into_response(),
-        Err(Refusal::Offer(message)) => bad("invalid_sdp", message),
+        Ok((call, sdp)) => Ok(Json(AnswerResponse { kind: "answer", sdp, call }).into_response()),
+        Err(Refusal::Offer(message)) => Err(E::bad_request("invalid_sdp", message)),
         Err(Refusal::Internal(message)) => {
             tracing::warn!(error = %message, "WebRTC answer failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "webrtc_failed", message)
+            Err(E::internal("webrtc_failed", message))
         }
     }
 }
@@ -344,12 +316,18 @@ async fn answer(
             })
         }));
     }
-    // The control protocol on any data channel the browser opens.
+    // The control protocol on any data channel the browser opens. Its
+    // sessions are not the call's tasks: on our hangup they send `call.ended`
+    // before the channel closes (`supervise` waits for them). A channel the
+    // browser closes ends the call: that is how a page's `pc.close()` shows
+    // up at once (ICE would take seconds to notice).
+    let (gone_tx, gone_rx) = mpsc::unbounded_channel::<()>();
+    let sessions: Sessions = Default::default();
     {
-        let (server, call_weak) = (server.clone(), Arc::downgrade(&call));
+        let (server, call_weak, sessions) = (server.clone(), Arc::downgrade(&call), sessions.clone());
         let (voice, preset) = (voice.clone(), preset);
         pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
-            let (server, call) = (server.clone(), call_weak.upgrade());
+            let (server, call, sessions, gone) = (server.clone(), call_weak.upgrade(), sessions.clone(), gone_tx.clone());
             let defaults = Defaults::new(voice.clone(), preset);
             Box::pin(async move {
                 let Some(call) = call else { return };
@@ -369,12 +347,13 @@ async fn answer(
                 }));
                 channel.on_close(Box::new(move || {
                     let _ = closed.send(None);
+                    let _ = gone.send(());
                     Box::pin(async {})
                 }));
                 tracing::debug!(call = %call.id, label = channel.label(), "data channel opened");
                 let transport = DataChannelTransport { channel, frames: rx };
                 let task = tokio::spawn(super::control::run(server, call.clone(), transport, Dialect::Native, defaults));
-                call.add_task(task);
+                sessions.lock().unwrap_or_else(|e| e.into_inner()).push(task);
             })
         }));
     }
@@ -385,18 +364,37 @@ async fn answer(
         let _ = state_tx.send(state);
         Box::pin(async {})
     }));
-    tokio::spawn(supervise(server.clone(), Arc::downgrade(&call), pc.clone(), close, state_rx, events_rx, greeting));
+    let ends = Ends { states: state_rx, close, gone: gone_rx };
+    tokio::spawn(supervise(server.clone(), Arc::downgrade(&call), pc.clone(), ends, sessions, events_rx, greeting));
     Ok((id, local.sdp))
 }
 
+/// The control sessions on a call's data channels.
+type Sessions = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// How long a hangup waits for the data channels to carry `call.ended`.
+const ENDED_GRACE: Duration = Duration::from_millis(500);
+
+/// What can end a WebRTC call.
+struct Ends {
+    /// The peer connection's states (failed, closed).
+    states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    /// Our hangup.
+    close: Arc<Notify>,
+    /// The browser closed a data channel.
+    gone: mpsc::UnboundedReceiver<()>,
+}
+
 /// Follows the peer connection: starts the call's media when it connects,
-/// ends the call when it fails, closes or is hung up.
+/// ends the call when it fails or closes, when the browser closes its data
+/// channel, or when we hang up (then the data channels carry `call.ended`
+/// before the peer connection closes).
 async fn supervise(
     server: Arc<Server>,
     call: Weak<Call>,
     pc: Arc<RTCPeerConnection>,
-    close: Arc<Notify>,
-    mut states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    mut ends: Ends,
+    sessions: Sessions,
     events_rx: mpsc::UnboundedReceiver<crate::media::MediaEvent>,
     greeting: Option<String>,
 ) {
@@ -406,15 +404,15 @@ async fn supervise(
     tokio::pin!(deadline);
     let reason = loop {
         tokio::select! {
-            state = states.recv() => match state {
+            state = ends.states.recv() => match state {
                 Some(RTCPeerConnectionState::Connected) => {
                     let Some(call) = call.upgrade() else { break "ended" };
                     if !started.swap(true, Ordering::Relaxed) {
                         if let Some(rx) = events_rx.take() {
                             tracing::info!(call = %call.id, "WebRTC connected");
                             call.set_state(CallState::Active);
-                            server.lifecycle(json!({"type": "call.answered", "call": call.id}));
-                            super::sip::start_media(&server, &call, rx, greeting.clone());
+                            server.lifecycle(LifecycleEvent::Answered { call: call.id.clone() });
+                            start_media(&server, &call, rx, greeting.clone());
                         }
                     }
                 }
@@ -422,11 +420,11 @@ async fn supervise(
                 Some(RTCPeerConnectionState::Closed) | None => break "remote_hangup",
                 Some(_) => {}
             },
-            () = close.notified() => break "local_hangup",
+            Some(()) = ends.gone.recv() => break "remote_hangup",
+            () = ends.close.notified() => break "local_hangup",
             () = &mut deadline, if !started.load(Ordering::Relaxed) => break "connection_timeout",
         }
     };
-    let _ = pc.close().await;
     if let Some(call) = call.upgrade() {
         if server.calls.remove(&call.id).is_some() {
             tracing::info!(call = %call.id, reason, "WebRTC call ended");
@@ -434,6 +432,16 @@ async fn supervise(
         }
         call.end();
     }
+    // The sessions send `call.ended` and close their channels; then the
+    // peer connection goes.
+    let tasks: Vec<_> = sessions.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+    for task in tasks {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(ENDED_GRACE, task).await.is_err() {
+            abort.abort();
+        }
+    }
+    let _ = pc.close().await;
 }
 
 /// The control protocol over a WebRTC data channel.
@@ -448,12 +456,12 @@ impl ControlTransport for DataChannelTransport {
         self.frames.recv().await.flatten()
     }
 
-    async fn send(&mut self, message: AgentMessage) -> Result<(), ()> {
+    async fn send(&mut self, message: AgentMessage) -> Result<(), Gone> {
         let sent = match message {
             AgentMessage::Text(text) => self.channel.send_text(text).await,
             AgentMessage::Binary(bytes) => self.channel.send(&Bytes::from(bytes)).await,
         };
-        sent.map(|_| ()).map_err(|_| ())
+        sent.map(|_| ()).map_err(|_| Gone)
     }
 
     async fn close(&mut self) {

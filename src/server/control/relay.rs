@@ -2,15 +2,17 @@
 //! its messages in, voxline's events rendered as its messages out
 //! (docs/control.md).
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-use super::{error, Out, Session};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::protocol::{CallEvent, Request, SpeakRequest};
 
 /// Messages of Twilio's ConversationRelay protocol an agent sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
-pub(super) enum RelayInbound {
+enum RelayInbound {
     Text {
         token: String,
         #[serde(default)]
@@ -34,43 +36,102 @@ pub(super) enum RelayInbound {
     Language {},
 }
 
+/// The dialect's messages to the agent.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum RelayOutbound {
+    #[serde(rename_all = "camelCase")]
+    Setup {
+        session_id: String,
+        call_sid: String,
+        parent_call_sid: &'static str,
+        account_sid: &'static str,
+        from: String,
+        to: String,
+        forwarded_from: &'static str,
+        caller_name: &'static str,
+        direction: &'static str,
+        call_type: &'static str,
+        call_status: &'static str,
+        custom_parameters: BTreeMap<String, String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Interrupt { utterance_until_interrupt: String, duration_until_interrupt_ms: u64 },
+    Dtmf { digit: String },
+    Error { description: String },
+    /// Answers voxline's own `mark`, which the dialect also accepts.
+    Mark { name: String },
+}
+
+/// A ConversationRelay message as a request; `None` when the frame is not
+/// one of the dialect's (it is then read as voxline's own).
+pub fn parse(frame: &str) -> Option<Result<Request, CallEvent>> {
+    let value: Value = serde_json::from_str(frame).ok()?;
+    let kind = value["type"].as_str()?;
+    if !matches!(kind, "text" | "sendDigits" | "end" | "play" | "language") {
+        return None;
+    }
+    let message: RelayInbound = match serde_json::from_value(value) {
+        Ok(m) => m,
+        Err(e) => return Some(Err(CallEvent::error("invalid_message", e.to_string()))),
+    };
+    Some(match message {
+        RelayInbound::Text { token, last, preemptible, .. } => {
+            Ok(Request::Speak(SpeakRequest { text: token, flush: last, last, preemptible, ..Default::default() }))
+        }
+        RelayInbound::SendDigits { digits } => Ok(Request::SendDtmf { digits, duration_ms: None }),
+        RelayInbound::End { handoff_data } => {
+            tracing::info!(handoff = handoff_data.as_deref().unwrap_or(""), "agent ended the session");
+            Ok(Request::Hangup)
+        }
+        RelayInbound::Play {} => Err(CallEvent::error("unsupported", "`play` is not supported: send text")),
+        RelayInbound::Language {} => Err(CallEvent::error("unsupported", "`language` is not supported: pick a voice with ?voice=")),
+    })
+}
+
 /// voxline's event as the dialect's message; `None` when it has no such message.
-pub(super) fn render(value: Value) -> Option<Value> {
-    Some(match value["type"].as_str().unwrap_or_default() {
-        "cleared" => json!({"type": "interrupt", "utteranceUntilInterrupt": value["heard_text"],
-            "durationUntilInterruptMs": value["heard_ms"]}),
-        "dtmf" => json!({"type": "dtmf", "digit": value["digit"]}),
-        "error" => json!({"type": "error", "description": format!("{}: {}",
-            value["code"].as_str().unwrap_or_default(), value["message"].as_str().unwrap_or_default())}),
-        // Answers to voxline's own messages, which the dialect also accepts.
-        "mark" => value,
+pub fn render(event: &CallEvent) -> Option<RelayOutbound> {
+    Some(match event {
+        CallEvent::Attached { call, from, to, headers, transport, .. } => RelayOutbound::Setup {
+            session_id: format!("VX{call}"),
+            call_sid: call.clone(),
+            parent_call_sid: "",
+            account_sid: "",
+            from: from.clone(),
+            to: to.clone(),
+            forwarded_from: "",
+            caller_name: "",
+            direction: "inbound",
+            call_type: if *transport == "sip" { "SIP" } else { "WebRTC" },
+            call_status: "in-progress",
+            custom_parameters: headers.clone(),
+        },
+        CallEvent::Cleared { heard_text, heard_ms, .. } => {
+            RelayOutbound::Interrupt { utterance_until_interrupt: heard_text.clone(), duration_until_interrupt_ms: *heard_ms }
+        }
+        CallEvent::Dtmf { digit, .. } => RelayOutbound::Dtmf { digit: digit.clone() },
+        CallEvent::Error { code, message } => RelayOutbound::Error { description: format!("{code}: {message}") },
+        CallEvent::Mark { name } => RelayOutbound::Mark { name: name.clone() },
         _ => return None,
     })
 }
 
-impl Session {
-    /// A ConversationRelay message, or `None` to read it as voxline's own.
-    pub(super) fn handle_relay(&mut self, text: &str) -> Option<Vec<Out>> {
-        let value: Value = serde_json::from_str(text).ok()?;
-        let kind = value["type"].as_str()?;
-        if !matches!(kind, "text" | "sendDigits" | "end" | "play" | "language") {
-            return None;
-        }
-        let message: RelayInbound = match serde_json::from_value(value) {
-            Ok(m) => m,
-            Err(e) => return Some(vec![error("invalid_message", e.to_string())]),
-        };
-        Some(match message {
-            RelayInbound::Text { token, last, preemptible, .. } => self.speak(token, None, last, last, None, None, preemptible),
-            RelayInbound::SendDigits { digits } => self.send_dtmf(&digits, None),
-            RelayInbound::End { handoff_data } => {
-                tracing::info!(call = %self.call.id, handoff = handoff_data.as_deref().unwrap_or(""), "agent ended the session");
-                self.server.hangup(&self.call, "agent");
-                vec![]
-            }
-            RelayInbound::Play {} => vec![error("unsupported", "`play` is not supported: send text")],
-            RelayInbound::Language {} => vec![error("unsupported", "`language` is not supported: pick a voice with ?voice=")],
-        })
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
 
+    #[test]
+    fn relay_tokens_are_speak_requests_and_events_render_as_its_messages() {
+        let r = parse(r#"{"type":"text","token":"Hi ","last":false,"preemptible":true}"#).unwrap().unwrap();
+        assert_eq!(r, Request::Speak(SpeakRequest { text: "Hi ".into(), preemptible: true, ..Default::default() }));
+        assert!(parse(r#"{"type":"speak","text":"x"}"#).is_none(), "voxline's own messages fall through");
+        assert!(matches!(parse(r#"{"type":"play","source":"x"}"#), Some(Err(CallEvent::Error { code: "unsupported", .. }))));
+        let cleared = CallEvent::Cleared { turn: None, heard_text: "Hello".into(), heard_ms: 400, dropped_text: String::new(), dropped_utterances: 1 };
+        assert_eq!(
+            serde_json::to_value(render(&cleared).unwrap()).unwrap(),
+            json!({"type": "interrupt", "utteranceUntilInterrupt": "Hello", "durationUntilInterruptMs": 400})
+        );
+        assert!(render(&CallEvent::Ended { reason: "x".into() }).is_none());
+    }
 }

@@ -1,0 +1,240 @@
+//! The control protocol's messages: what an agent sends ([`Request`], read
+//! from voxline's own JSON or a dialect's) and the typed events it hears
+//! ([`CallEvent`], whose serde form is voxline's own wire format; a dialect
+//! renders the same enum its way). See docs/control.md.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::relay;
+use crate::media::UtteranceId;
+
+/// Frames larger than this are refused with an error event.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Which protocol a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// voxline's own messages (docs/control.md).
+    Native,
+    /// Twilio ConversationRelay: `text` tokens in; `setup`, `interrupt`,
+    /// `dtmf` and `error` out. voxline's own messages are accepted too.
+    ConversationRelay,
+}
+
+impl Dialect {
+    pub fn from_name(name: Option<&str>) -> Result<Self, String> {
+        match name {
+            None | Some("native" | "voxline") => Ok(Dialect::Native),
+            Some("conversationrelay" | "twilio") => Ok(Dialect::ConversationRelay),
+            Some(other) => Err(format!("unknown dialect `{other}`: native or conversationrelay")),
+        }
+    }
+}
+
+/// Text to speak, from any dialect.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpeakRequest {
+    pub text: String,
+    /// Groups text into one agent turn (default: the current turn); a new id
+    /// ends the current turn's text.
+    pub turn: Option<String>,
+    /// Speak what is buffered now.
+    pub flush: bool,
+    /// End of the turn (implies flush).
+    pub last: bool,
+    /// Voice and preset for this turn (from its next clause on).
+    pub voice: Option<String>,
+    pub preset: Option<String>,
+    /// The next turn's text cuts this one off (ConversationRelay).
+    pub preemptible: bool,
+}
+
+/// What an agent asks of its call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Speak(SpeakRequest),
+    /// Defaults for this socket's later turns.
+    Configure { voice: Option<String>, preset: Option<String>, segment: Option<String> },
+    /// RFC 4733 digits to the caller (0-9 * # A-D; `w` waits 0.5 s).
+    SendDtmf { digits: String, duration_ms: Option<u64> },
+    Flush,
+    /// Barge-in: drop queued text and unplayed audio.
+    Clear,
+    Mark { name: String },
+    Hangup,
+    /// Caller audio as binary frames (`pcmu` bytes or `pcm16` little-endian, 8 kHz).
+    CallerAudio { enabled: bool, format: Option<String> },
+}
+
+/// voxline's own inbound messages.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Inbound {
+    Speak {
+        text: String,
+        #[serde(default)]
+        turn: Option<String>,
+        #[serde(default)]
+        flush: bool,
+        #[serde(default)]
+        last: bool,
+        #[serde(default)]
+        voice: Option<String>,
+        #[serde(default)]
+        preset: Option<String>,
+    },
+    Configure {
+        #[serde(default)]
+        voice: Option<String>,
+        #[serde(default)]
+        preset: Option<String>,
+        #[serde(default)]
+        segment: Option<String>,
+    },
+    SendDtmf {
+        digits: String,
+        #[serde(default)]
+        duration_ms: Option<u64>,
+    },
+    Flush,
+    Clear,
+    Mark {
+        name: String,
+    },
+    Hangup,
+    CallerAudio {
+        enabled: bool,
+        #[serde(default)]
+        format: Option<String>,
+    },
+}
+
+impl From<Inbound> for Request {
+    fn from(m: Inbound) -> Self {
+        match m {
+            Inbound::Speak { text, turn, flush, last, voice, preset } => {
+                Request::Speak(SpeakRequest { text, turn, flush: flush || last, last, voice, preset, preemptible: false })
+            }
+            Inbound::Configure { voice, preset, segment } => Request::Configure { voice, preset, segment },
+            Inbound::SendDtmf { digits, duration_ms } => Request::SendDtmf { digits, duration_ms },
+            Inbound::Flush => Request::Flush,
+            Inbound::Clear => Request::Clear,
+            Inbound::Mark { name } => Request::Mark { name },
+            Inbound::Hangup => Request::Hangup,
+            Inbound::CallerAudio { enabled, format } => Request::CallerAudio { enabled, format },
+        }
+    }
+}
+
+/// Reads one text frame in `dialect` (a dialect's socket accepts voxline's
+/// own messages too). Errors are the event to answer with.
+pub fn parse(dialect: Dialect, frame: &str) -> Result<Request, CallEvent> {
+    if frame.len() > MAX_FRAME {
+        return Err(CallEvent::error("frame_too_large", format!("a message is at most {MAX_FRAME} bytes; this one is {}", frame.len())));
+    }
+    if dialect == Dialect::ConversationRelay {
+        if let Some(request) = relay::parse(frame) {
+            return request;
+        }
+    }
+    match serde_json::from_str::<Inbound>(frame) {
+        Ok(m) => Ok(m.into()),
+        Err(e) => {
+            let code = if serde_json::from_str::<Value>(frame).is_ok() { "invalid_message" } else { "malformed_json" };
+            Err(CallEvent::error(code, e.to_string()))
+        }
+    }
+}
+
+/// Everything an agent hears about its call, typed. Serialized, it is
+/// voxline's own wire format (`{"type": "speech.started", ...}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum CallEvent {
+    /// The socket is attached (first message).
+    #[serde(rename = "call.attached")]
+    Attached {
+        call: String,
+        from: String,
+        to: String,
+        state: super::super::calls::CallState,
+        headers: BTreeMap<String, String>,
+        voice: String,
+        voices: Vec<String>,
+        /// `sip` or `webrtc`.
+        transport: &'static str,
+    },
+    /// A turn's first audio is being sent.
+    #[serde(rename = "speech.started")]
+    SpeechStarted { turn: String, utterance: UtteranceId, text: String, ttfa_ms: f64, jitter_wait_ms: f64 },
+    /// The frame carrying this word's start is being sent.
+    #[serde(rename = "word")]
+    Word { turn: String, utterance: UtteranceId, text: String, offset_ms: u64 },
+    #[serde(rename = "utterance.done")]
+    UtteranceDone { turn: String, utterance: UtteranceId, played_ms: u64, underruns: u32 },
+    /// A turn's text is complete and all of it was played.
+    #[serde(rename = "speech.done")]
+    SpeechDone { turn: String, text: String, played_ms: u64 },
+    #[serde(rename = "mark")]
+    Mark { name: String },
+    #[serde(rename = "dtmf")]
+    Dtmf { digit: String, duration_ms: u32 },
+    /// Barge-in done: what the caller heard of the cut turn and what was dropped.
+    #[serde(rename = "cleared")]
+    Cleared { turn: Option<String>, heard_text: String, heard_ms: u64, dropped_text: String, dropped_utterances: usize },
+    #[serde(rename = "configured")]
+    Configured { voice: String, preset: &'static str, segment: &'static str },
+    #[serde(rename = "backpressure")]
+    Backpressure { paused: bool, queued_s: f64, pause_above_s: f64, resume_below_s: f64 },
+    #[serde(rename = "error")]
+    Error { code: &'static str, message: String },
+    #[serde(rename = "call.ended")]
+    Ended { reason: String },
+}
+
+impl CallEvent {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        CallEvent::Error { code, message: message.into() }
+    }
+
+    /// The event as `dialect` sends it; `None` when the dialect has no such message.
+    pub fn render(&self, dialect: Dialect) -> Option<String> {
+        match dialect {
+            Dialect::Native => serde_json::to_string(self).ok(),
+            Dialect::ConversationRelay => relay::render(self).and_then(|m| serde_json::to_string(&m).ok()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn native_messages_read_into_requests() {
+        let r = parse(Dialect::Native, r#"{"type":"speak","text":"Hi.","last":true}"#).unwrap();
+        assert_eq!(r, Request::Speak(SpeakRequest { text: "Hi.".into(), flush: true, last: true, ..Default::default() }));
+        assert_eq!(parse(Dialect::Native, r#"{"type":"clear"}"#).unwrap(), Request::Clear);
+        let bad = |frame: &str| match parse(Dialect::Native, frame) {
+            Err(CallEvent::Error { code, .. }) => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(bad("{"), "malformed_json");
+        assert_eq!(bad(r#"{"type":"speak"}"#), "invalid_message");
+        assert_eq!(bad(r#"{"type":"speak","text":"a","bogus":1}"#), "invalid_message");
+        assert_eq!(bad(&"x".repeat(MAX_FRAME + 1)), "frame_too_large");
+    }
+
+    #[test]
+    fn events_keep_their_wire_form() {
+        let e = CallEvent::SpeechDone { turn: "t1".into(), text: "Hello.".into(), played_ms: 640 };
+        assert_eq!(serde_json::to_value(&e).unwrap(), json!({"type": "speech.done", "turn": "t1", "text": "Hello.", "played_ms": 640}));
+        let e = CallEvent::Cleared { turn: None, heard_text: String::new(), heard_ms: 0, dropped_text: "rest".into(), dropped_utterances: 2 };
+        assert_eq!(serde_json::to_value(&e).unwrap()["turn"], Value::Null);
+        assert_eq!(CallEvent::Ended { reason: "remote_bye".into() }.render(Dialect::Native).unwrap(), r#"{"type":"call.ended","reason":"remote_bye"}"#);
+    }
+}

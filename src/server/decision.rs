@@ -1,0 +1,131 @@
+//! An agent's decision on a ringing call, from the events socket or the
+//! webhook's answer (docs/control.md), and the greeting field both use.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::commands::{Decision, SipCommand};
+use super::lifecycle::LifecycleEvent;
+use super::webhook::Webhook;
+use crate::speech::Speech;
+use crate::synth::Preset;
+
+/// An agent's decision, as JSON (a socket message or a webhook response).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum DecisionMessage {
+    Accept {
+        call: String,
+        /// `true`/absent: the configured greeting; `false`: none; a string: that text.
+        #[serde(default)]
+        greeting: Option<Value>,
+        #[serde(default)]
+        voice: Option<String>,
+        #[serde(default)]
+        preset: Option<String>,
+    },
+    Reject {
+        call: String,
+        #[serde(default)]
+        status: Option<u16>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+/// A decision an agent may not make, as `(code, message)`.
+pub type Invalid = (&'static str, String);
+
+/// Reads a decision for the call it names.
+pub fn parse_decision(speech: &Speech, value: Value) -> Result<(String, Decision), Invalid> {
+    let message: DecisionMessage = serde_json::from_value(value).map_err(|e| ("invalid_message", e.to_string()))?;
+    match message {
+        DecisionMessage::Accept { call, greeting, voice, preset } => {
+            let greeting = parse_greeting(greeting)?;
+            if let Some(v) = voice.as_deref().filter(|v| !speech.has_voice(v)) {
+                return Err(("unknown_voice", format!("no voice `{v}`; available: {}", speech.voice_names().join(", "))));
+            }
+            let preset = match preset.as_deref() {
+                None => None,
+                Some(name) => Some(Preset::from_name(name).map_err(|e| ("invalid_message", e))?),
+            };
+            Ok((call, Decision::Accept { greeting, voice, preset }))
+        }
+        DecisionMessage::Reject { call, status, reason } => {
+            let status = status.unwrap_or(486);
+            if !(400..=699).contains(&status) {
+                return Err(("invalid_message", format!("a rejection's status is 400-699, not {status}")));
+            }
+            Ok((call, Decision::Reject { status, reason }))
+        }
+    }
+}
+
+/// An agent's `greeting` field (call decisions, WebRTC offers): absent or
+/// `true` is `None` (the configured greeting), `false` is `Some("")` (none),
+/// a string is that text.
+pub fn parse_greeting(value: Option<Value>) -> Result<Option<String>, Invalid> {
+    match value {
+        None | Some(Value::Bool(true)) | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(false)) => Ok(Some(String::new())),
+        Some(Value::String(text)) if text.chars().count() <= crate::synth::MAX_REQUEST_CHARS => Ok(Some(text)),
+        Some(Value::String(_)) => Err(("text_too_long", "the greeting is too long".into())),
+        Some(other) => Err(("invalid_message", format!("`greeting` is true, false or a text, not {other}"))),
+    }
+}
+
+/// POSTs `call.incoming` to the webhook and hands the decision in its
+/// response, if any, to the SIP task. Failures and timeouts leave the call
+/// to the default.
+pub async fn ask_webhook(
+    hook: &Webhook,
+    token: Option<&str>,
+    speech: &Speech,
+    sip: &mpsc::UnboundedSender<SipCommand>,
+    event: &LifecycleEvent,
+    timeout: Duration,
+) {
+    let LifecycleEvent::Incoming { call, .. } = event else { return };
+    let response = match hook.post(event, token, timeout).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(url = hook.url(), call, error = %e, "webhook failed; the call gets the default");
+            return;
+        }
+    };
+    // The response names the action; the call is the one announced.
+    let mut value = response;
+    if let Some(obj) = value.as_object_mut() {
+        if let Some(action) = obj.remove("action") {
+            obj.insert("type".into(), action);
+        }
+        obj.insert("call".into(), Value::String(call.clone()));
+    }
+    match parse_decision(speech, value) {
+        Ok((call, decision)) => {
+            let _ = sip.send(SipCommand::Decide { call, decision });
+        }
+        Err((code, message)) => {
+            tracing::warn!(url = hook.url(), call, code, message, "webhook answered with an invalid decision; the call gets the default")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn greeting_true_false_text_and_nonsense() {
+        assert_eq!(parse_greeting(None), Ok(None));
+        assert_eq!(parse_greeting(Some(json!(true))), Ok(None));
+        assert_eq!(parse_greeting(Some(json!(false))), Ok(Some(String::new())));
+        assert_eq!(parse_greeting(Some(json!("Hi."))), Ok(Some("Hi.".into())));
+        assert_eq!(parse_greeting(Some(json!(3))).unwrap_err().0, "invalid_message");
+    }
+}

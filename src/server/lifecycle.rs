@@ -1,0 +1,57 @@
+//! Call lifecycle events, server-wide: what the events socket and the
+//! webhook hear (docs/control.md, "The events socket").
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A call came, was answered, ended or was refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum LifecycleEvent {
+    /// A call rings; an agent may decide on it within `decide_within_ms`.
+    #[serde(rename = "call.incoming")]
+    Incoming {
+        call: String,
+        sip_call_id: String,
+        from: String,
+        to: String,
+        request_uri: String,
+        /// Where the INVITE came from.
+        source: String,
+        /// The INVITE's `X-` headers.
+        headers: BTreeMap<String, String>,
+        decide_within_ms: u64,
+    },
+    #[serde(rename = "call.answered")]
+    Answered { call: String },
+    #[serde(rename = "call.ended")]
+    Ended { call: String, reason: String },
+    /// A call refused for load (never answered, so it has no call id; `id`
+    /// is its SIP Call-ID or `offer` for a WebRTC offer).
+    #[serde(rename = "call.rejected")]
+    Rejected { transport: &'static str, id: String, reason: String, retry_after_s: u64 },
+}
+
+impl super::fanout::Event for LifecycleEvent {}
+
+impl LifecycleEvent {
+    /// The webhook is told of everything but `call.incoming`, which it is
+    /// asked about instead.
+    pub fn is_incoming(&self) -> bool {
+        matches!(self, LifecycleEvent::Incoming { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_events_keep_their_wire_names() {
+        let ended = LifecycleEvent::Ended { call: "c1".into(), reason: "remote_bye".into() };
+        assert_eq!(serde_json::to_value(&ended).unwrap(), serde_json::json!({"type": "call.ended", "call": "c1", "reason": "remote_bye"}));
+        let rejected = LifecycleEvent::Rejected { transport: "sip", id: "x@h".into(), reason: "full".into(), retry_after_s: 5 };
+        assert_eq!(serde_json::to_value(&rejected).unwrap()["type"], "call.rejected");
+    }
+}
