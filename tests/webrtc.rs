@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::asr::{transcribe, word_edits, words};
+use common::agent::Agent;
 use common::calls::*;
 use common::sip::*;
 use serde_json::{json, Value};
@@ -193,4 +194,52 @@ fn bad_offers_get_reasons_and_a_vanished_browser_is_cleaned_up_beside_a_running_
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].sip_call_id, dialog.invite.call_id);
     dialog.bye(&sip);
+}
+
+#[test]
+fn a_closed_peer_connection_ends_the_call_at_once_and_our_hangup_says_call_ended_first() {
+    require_aiortc();
+    let _slot = shared_slot();
+    // A configured greeting, which the browser's offer turns off (`greeting: false`).
+    let server = Server::start(&["--greeting", "Welcome to voxline. How can I help you today?", "--webrtc-ip", "127.0.0.1"]);
+    let mut watcher = Agent::connect(&format!("ws://{}/v1/events", server.http));
+    watcher.wait_for("events.attached", Duration::from_secs(5));
+
+    // The browser listens for two seconds, then closes its peer connection.
+    let dir = scratch_dir("webrtc-close");
+    let (clock_instant, clock_wall) = (Instant::now(), std::time::SystemTime::now());
+    let summary = std::thread::scope(|s| {
+        let client = s.spawn(|| run_client(&server, &dir, &["--mode", "close"]));
+        while !client.is_finished() {
+            watcher.pump(Duration::from_millis(20));
+        }
+        client.join().expect("client thread")
+    });
+    let id = summary["call"].as_str().unwrap().to_string();
+    assert!(summary["frames"].as_u64().unwrap() >= 50, "the track ran while it listened: {summary}");
+    assert_eq!(summary["peak"], 0, "`greeting: false` plays no greeting (loudest sample heard in 2 s): {summary}");
+
+    let ended = |w: &Agent| w.events.iter().find(|(_, e)| e["type"] == "call.ended" && e["call"] == id.as_str()).cloned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ended(&watcher).is_none() && Instant::now() < deadline {
+        watcher.pump(Duration::from_millis(20));
+    }
+    let (at, event) = ended(&watcher).expect("call.ended on the events socket");
+    assert_eq!(event["reason"], "remote_hangup", "{event}");
+    let closed = std::time::UNIX_EPOCH + Duration::from_secs_f64(summary["closed_unix"].as_f64().unwrap());
+    let ended_wall = clock_wall + at.duration_since(clock_instant);
+    let took = ended_wall.duration_since(closed).unwrap_or_default();
+    assert!(took < Duration::from_secs(1), "the call ended {took:?} after the browser closed its peer connection");
+    assert!(!server.calls().iter().any(|c| c.id == id), "the closed call is no longer listed");
+
+    // Our hangup: the data channel carries `call.ended` before it closes.
+    let dir = scratch_dir("webrtc-hangup");
+    let summary = run_client(&server, &dir, &["--mode", "hangup"]);
+    assert_eq!(summary["hangup_status"], 202, "{summary}");
+    let closed_at = summary["channel_closed_at"].as_f64().unwrap_or_else(|| panic!("the data channel never closed: {summary}"));
+    let events = summary["events"].as_array().unwrap();
+    let ended = events.iter().find(|e| e["type"] == "call.ended").unwrap_or_else(|| panic!("no call.ended on the data channel: {events:?}"));
+    assert_eq!(ended["reason"], "local_hangup");
+    assert!(ended["_at"].as_f64().unwrap() <= closed_at, "call.ended came after the channel closed: {events:?}");
+    assert!(server.calls().is_empty(), "{:?}", server.calls());
 }

@@ -10,6 +10,13 @@ JSON summary line on stdout: the events, binary frame count, packet timing.
 
     aiortc_client.py --http 127.0.0.1:8080 --text "Hello there." --wav out.wav
     aiortc_client.py ... --vanish-after 2    (exit abruptly 2 s after speech starts)
+    aiortc_client.py ... --mode close        (listen 2 s without speaking, then pc.close())
+    aiortc_client.py ... --mode hangup       (ask the server to hang up; watch the data channel)
+
+`--mode close` reports the loudest sample heard before closing (a greeting
+turned off must leave it 0) and `closed_unix`, the wall-clock time of
+`pc.close()`. `--mode hangup` reports the events and `channel_closed_at`, when
+the data channel closed (`call.ended` must come before it).
 """
 import argparse
 import asyncio
@@ -76,7 +83,10 @@ async def main():
     ap.add_argument("--wav", required=True)
     ap.add_argument("--timeout", type=float, default=40)
     ap.add_argument("--vanish-after", type=float, default=None)
+    ap.add_argument("--mode", choices=["hear", "close", "hangup"], default="hear")
     args = ap.parse_args()
+    if args.mode != "hear":
+        return await lifecycle(args)
 
     pc = RTCPeerConnection()
     pc.addTrack(Tone())
@@ -166,6 +176,74 @@ async def main():
     print(json.dumps({"call": answer["call"], "events": events, "binary_frames": binary[0], "frames": len(audio),
                       "caller_rms": tone_rms, "caller_hz": tone_hz,
                       "samples": int(pcm.size), "codec": getattr(codec, "mimeType", None), "answer_sdp": answer["sdp"]}))
+    return 0
+
+
+async def lifecycle(args):
+    """--mode close / hangup: no speech; how the call ends."""
+    pc = RTCPeerConnection()
+    pc.addTrack(Tone())
+    channel = pc.createDataChannel("control")
+    events, audio = [], []
+    attached, ended = asyncio.Event(), asyncio.Event()
+    closed_at = [None]
+    t0 = time.monotonic()
+
+    @channel.on("message")
+    def on_message(message):
+        if isinstance(message, (bytes, bytearray)):
+            return
+        event = json.loads(message)
+        event["_at"] = time.monotonic() - t0
+        events.append(event)
+        if event["type"] == "call.attached":
+            attached.set()
+
+    @channel.on("close")
+    def on_close():
+        closed_at[0] = time.monotonic() - t0
+        ended.set()
+
+    async def record(track):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            audio.append(frame.to_ndarray().reshape(-1).astype(np.int16))
+
+    @pc.on("track")
+    def on_track(track):
+        if track.kind == "audio":
+            asyncio.ensure_future(record(track))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    status, answer = await asyncio.get_running_loop().run_in_executor(
+        None, post, f"http://{args.http}/v1/webrtc/offer", {"type": "offer", "sdp": pc.localDescription.sdp, "greeting": False})
+    if status != 200:
+        print(json.dumps({"error": answer, "status": status}))
+        return 1
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    await asyncio.wait_for(attached.wait(), args.timeout)
+    summary = {"call": answer["call"]}
+    if args.mode == "close":
+        await asyncio.sleep(2.0)
+        pcm = np.concatenate(audio) if audio else np.zeros(0, dtype=np.int16)
+        summary.update(frames=len(audio), peak=int(np.abs(pcm.astype(np.int32)).max()) if pcm.size else 0)
+        summary["closed_unix"] = time.time()
+        await pc.close()
+    else:
+        status, _ = await asyncio.get_running_loop().run_in_executor(
+            None, post, f"http://{args.http}/calls/{answer['call']}/hangup", {})
+        summary["hangup_status"] = status
+        try:
+            await asyncio.wait_for(ended.wait(), 5)
+        except asyncio.TimeoutError:
+            pass
+        summary["channel_closed_at"] = closed_at[0]
+        await pc.close()
+    summary["events"] = events
+    print(json.dumps(summary))
     return 0
 
 
