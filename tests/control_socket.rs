@@ -211,3 +211,47 @@ fn an_api_token_protects_the_api_and_the_sockets() {
     with_header.headers_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
     assert_eq!(status(with_header), 404, "with the token the request gets through (to an unknown call)");
 }
+
+#[test]
+fn an_agent_that_stops_reading_holds_up_no_other_call_and_loses_no_speech_event_of_its_own() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", ""]);
+    let (sip_a, sip_b) = (SipSocket::bind(server.sip), SipSocket::bind(server.sip));
+    let media_a = Media::bind();
+    let (cap_b, _) = RtpCapture::bind();
+    let mut a = call(&server, &sip_a, media_a.addr);
+    let mut b = call(&server, &sip_b, cap_b.addr);
+    let mut agent_a = Agent::attach(&server, &a.id);
+    let mut agent_b = Agent::attach(&server, &b.id);
+
+    // A asks for caller audio and a turn, then reads nothing while its
+    // caller talks (50 frames a second) and B's agent runs a turn.
+    agent_a.send(json!({"type": "caller_audio", "enabled": true, "format": "pcm16"}));
+    agent_a.send(json!({"type": "speak", "text": "This is call A, speaking.", "turn": "a1", "last": true}));
+    let sent = Instant::now();
+    agent_b.send(json!({"type": "speak", "text": "This is call B.", "turn": "b1", "last": true}));
+    let mut seq = 0u16;
+    let mut b_done = None;
+    while sent.elapsed() < Duration::from_secs(4) {
+        let payload = [0x55u8; 160];
+        media_a.sock.send_to(&rtp(0, seq, seq as u32 * 160, 0xA1, seq == 0, &payload), a.server_media).unwrap();
+        seq = seq.wrapping_add(1);
+        agent_b.pump(Duration::from_millis(20));
+        if b_done.is_none() {
+            b_done = agent_b.find("speech.done").map(|(at, _)| at.duration_since(sent));
+        }
+    }
+    let b_done = b_done.expect("B's speech.done while A's agent read nothing");
+    assert!(b_done < Duration::from_secs(3), "B's turn took {b_done:?}");
+
+    // A reads at last: its own speech events are all there, in order.
+    agent_a.pump(Duration::from_millis(500));
+    let kinds: Vec<&str> = agent_a.events.iter().map(|(_, e)| e["type"].as_str().unwrap_or_default()).filter(|k| *k != "word").collect();
+    let order: Vec<&str> = kinds.iter().copied().filter(|k| ["speech.started", "utterance.done", "speech.done"].contains(k)).collect();
+    assert_eq!(order.first(), Some(&"speech.started"), "{kinds:?}");
+    assert_eq!(order.last(), Some(&"speech.done"), "{kinds:?}");
+    assert!(agent_a.audio.len() >= 100, "caller audio reached A's agent: {} frames", agent_a.audio.len());
+    a.bye(&sip_a);
+    agent_a.wait_for("call.ended", Duration::from_secs(5));
+    b.bye(&sip_b);
+}
