@@ -27,12 +27,16 @@
 //! is honoured. When the hub cannot be reached, a complete cached snapshot of
 //! the revision is used instead.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sha1::Digest as _;
+use cache::{content_hash, link, BlobLock};
+pub use progress::{human_bytes, Progress, StderrProgress};
+
+mod cache;
+mod progress;
 
 /// Where files come from when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -82,82 +86,6 @@ pub enum HubError {
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HubError + '_ {
     move |source| HubError::Io { path: path.to_path_buf(), source }
-}
-
-/// Progress of one [`Hub::snapshot`], file by file.
-pub trait Progress {
-    /// A download begins: `size` bytes in all, `resumed` of them already on disk.
-    fn start(&mut self, file: &str, size: u64, resumed: u64);
-    /// `done` of the file's bytes are on disk.
-    fn advance(&mut self, file: &str, done: u64, size: u64);
-    /// The file is present, downloaded now (`fetched`) or found in the cache.
-    fn ready(&mut self, file: &str, size: u64, fetched: bool);
-}
-
-/// Progress as lines on standard error: one when a download starts, one per
-/// tenth of it (at most one every two seconds), one when the file is ready.
-pub struct StderrProgress {
-    repo: String,
-    shown_tenth: u64,
-    last_line: Instant,
-    started: Instant,
-}
-
-impl StderrProgress {
-    pub fn new(repo: &str) -> Self {
-        Self { repo: repo.to_string(), shown_tenth: 0, last_line: Instant::now(), started: Instant::now() }
-    }
-}
-
-/// `1.2 GB`, `340 MB`, `12 KB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [(&str, f64); 3] = [("GB", 1e9), ("MB", 1e6), ("KB", 1e3)];
-    for (unit, scale) in UNITS {
-        if n as f64 >= scale {
-            let v = n as f64 / scale;
-            return if v < 10.0 { format!("{v:.1} {unit}") } else { format!("{v:.0} {unit}") };
-        }
-    }
-    format!("{n} B")
-}
-
-impl Progress for StderrProgress {
-    fn start(&mut self, file: &str, size: u64, resumed: u64) {
-        self.shown_tenth = (resumed * 10).checked_div(size).unwrap_or(10);
-        self.started = Instant::now();
-        self.last_line = Instant::now();
-        let resume = if resumed > 0 { format!(", resuming at {}", human_bytes(resumed)) } else { String::new() };
-        eprintln!("hub: downloading {}/{file} ({}{resume})", self.repo, human_bytes(size));
-    }
-
-    fn advance(&mut self, file: &str, done: u64, size: u64) {
-        let tenth = (done * 10).checked_div(size).unwrap_or(10);
-        if tenth > self.shown_tenth && tenth < 10 && self.last_line.elapsed() >= Duration::from_secs(2) {
-            self.shown_tenth = tenth;
-            self.last_line = Instant::now();
-            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-            eprintln!(
-                "hub:   {file}: {}% ({} of {}, {}/s)",
-                tenth * 10,
-                human_bytes(done),
-                human_bytes(size),
-                human_bytes(rate as u64)
-            );
-        }
-    }
-
-    fn ready(&mut self, file: &str, size: u64, fetched: bool) {
-        if fetched {
-            eprintln!("hub:   {file}: done ({} in {:.1} s)", human_bytes(size), self.started.elapsed().as_secs_f64());
-        }
-    }
-}
-
-/// Progress that says nothing.
-impl Progress for () {
-    fn start(&mut self, _: &str, _: u64, _: u64) {}
-    fn advance(&mut self, _: &str, _: u64, _: u64) {}
-    fn ready(&mut self, _: &str, _: u64, _: bool) {}
 }
 
 /// The files a caller needs from a repository.
@@ -556,154 +484,5 @@ impl Hub {
         Ok(blob)
     }
 }
-
-/// An exclusive lock on one blob's download, in `.locks/` as `huggingface_hub`
-/// keeps them; released when dropped (or when the process dies).
-struct BlobLock(#[allow(dead_code)] File);
-
-impl BlobLock {
-    fn take(cache: &Path, repo_dir: &Path, etag: &str) -> Result<Self, HubError> {
-        let dir = cache.join(".locks").join(repo_dir.file_name().unwrap_or_default());
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let path = dir.join(format!("{etag}.lock"));
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on a descriptor this function owns; no memory is shared.
-            while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(HubError::Io { path, source: e });
-                }
-            }
-        }
-        Ok(Self(file))
-    }
-}
-
-/// The hash the hub names a file by, computed over the downloaded file: SHA-256
-/// for LFS files (64 hex digits), the git blob SHA-1 for the rest (40). `None`
-/// when the ETag is neither.
-fn content_hash(path: &Path, etag: &str, size: u64) -> io::Result<Option<(&'static str, String)>> {
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-    fn feed(path: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
-        let mut file = File::open(path)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match file.read(&mut buf)? {
-                0 => return Ok(()),
-                n => f(&buf[..n]),
-            }
-        }
-    }
-    if is_hex(etag, 64) {
-        let mut h = sha2::Sha256::new();
-        feed(path, |b| h.update(b))?;
-        Ok(Some(("SHA-256", hex(&h.finalize()))))
-    } else if is_hex(etag, 40) {
-        let mut h = sha1::Sha1::new();
-        h.update(format!("blob {size}\0").as_bytes());
-        feed(path, |b| h.update(b))?;
-        Ok(Some(("git SHA-1", hex(&h.finalize()))))
-    } else {
-        Ok(None)
-    }
-}
-
-/// `snapshots/<commit>/<file>` pointing at the blob (a relative symlink, as
-/// `huggingface_hub` makes it; a copy where links are not possible). Made
-/// under a temporary name and renamed into place, so another process linking
-/// the same file at the same time never sees it missing, and nothing is ever
-/// written through an existing link (which would truncate the blob).
-fn link(blob: &Path, snapshot: &Path, file: &str) -> Result<(), HubError> {
-    let at = snapshot.join(file);
-    let parent = at.parent().unwrap_or(snapshot);
-    fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let name = at.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    #[cfg(unix)]
-    let made = {
-        // snapshots/<commit>/a/b.bin -> ../../../blobs/<etag>
-        let mut target = PathBuf::new();
-        for _ in 0..Path::new(file).components().count() + 1 {
-            target.push("..");
-        }
-        target.push("blobs");
-        target.push(blob.file_name().unwrap_or_default());
-        std::os::unix::fs::symlink(&target, &tmp).is_ok()
-    };
-    #[cfg(not(unix))]
-    let made = false;
-    if !made {
-        fs::copy(blob, &tmp).map_err(io_err(&tmp))?;
-    }
-    fs::rename(&tmp, &at).map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        HubError::Io { path: at.clone(), source }
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repo_ids_and_revisions_are_checked_before_any_path_is_built() {
-        assert!(valid_repo("ResembleAI/chatterbox-turbo"));
-        assert!(valid_repo("a/b.c_d-e"));
-        for bad in ["", "gpt2", "a/b/c", "../x", "a/..", "a/b c", "/a"] {
-            assert!(!valid_repo(bad), "{bad}");
-        }
-        assert!(valid_revision("main"));
-        assert!(valid_revision("refs/pr/1"));
-        assert!(valid_revision("749d1c1a46eb10492095d68fbcf55691ccf137cd"));
-        for bad in ["", "../../etc", "a//b", "a b", "/main"] {
-            assert!(!valid_revision(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn origin_is_scheme_and_authority() {
-        assert_eq!(origin("https://huggingface.co/a/b/resolve/main/x"), "https://huggingface.co");
-        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
-        assert_eq!(origin("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
-    }
-
-    #[test]
-    fn hashes_match_what_git_and_lfs_name_files_by() {
-        let dir = std::env::temp_dir().join(format!("voxline-hub-hash-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("x");
-        fs::write(&f, b"hello\n").unwrap();
-        // `git hash-object` of "hello\n" and `sha256sum` of it.
-        let git = content_hash(&f, "ce013625030ba8dba906f756967f9e9ca394464a", 6).unwrap().unwrap();
-        assert_eq!(git, ("git SHA-1", "ce013625030ba8dba906f756967f9e9ca394464a".to_string()));
-        let lfs = content_hash(&f, &"0".repeat(64), 6).unwrap().unwrap();
-        assert_eq!(lfs.1, "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
-        assert!(content_hash(&f, "not-a-hash", 6).unwrap().is_none());
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn offline_without_a_cache_says_what_is_missing() {
-        let dir = std::env::temp_dir().join(format!("voxline-hub-offline-{}", std::process::id()));
-        let hub = Hub::new("http://127.0.0.1:9", dir.clone(), None, true);
-        let err = hub
-            .snapshot("ResembleAI/chatterbox-turbo", "main", FileSet { required: &["conds.pt"], optional: &[] }, &mut ())
-            .unwrap_err();
-        assert!(matches!(err, HubError::NotCached { .. }), "{err}");
-        assert!(err.to_string().contains("HF_HUB_OFFLINE"), "{err}");
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(12_300), "12 KB");
-        assert_eq!(human_bytes(1_500_000), "1.5 MB");
-        assert_eq!(human_bytes(1_200_000_000), "1.2 GB");
-    }
-}
+mod tests;
