@@ -8,7 +8,9 @@
 //! to the caller as RFC 4733 telephone-events ([`CallMedia::send_dtmf`]),
 //! holding the call's audio while the digits go out.
 
+pub mod call_media;
 pub mod dtmf;
+pub mod leg;
 pub mod pacer;
 pub mod playout;
 pub mod ports;
@@ -19,7 +21,9 @@ pub mod rtp_out;
 use std::time::Duration;
 
 pub use dtmf::{DtmfSendError, DTMF_DEFAULT_DURATION, DTMF_GAP};
-pub use pacer::{CallMedia, MediaConfig, MediaEvent, MediaStats, Pacer, RemoteMedia};
+pub use call_media::{CallMedia, MediaConfig, MediaEvent, MediaStats, RemoteMedia};
+pub use leg::{MediaLeg, TrackQueue};
+pub use pacer::Pacer;
 pub use playout::{trim_edges, ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId, MAX_LEAD, MAX_TAIL};
 pub use ports::PortAllocator;
 

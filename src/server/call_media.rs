@@ -21,11 +21,13 @@ pub fn start_media(server: &Arc<Server>, call: &Arc<Call>, events_rx: mpsc::Unbo
     let (id, media) = (call.id.clone(), call.media.clone());
     server.pacer.add(media.clone());
     match media.sockets() {
-        Ok((rtp, rtcp)) => {
+        Some(Ok((rtp, rtcp))) => {
             call.add_task(tokio::spawn(receive(media.clone(), rtp)));
             call.add_task(tokio::spawn(receive_rtcp(media.clone(), rtcp)));
         }
-        Err(e) => tracing::warn!(call = %id, error = %e, "cannot receive media"),
+        Some(Err(e)) => tracing::warn!(call = %id, error = %e, "cannot receive media"),
+        // A WebRTC call's leg receives for itself (its track).
+        None => {}
     }
     call.add_task(tokio::spawn(watch(server.clone(), call.clone(), events_rx)));
     let greeting = greeting.or_else(|| server.config.greeting.clone()).filter(|g| !g.trim().is_empty());

@@ -15,7 +15,7 @@ use super::calls::{new_call_id, Call, CallState, Leg, SipHandle};
 use super::commands::{Decision, SipCommand};
 use super::lifecycle::LifecycleEvent;
 use super::state::Server;
-use crate::media::{CallMedia, MediaEvent, RemoteMedia};
+use crate::media::{CallMedia, MediaEvent, MediaLeg, RemoteMedia};
 
 /// Runs the SIP task until the socket fails.
 pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint, mut commands: mpsc::UnboundedReceiver<SipCommand>) {
@@ -205,7 +205,7 @@ fn accept_call(
 
     let id = new_call_id();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let media = CallMedia::new(id.clone(), rtp, rtcp, remote_media(&neg), server.config.media.clone(), events_tx);
+    let media = CallMedia::new(id.clone(), MediaLeg::udp(rtp, rtcp), remote_media(&neg), server.config.media.clone(), events_tx);
     let call = Arc::new(Call::new(id.clone(), Leg::Sip(handle), sip_call_id, from, to, headers, source, media.clone(), session));
     tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "incoming call");
     server.calls.insert(call.clone());

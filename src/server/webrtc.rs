@@ -7,21 +7,21 @@
 //! ```
 //!
 //! One pipeline, two transports: a browser call is a [`Call`] with a
-//! [`CallMedia`] like any SIP call, paced by the same clock. Its RTP sockets
-//! are bound on loopback and their "peer" is this module's relay socket: the
-//! relay hands each packet the pacer sends (our sequence numbers and
-//! timestamps, untouched) to the WebRTC track, which sends it SRTP-protected
-//! to the browser (rewriting only SSRC and payload type to the negotiated
-//! ones), and writes the browser's RTP into the call's socket, where the same
-//! source checks, mu-law decoding and caller-audio events as for SIP apply.
-//! The pacing thread stays free of async I/O and allocation; the WebRTC stack
-//! (ICE, DTLS-SRTP, SCTP) runs on the tokio runtime.
+//! [`CallMedia`] like any SIP call, paced by the same clock. Its leg is the
+//! WebRTC track ([`MediaLeg::Track`]): the pacer queues each packet (our
+//! sequence numbers and timestamps, untouched) without waiting, and a task
+//! writes it to the track, which sends it SRTP-protected to the browser
+//! (rewriting only SSRC and payload type to the negotiated ones). The
+//! browser's RTP goes straight into the call's media, where the same
+//! mu-law decoding and caller-audio events as for SIP apply. The pacing
+//! thread stays free of async I/O and allocation; the WebRTC stack (ICE,
+//! DTLS-SRTP, SCTP) runs on the tokio runtime.
 //!
 //! The answer carries every candidate (no trickle): the handler waits for ICE
 //! gathering to finish (host candidates, plus STUN/TURN ones when
 //! configured), bounded by [`GATHER_TIMEOUT`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -33,7 +33,6 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_PCMU};
@@ -53,7 +52,7 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
-use webrtc_util::marshal::{Marshal, Unmarshal};
+use webrtc_util::marshal::Marshal;
 
 use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg};
@@ -63,7 +62,7 @@ use super::decision::parse_greeting;
 use super::error::ApiError;
 use super::lifecycle::LifecycleEvent;
 use super::state::Server;
-use crate::media::{CallMedia, RemoteMedia};
+use crate::media::{CallMedia, MediaLeg, RemoteMedia};
 use crate::synth::Preset;
 
 /// Longest the offer handler waits for ICE gathering before it answers with
@@ -211,15 +210,6 @@ async fn peer_connection(config: &WebRtcConfig) -> Result<RTCPeerConnection, Ref
     api.new_peer_connection(RTCConfiguration { ice_servers, ..Default::default() }).await.map_err(internal)
 }
 
-/// Loopback sockets for the call's media and the relay that is its peer.
-fn loopback_pair() -> std::io::Result<(StdUdpSocket, StdUdpSocket)> {
-    let rtp = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-    let rtcp = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-    rtp.set_nonblocking(true)?;
-    rtcp.set_nonblocking(true)?;
-    Ok((rtp, rtcp))
-}
-
 async fn answer(
     server: &Arc<Server>,
     offer: String,
@@ -255,17 +245,17 @@ async fn answer(
         return Err(internal("no local description after gathering"));
     };
 
-    // The call: media on loopback, its peer the relay.
-    let (rtp, rtcp) = loopback_pair().map_err(internal)?;
-    let media_addr = rtp.local_addr().map_err(internal)?;
-    let relay = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.map_err(internal)?);
-    let relay_addr = relay.local_addr().map_err(internal)?;
-    let remote = RemoteMedia { rtp: relay_addr, rtcp: relay_addr, payload_type: 0, dtmf_payload_type: None, pcma: false, send: true };
+    // The call: its leg is the track. The pacer's packets (our sequence
+    // numbers and timestamps, untouched) go onto it, sent SRTP-protected with
+    // only SSRC and payload type rewritten to the negotiated ones; the
+    // browser's RTP comes in from the remote track.
+    let (leg, packets) = MediaLeg::track();
+    let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let remote = RemoteMedia { rtp: unspecified, rtcp: unspecified, payload_type: 0, dtmf_payload_type: None, pcma: false, send: true };
     let id = new_call_id();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let media = CallMedia::new(id.clone(), rtp, rtcp, remote, server.config.media.clone(), events_tx);
+    let media = CallMedia::new(id.clone(), leg, remote, server.config.media.clone(), events_tx);
     let close = Arc::new(Notify::new());
-    let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let call = Arc::new(Call::new(
         id.clone(),
         Leg::WebRtc(close.clone()),
@@ -281,35 +271,29 @@ async fn answer(
     server.calls.insert(call.clone());
     tracing::info!(call = %id, "WebRTC call: answer sent");
 
-    // Outbound: what the pacer sends to the relay goes onto the track.
+    // Outbound: the pacer's packets onto the track.
     {
-        let (relay, track) = (relay.clone(), track.clone());
+        let track = track.clone();
         call.add_task(tokio::spawn(async move {
-            let mut buf = vec![0u8; 1500];
-            loop {
-                let Ok((n, from)) = relay.recv_from(&mut buf).await else { return };
-                // RTCP (payload types 200-204) stays here: the WebRTC stack reports for itself.
-                if from != media_addr || n < 12 || (200..=204).contains(&buf[1]) {
-                    continue;
-                }
-                let Ok(packet) = rtp::packet::Packet::unmarshal(&mut &buf[..n]) else { continue };
-                let _ = track.write_rtp(&packet).await;
+            while let Some(packet) = packets.next().await {
+                let _ = track.write(packet.bytes()).await;
             }
         }));
     }
-    // Inbound: the browser's audio into the call's socket, as from the negotiated peer.
+    // Inbound: the browser's audio into the call, as from the negotiated peer.
     {
-        let relay = relay.clone();
+        let media = Arc::downgrade(&media);
         pc.on_track(Box::new(move |remote, _, _| {
-            let relay = relay.clone();
+            let media = media.clone();
             Box::pin(async move {
                 if remote.kind() != RTPCodecType::Audio {
                     return;
                 }
                 tokio::spawn(async move {
                     while let Ok((packet, _)) = remote.read_rtp().await {
+                        let Some(media) = media.upgrade() else { return };
                         if let Ok(bytes) = packet.marshal() {
-                            let _ = relay.send_to(&bytes, media_addr).await;
+                            media.handle_leg_rtp(&bytes);
                         }
                     }
                 });
@@ -464,7 +448,14 @@ impl ControlTransport for DataChannelTransport {
         sent.map(|_| ()).map_err(|_| Gone)
     }
 
+    /// Closes once what was sent has left (closing resets the stream, which
+    /// would cut off a `call.ended` still buffered), waiting at most
+    /// [`ENDED_GRACE`].
     async fn close(&mut self) {
+        let until = tokio::time::Instant::now() + ENDED_GRACE;
+        while self.channel.buffered_amount().await > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let _ = self.channel.close().await;
     }
 }
