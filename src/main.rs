@@ -407,12 +407,17 @@ fn say(args: SayArgs) -> Result<()> {
     let engine = args.voice.any_engine()?;
     let voice_rate = engine.info().sample_rate;
     let out_rate = args.rate.unwrap_or(voice_rate);
+    // Phone audio (8 kHz mu-law) is made by the calls' own adapter, so `say`
+    // renders exactly what a call plays; any other format is resampled here.
+    let phone = args.mulaw && out_rate == voxline::media::RATE;
     let mut resampler = StreamResampler::new(voice_rate, out_rate)?;
+    let mut pcmu = voxline::speech::PcmuStream::new(voice_rate)?;
 
     let t0 = Instant::now();
     let request = SynthRequest { text, options: args.voice.options() };
     let mut stream = engine.start(request, CancelToken::new())?;
     let mut samples = Vec::new();
+    let mut phone_bytes = Vec::new();
     let mut first_chunk = None;
     // Raw audio to standard output streams as it is synthesized
     // (`voxline say ... -o - --raw | aplay -f S16_LE -r 22050`).
@@ -421,19 +426,34 @@ fn say(args: SayArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     while let Some(chunk) = stream.next_chunk()? {
         first_chunk.get_or_insert_with(|| t0.elapsed());
-        resampler.process(&chunk.samples, &mut samples);
+        let bytes = if phone {
+            let converted = pcmu.convert(&chunk).pcmu;
+            phone_bytes.extend_from_slice(&converted);
+            converted
+        } else {
+            resampler.process(&chunk.samples, &mut samples);
+            let bytes = raw_bytes(&samples[written..], args.mulaw);
+            written = samples.len();
+            bytes
+        };
+        if streaming {
+            stdout.write_all(&bytes)?;
+            stdout.flush()?;
+        }
+    }
+    if phone {
+        samples = voxline::audio::decode_mulaw(&phone_bytes);
+    } else {
+        resampler.flush(&mut samples);
         if streaming {
             stdout.write_all(&raw_bytes(&samples[written..], args.mulaw))?;
             stdout.flush()?;
-            written = samples.len();
         }
     }
-    resampler.flush(&mut samples);
     let elapsed = t0.elapsed();
-    if streaming {
-        stdout.write_all(&raw_bytes(&samples[written..], args.mulaw))?;
-        stdout.flush()?;
-    } else {
+    if phone && args.raw && !streaming {
+        write_bytes(&args.output, &phone_bytes)?;
+    } else if !streaming {
         write_output(&args.output, &samples, out_rate, args.mulaw, args.raw)?;
     }
     let audio_s = samples.len() as f64 / out_rate as f64;
@@ -467,12 +487,17 @@ fn write_output(path: &Path, samples: &[f32], rate: u32, mulaw: bool, raw: bool)
         write_wav(&mut buf, samples, rate, format)?;
         buf
     };
+    write_bytes(path, &bytes)
+}
+
+/// `bytes` to the file, or to standard output for `-`.
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     if path == Path::new("-") {
         let mut out = std::io::stdout().lock();
-        out.write_all(&bytes)?;
+        out.write_all(bytes)?;
         out.flush()?;
     } else {
-        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

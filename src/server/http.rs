@@ -19,8 +19,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::calls::Call;
 use super::error::ApiError;
@@ -76,9 +75,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `GET /v1/voices`: the voices and presets a call may pick.
-async fn voices(State(server): State<Arc<Server>>) -> Response {
-    Json(json!({"default": server.speech.voice(), "voices": server.speech.voice_names(),
-        "presets": crate::synth::Preset::ALL.iter().map(|p| p.name()).collect::<Vec<_>>()})).into_response()
+#[derive(Serialize)]
+struct Voices {
+    default: String,
+    voices: Vec<String>,
+    presets: Vec<&'static str>,
+}
+
+async fn voices(State(server): State<Arc<Server>>) -> Json<Voices> {
+    let presets = crate::synth::Preset::ALL.iter().map(|p| p.name()).collect();
+    Json(Voices { default: server.speech.voice(), voices: server.speech.voice_names(), presets })
+}
+
+/// `202` to `POST /calls/{id}/speak`.
+#[derive(Serialize)]
+struct Queued {
+    utterance: crate::media::UtteranceId,
+}
+
+/// `202` to a hangup.
+#[derive(Serialize)]
+struct HangingUp {
+    hangup: String,
 }
 
 fn find(server: &Server, id: &str) -> Result<Arc<Call>, ApiError> {
@@ -121,13 +139,13 @@ async fn speak(
     }
     let token = call.cancel_token();
     let utterance = server.speech.speak(&call.media, &body.text, None, server.config.synth.clone(), token);
-    Ok((StatusCode::ACCEPTED, Json(json!({"utterance": utterance}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Queued { utterance })).into_response())
 }
 
 async fn hangup(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let call = find(&server, &id)?;
     server.hangup(&call, "api");
-    Ok((StatusCode::ACCEPTED, Json(json!({"hangup": id}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(HangingUp { hangup: id })).into_response())
 }
 
 async fn caller_audio(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -7,7 +7,7 @@
 //! | which chunk runs next: earliest deadline first, batched by voice | [`scheduler`] |
 //! | deadlines and prefill from the engine's speed and the load | [`pacing`] |
 //! | the threads that run chunks and feed each call's playout | `workers.rs` |
-//! | engine chunk -> 8 kHz mu-law and word offsets | [`phone`] |
+//! | engine chunk -> 8 kHz mu-law and word offsets | [`pcmu`] |
 //! | whether one more call fits, and `GET /v1/capacity` | [`admission`] |
 //! | the voices a call may pick | `voices.rs` |
 //!
@@ -16,7 +16,7 @@
 
 pub mod admission;
 pub mod pacing;
-pub mod phone;
+pub mod pcmu;
 pub mod scheduler;
 mod voices;
 mod workers;
@@ -32,7 +32,7 @@ use crate::media::{CallMedia, UtteranceId};
 use crate::synth::{CancelToken, SynthOptions, SynthRequest};
 pub use admission::{Capacity, Refusal};
 use admission::{Admission, Load};
-use phone::PhoneAudio;
+pub use pcmu::PcmuStream;
 pub use scheduler::Policy;
 pub use voices::{VoiceCatalog, VoiceLoader};
 use workers::{lock, Job, Shared};
@@ -175,7 +175,7 @@ impl Speech {
     /// measured: the pacing model learns the engine's speed from it).
     fn synthesize_pcmu(&self, text: &str) -> Result<Vec<u8>> {
         let engine = &self.shared.voices.default;
-        let mut phone = PhoneAudio::new(engine.info().sample_rate)?;
+        let mut phone = PcmuStream::new(engine.info().sample_rate)?;
         let mut stream = engine.start(SynthRequest::new(text), CancelToken::new())?;
         let mut out = Vec::new();
         let mut index = 0;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::admission::Admission;
 use super::pacing::{Pacing, MARGIN, MAX_PREFILL};
-use super::phone::PhoneAudio;
+use super::pcmu::PcmuStream;
 use super::scheduler::{Policy, Queue};
 use super::voices::Voices;
 use super::StreamId;
@@ -37,7 +37,7 @@ pub(crate) struct Job {
 struct Started {
     engine: Arc<dyn Engine>,
     stream: Box<dyn SynthStream>,
-    phone: PhoneAudio,
+    phone: PcmuStream,
 }
 
 impl Job {
@@ -175,7 +175,7 @@ fn start(shared: &Shared, job: &mut Job) -> bool {
     let Some(request) = job.request.take() else { return false };
     let started = shared.voices.engine(Some(&job.voice)).and_then(|engine| {
         let stream = engine.start(request, job.cancel.clone())?;
-        let phone = PhoneAudio::new(engine.info().sample_rate)?;
+        let phone = PcmuStream::new(engine.info().sample_rate)?;
         Ok(Started { engine, stream, phone })
     });
     match started {

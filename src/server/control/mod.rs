@@ -6,7 +6,8 @@
 //! message each; binary frames carry caller audio when asked for.
 //!
 //! - `protocol`: the messages in ([`Request`]) and out ([`CallEvent`]);
-//!   `relay`: the ConversationRelay dialect of both.
+//!   `relay`: the ConversationRelay dialect of both; `dialect`: which one a
+//!   socket speaks.
 //! - `session`: the turns, sans I/O.
 //! - `transport`: what carries the frames.
 //! - here: the upgrade and the loop that joins a transport, the call's
@@ -15,6 +16,7 @@
 //!   but never a speech or lifecycle event, and never holds up the call's
 //!   audio or another call.
 
+pub mod dialect;
 pub mod protocol;
 mod relay;
 pub mod session;
@@ -32,7 +34,8 @@ use super::error::ApiError;
 use super::state::Server;
 use crate::media::{ClearedUtterance, DtmfSendError, UtteranceId};
 use crate::synth::{Preset, SynthOptions};
-pub use protocol::{CallEvent, Dialect, Request, MAX_FRAME};
+pub use dialect::Dialect;
+pub use protocol::{CallEvent, Request, MAX_FRAME};
 pub use session::{CallPort, Defaults, Out, Session};
 pub use transport::{AgentFrame, AgentMessage, ControlTransport, Gone};
 
@@ -171,7 +174,7 @@ pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut 
         let out: Vec<Out> = tokio::select! {
             frame = socket.recv() => match frame {
                 Some(AgentFrame::Text(text)) => {
-                    let events = match protocol::parse(dialect, &text) {
+                    let events = match dialect.parse(&text) {
                         Ok(request) => session.request(Instant::now(), request),
                         Err(e) => vec![e],
                     };
@@ -215,7 +218,7 @@ async fn send<T: ControlTransport>(socket: &mut T, dialect: Dialect, out: Vec<Ou
             Out::Audio(bytes) => AgentMessage::Binary(bytes),
             Out::Event(event) => {
                 ended |= matches!(event, CallEvent::Ended { .. });
-                let Some(text) = event.render(dialect) else { continue };
+                let Some(text) = dialect.render(&event) else { continue };
                 AgentMessage::Text(text)
             }
         };

@@ -1,38 +1,17 @@
-//! The control protocol's messages: what an agent sends ([`Request`], read
-//! from voxline's own JSON or a dialect's) and the typed events it hears
-//! ([`CallEvent`], whose serde form is voxline's own wire format; a dialect
-//! renders the same enum its way). See docs/control.md.
+//! The control protocol's messages: what an agent sends ([`Request`], here
+//! read from voxline's own JSON) and the typed events it hears
+//! ([`CallEvent`], whose serde form is voxline's own wire format). Dialects
+//! (`dialect.rs`) read and render the same types their way. See docs/control.md.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::relay;
 use crate::media::UtteranceId;
 
 /// Frames larger than this are refused with an error event.
 pub const MAX_FRAME: usize = 64 * 1024;
-
-/// Which protocol a socket speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// voxline's own messages (docs/control.md).
-    Native,
-    /// Twilio ConversationRelay: `text` tokens in; `setup`, `interrupt`,
-    /// `dtmf` and `error` out. voxline's own messages are accepted too.
-    ConversationRelay,
-}
-
-impl Dialect {
-    pub fn from_name(name: Option<&str>) -> Result<Self, String> {
-        match name {
-            None | Some("native" | "voxline") => Ok(Dialect::Native),
-            Some("conversationrelay" | "twilio") => Ok(Dialect::ConversationRelay),
-            Some(other) => Err(format!("unknown dialect `{other}`: native or conversationrelay")),
-        }
-    }
-}
 
 /// Text to speak, from any dialect.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -129,24 +108,12 @@ impl From<Inbound> for Request {
     }
 }
 
-/// Reads one text frame in `dialect` (a dialect's socket accepts voxline's
-/// own messages too). Errors are the event to answer with.
-pub fn parse(dialect: Dialect, frame: &str) -> Result<Request, CallEvent> {
-    if frame.len() > MAX_FRAME {
-        return Err(CallEvent::error("frame_too_large", format!("a message is at most {MAX_FRAME} bytes; this one is {}", frame.len())));
-    }
-    if dialect == Dialect::ConversationRelay {
-        if let Some(request) = relay::parse(frame) {
-            return request;
-        }
-    }
-    match serde_json::from_str::<Inbound>(frame) {
-        Ok(m) => Ok(m.into()),
-        Err(e) => {
-            let code = if serde_json::from_str::<Value>(frame).is_ok() { "invalid_message" } else { "malformed_json" };
-            Err(CallEvent::error(code, e.to_string()))
-        }
-    }
+/// Reads one of voxline's own messages. Errors are the event to answer with.
+pub fn parse_native(frame: &str) -> Result<Request, CallEvent> {
+    serde_json::from_str::<Inbound>(frame).map(Request::from).map_err(|e| {
+        let code = if serde_json::from_str::<Value>(frame).is_ok() { "invalid_message" } else { "malformed_json" };
+        CallEvent::error(code, e.to_string())
+    })
 }
 
 /// Everything an agent hears about its call, typed. Serialized, it is
@@ -200,13 +167,6 @@ impl CallEvent {
         CallEvent::Error { code, message: message.into() }
     }
 
-    /// The event as `dialect` sends it; `None` when the dialect has no such message.
-    pub fn render(&self, dialect: Dialect) -> Option<String> {
-        match dialect {
-            Dialect::Native => serde_json::to_string(self).ok(),
-            Dialect::ConversationRelay => relay::render(self).and_then(|m| serde_json::to_string(&m).ok()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -216,17 +176,16 @@ mod tests {
 
     #[test]
     fn native_messages_read_into_requests() {
-        let r = parse(Dialect::Native, r#"{"type":"speak","text":"Hi.","last":true}"#).unwrap();
+        let r = parse_native(r#"{"type":"speak","text":"Hi.","last":true}"#).unwrap();
         assert_eq!(r, Request::Speak(SpeakRequest { text: "Hi.".into(), flush: true, last: true, ..Default::default() }));
-        assert_eq!(parse(Dialect::Native, r#"{"type":"clear"}"#).unwrap(), Request::Clear);
-        let bad = |frame: &str| match parse(Dialect::Native, frame) {
+        assert_eq!(parse_native(r#"{"type":"clear"}"#).unwrap(), Request::Clear);
+        let bad = |frame: &str| match parse_native(frame) {
             Err(CallEvent::Error { code, .. }) => code,
             other => panic!("{other:?}"),
         };
         assert_eq!(bad("{"), "malformed_json");
         assert_eq!(bad(r#"{"type":"speak"}"#), "invalid_message");
         assert_eq!(bad(r#"{"type":"speak","text":"a","bogus":1}"#), "invalid_message");
-        assert_eq!(bad(&"x".repeat(MAX_FRAME + 1)), "frame_too_large");
     }
 
     #[test]
@@ -235,6 +194,6 @@ mod tests {
         assert_eq!(serde_json::to_value(&e).unwrap(), json!({"type": "speech.done", "turn": "t1", "text": "Hello.", "played_ms": 640}));
         let e = CallEvent::Cleared { turn: None, heard_text: String::new(), heard_ms: 0, dropped_text: "rest".into(), dropped_utterances: 2 };
         assert_eq!(serde_json::to_value(&e).unwrap()["turn"], Value::Null);
-        assert_eq!(CallEvent::Ended { reason: "remote_bye".into() }.render(Dialect::Native).unwrap(), r#"{"type":"call.ended","reason":"remote_bye"}"#);
+        assert_eq!(serde_json::to_string(&CallEvent::Ended { reason: "remote_bye".into() }).unwrap(), r#"{"type":"call.ended","reason":"remote_bye"}"#);
     }
 }

@@ -6,7 +6,7 @@ use crate::media::RATE;
 use crate::synth::{AlignmentKind, PcmChunk};
 
 /// One utterance's way from the engine's rate to 8 kHz mu-law.
-pub struct PhoneAudio {
+pub struct PcmuStream {
     rate: u32,
     resampler: StreamResampler,
     pcm: Vec<f32>,
@@ -14,25 +14,25 @@ pub struct PhoneAudio {
 
 /// A chunk as the playout takes it.
 #[derive(Debug, Default)]
-pub struct PhoneChunk {
+pub struct PcmuChunk {
     pub pcmu: Vec<u8>,
     /// Words starting in the chunk: (offset in 8 kHz samples from the utterance start, text).
     pub words: Vec<(u64, String)>,
 }
 
-impl PhoneAudio {
+impl PcmuStream {
     pub fn new(engine_rate: u32) -> Result<Self, AudioError> {
         Ok(Self { rate: engine_rate, resampler: StreamResampler::new(engine_rate, RATE)?, pcm: Vec::new() })
     }
 
     /// Converts `chunk` (the utterance's last one flushes the resampler).
-    pub fn convert(&mut self, chunk: &PcmChunk) -> PhoneChunk {
+    pub fn convert(&mut self, chunk: &PcmChunk) -> PcmuChunk {
         self.pcm.clear();
         self.resampler.process(&chunk.samples, &mut self.pcm);
         if chunk.last {
             self.resampler.flush(&mut self.pcm);
         }
-        let mut out = PhoneChunk { pcmu: Vec::with_capacity(self.pcm.len()), words: Vec::new() };
+        let mut out = PcmuChunk { pcmu: Vec::with_capacity(self.pcm.len()), words: Vec::new() };
         encode_mulaw_into(&self.pcm, &mut out.pcmu);
         out.words = chunk
             .alignments
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn a_16_khz_utterance_comes_out_at_half_the_samples_with_words_moved() {
-        let mut phone = PhoneAudio::new(16000).unwrap();
+        let mut phone = PcmuStream::new(16000).unwrap();
         let tone: Vec<f32> = (0..3200).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
         let a = phone.convert(&chunk(tone[..1600].to_vec(), false, &[(0, "one"), (800, "two")]));
         let b = phone.convert(&chunk(tone[1600..].to_vec(), true, &[]));
