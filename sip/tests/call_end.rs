@@ -52,8 +52,8 @@ fn hangup_sends_bye_with_route_cseq_and_tags_retransmitted_until_200() {
     let ok = one(&mut ep);
     assert_eq!(
         ok.headers("Record-Route"),
-        Vec::<String>::new(),
-        "not echoed by a UAS"
+        ["<sip:10.1.1.1:5080;lr>, <sip:proxy2.example.com;lr>", "<sip:10.3.3.3;lr>"],
+        "copied into the 2xx, in order, so the caller's ACK and BYE follow the proxies (RFC 3261 12.1.1)"
     );
     let tag = ok.to_tag().unwrap();
     Req::new("ACK", "c6", "z9hG4bK-ack6")

@@ -13,6 +13,7 @@ pub mod chatterbox;
 pub mod harness;
 pub mod http;
 pub mod hub;
+pub mod kamailio;
 pub mod rtp;
 pub mod server;
 pub mod sip;

@@ -36,6 +36,8 @@ pub struct SippCall {
     pub pause_ms: Option<u64>,
     /// sipp's own `-timeout` (it fails the run when reached); we kill it 10 s later.
     pub timeout: Duration,
+    /// `-m` / `-l`: calls in all, and at most this many at once (1 and 1).
+    pub calls: (u32, u32),
     pub extra: Vec<String>,
 }
 
@@ -48,6 +50,7 @@ impl SippCall {
             keys: Vec::new(),
             pause_ms: None,
             timeout: Duration::from_secs(30),
+            calls: (1, 1),
             extra: Vec::new(),
         }
     }
@@ -77,6 +80,12 @@ impl SippCall {
         self
     }
 
+    /// Places `total` calls, at most `at_once` at a time.
+    pub fn calls(mut self, total: u32, at_once: u32) -> SippCall {
+        self.calls = (total, at_once);
+        self
+    }
+
     pub fn arg(mut self, a: &str) -> SippCall {
         self.extra.push(a.to_string());
         self
@@ -100,9 +109,9 @@ impl SippCall {
             "-s".into(),
             "agent".into(),
             "-m".into(),
-            "1".into(),
+            self.calls.0.to_string(),
             "-l".into(),
-            "1".into(),
+            self.calls.1.to_string(),
             "-nostdin".into(),
             "-timeout".into(),
             format!("{}s", self.timeout.as_secs().max(1)),

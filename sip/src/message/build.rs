@@ -134,6 +134,13 @@ impl<'a> Reply<'a> {
         if let Some(cseq) = &echo.cseq {
             headers.push(rsip::Header::CSeq(h::CSeq::from(cseq.clone())));
         }
+        // RFC 3261 12.1.1: the dialog's route set goes back to the caller, so
+        // its ACK and BYE pass through the proxies that record-routed.
+        if echo.establishes_dialog(self.status) {
+            for route in &echo.record_route {
+                headers.push(rsip::Header::RecordRoute(h::RecordRoute::from(route.clone())));
+            }
+        }
         for header in self.headers {
             headers.push(header);
         }
@@ -206,6 +213,34 @@ mod tests {
         assert!(text.contains("Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKb\r\n"));
         assert!(text.contains("To: <sip:b@example.com>;tag=abc\r\n"));
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn record_route_is_copied_in_order_into_responses_that_establish_a_dialog() {
+        let mut headers = Headers::default();
+        headers.push("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa".into());
+        headers.push("Record-Route", "<sip:p1.example.com;lr>".into());
+        headers.push("Record-Route", "<sip:p2.example.com;lr;ftag=x>, <sip:p3.example.com;lr>".into());
+        headers.push("CSeq", "1 INVITE".into());
+        let echo = Echo::from_headers(&headers);
+        let source = "10.0.0.1:5060".parse().unwrap();
+        let ok = String::from_utf8(Reply::new(200).tag("t").build(&echo, source, "ua").payload).unwrap();
+        let routes: Vec<&str> = ok.lines().filter(|l| l.starts_with("Record-Route:")).collect();
+        assert_eq!(
+            routes,
+            ["Record-Route: <sip:p1.example.com;lr>", "Record-Route: <sip:p2.example.com;lr;ftag=x>, <sip:p3.example.com;lr>"]
+        );
+        let ringing = String::from_utf8(Reply::new(180).tag("t").build(&echo, source, "ua").payload).unwrap();
+        assert!(ringing.contains("Record-Route: <sip:p1.example.com;lr>"));
+        for status in [100, 486] {
+            let text = String::from_utf8(Reply::new(status).build(&echo, source, "ua").payload).unwrap();
+            assert!(!text.contains("Record-Route"), "{status}: {text}");
+        }
+        let mut headers = Headers::default();
+        headers.push("Record-Route", "<sip:p1.example.com;lr>".into());
+        headers.push("CSeq", "2 BYE".into());
+        let text = String::from_utf8(Reply::new(200).build(&Echo::from_headers(&headers), source, "ua").payload).unwrap();
+        assert!(!text.contains("Record-Route"), "not for requests inside a dialog: {text}");
     }
 
     #[test]

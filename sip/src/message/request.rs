@@ -57,6 +57,9 @@ pub(crate) struct Echo {
     pub to_has_tag: bool,
     pub call_id: Option<String>,
     pub cseq: Option<String>,
+    /// Record-Route values as written, in order: copied into the responses
+    /// that establish a dialog (RFC 3261 12.1.1).
+    pub record_route: Vec<String>,
 }
 
 impl Echo {
@@ -88,7 +91,15 @@ impl Echo {
             to_has_tag,
             call_id: headers.first("Call-ID").map(str::to_string),
             cseq: headers.first("CSeq").map(str::to_string),
+            record_route: headers.all("Record-Route").map(str::to_string).collect(),
         }
+    }
+
+    /// Whether a response with `status` establishes a dialog: a 101-299 to
+    /// an INVITE (the only dialog-creating request this user agent accepts).
+    pub(crate) fn establishes_dialog(&self, status: u16) -> bool {
+        let invite = self.cseq.as_deref().and_then(|c| c.split_whitespace().nth(1)).is_some_and(|m| m.eq_ignore_ascii_case("INVITE"));
+        invite && (101..300).contains(&status)
     }
 
     /// The Via values for a response to a request from `source`, with the top one stamped

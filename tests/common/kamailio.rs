@@ -1,0 +1,135 @@
+//! Kamailio (Debian's `kamailio`) as a record-routing proxy in front of the
+//! server under test: it record-routes every INVITE, relays it to the
+//! server, and routes in-dialog requests (ACK, BYE in both directions) by
+//! their Route headers, answering 404 to any that bypass its route set's
+//! rules, as a carrier SBC or a PBX would.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::harness::{free_udp_port, require_tool, scratch_dir, tail, LOCALHOST};
+
+pub const KAMAILIO: &str = "kamailio";
+
+pub struct Kamailio {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+/// The proxy's routing script: record-route, relay to `target`, loose routing in dialogs.
+fn config(listen: SocketAddr, target: SocketAddr) -> String {
+    format!(
+        r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=2
+auto_aliases=no
+listen=udp:{listen}
+alias="{listen}"
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "xlog.so"
+modparam("rr", "append_fromtag", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK") && t_check_trans()) {{
+            t_relay();
+            exit;
+        }}
+        xlog("L_WARN", "in-dialog $rm without our route: 404\n");
+        sl_send_reply("404", "Not Here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (is_method("INVITE")) {{
+        record_route();
+    }}
+    $du = "sip:{target}";
+    t_relay();
+}}
+"#
+    )
+}
+
+impl Kamailio {
+    /// Starts the proxy in front of `target` (the server's SIP address).
+    pub fn start(target: SocketAddr) -> Kamailio {
+        require_tool(KAMAILIO, "install it with `scripts/setup.sh --test` (apt: kamailio)");
+        let dir = scratch_dir("kamailio");
+        let addr = SocketAddr::new(LOCALHOST, free_udp_port());
+        let cfg = dir.join("kamailio.cfg");
+        std::fs::write(&cfg, config(addr, target)).expect("write kamailio.cfg");
+        let log = std::fs::File::create(dir.join("kamailio.log")).expect("create kamailio.log");
+        let child = Command::new(KAMAILIO)
+            .arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run kamailio");
+        let mut proxy = Kamailio { child, addr, dir };
+        proxy.wait_ready(Duration::from_secs(10));
+        proxy
+    }
+
+    /// Waits until the proxy says it listens (bounded).
+    fn wait_ready(&mut self, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let log = self.log();
+            // Its last start-up line, once the UDP socket is bound.
+            if log.contains("SO_RCVBUF is finally") {
+                // Give the worker processes a moment after the main one reports.
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("kamailio exited ({status}) before listening:\n{}", tail(&log, 40));
+            }
+            assert!(Instant::now() < end, "kamailio did not start within {within:?}:\n{}", tail(&log, 40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Kamailio's workers are the main process's children; -DD keeps them in its group.
+        let _ = Command::new("pkill").args(["-f", &self.dir.join("kamailio.cfg").display().to_string()]).status();
+    }
+}

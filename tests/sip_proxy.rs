@@ -1,0 +1,64 @@
+//! voxline behind a record-routing proxy, as carriers' SBCs and PBXs put it:
+//! Kamailio (Debian's `kamailio`, tests/common/kamailio.rs) record-routes
+//! every INVITE and answers 404 to an in-dialog request that does not carry
+//! its route. sipp calls through it. Every call must complete: the caller's
+//! ACK and BYE follow the Record-Route voxline copies into its responses
+//! (RFC 3261 12.1.1), and voxline's own BYE follows the route set back.
+//!
+//! Needs kamailio and sipp (`scripts/setup.sh --test`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::agent::Agent;
+use common::kamailio::Kamailio;
+use common::sip::*;
+
+#[test]
+fn twenty_calls_through_a_record_routing_kamailio_with_bye_from_either_side() {
+    require_sipp();
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", "Hello, you are through the proxy."]);
+    let proxy = Kamailio::start(server.sip);
+    let mut events = Agent::connect(&format!("ws://{}/v1/events", server.http));
+    events.wait_for("events.attached", Duration::from_secs(5));
+    let (capture, _) = RtpCapture::bind();
+
+    // Twenty calls, five at a time, each hung up by the caller after 1.5 s.
+    let run = SippCall::new("uac_greeting.xml", proxy.addr)
+        .rtp(capture.addr)
+        .pause_ms(1500)
+        .calls(20, 5)
+        .timeout(Duration::from_secs(60))
+        .run();
+    run.assert_success("20 calls through the proxy, the caller hanging up");
+    let ended = |events: &Agent| -> Vec<String> { events.all("call.ended").iter().map(|e| e["reason"].as_str().unwrap_or_default().to_owned()).collect() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ended(&events).len() < 20 && Instant::now() < deadline {
+        events.pump(Duration::from_millis(50));
+    }
+    let reasons = ended(&events);
+    assert_eq!(reasons.len(), 20, "{reasons:?}");
+    assert!(reasons.iter().all(|r| r == "remote_bye"), "every call ended by the caller's BYE through the proxy, none by ACK timeout: {reasons:?}");
+    let messages = run.messages();
+    let with_route = messages.iter().filter(|m| m.msg.method() == Some("ACK") && m.msg.header("Route").is_some()).count();
+    assert_eq!(with_route, 20, "each ACK carries the proxy's route");
+
+    // Five calls hung up by voxline: its BYE goes back through the proxy.
+    let sipp = SippCall::new("uac_remote_hangup.xml", proxy.addr).rtp(capture.addr).calls(5, 5).timeout(Duration::from_secs(30)).spawn();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut hung_up = Vec::new();
+    while hung_up.len() < 5 {
+        assert!(Instant::now() < deadline, "only {} of 5 calls became active through the proxy: {:?}", hung_up.len(), server.calls());
+        let active: Vec<_> = server.calls().into_iter().filter(|c| c.state == "active" && !hung_up.contains(&c.id)).collect();
+        for call in active {
+            let r = server.hangup(&call.id);
+            assert!(r.is_success(), "hangup {} -> {} {}", call.id, r.status, r.body);
+            hung_up.push(call.id);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sipp.wait().assert_success("5 calls through the proxy, voxline hanging up");
+    assert!(!proxy.log().contains("without our route"), "the proxy saw in-dialog requests off the route set:\n{}", proxy.log());
+}
