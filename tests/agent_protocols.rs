@@ -92,6 +92,12 @@ fn the_events_socket_announces_calls_and_the_agent_accepts_rejects_or_lets_the_g
     assert_eq!(ok.msg.status(), Some(200));
     let (to_tag, contact) = ack(&sip, &inv, &ok);
     watcher.wait_for("call.answered", WAIT);
+    // An agent attached while the greeting plays hears its events as turn `greeting`.
+    let mut agent = Agent::attach(&server, &id);
+    let (_, done) = agent.wait_for("speech.done", Duration::from_secs(15));
+    assert_eq!(done["turn"], "greeting", "{done}");
+    assert_eq!(done["text"], "Welcome back. Your appointment is on Tuesday.");
+    assert!(agent.all("word").iter().all(|w| w["turn"] == "greeting"), "{:?}", agent.all("word"));
     capture.wait_until(Duration::from_secs(10), |pkts| pkts.iter().filter_map(parse_rtp).filter(|p| p.payload.iter().any(|&b| b != 0xFF)).count() > 50);
     let voiced = speech(&capture).len();
     assert!(voiced > 50, "the agent's greeting was spoken ({voiced} speech packets)");

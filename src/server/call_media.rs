@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
-use super::calls::Call;
+use super::calls::{Call, Greeting};
 use super::state::Server;
 use crate::media::{CallMedia, MediaEvent, PlayoutEvent};
 
@@ -41,7 +41,8 @@ pub fn start_media(server: &Arc<Server>, call: &Arc<Call>, events_rx: mpsc::Unbo
         // The configured greeting in the default voice comes from the cache.
         let cached = voice.is_none() && preset.is_none() && server.config.greeting.as_deref() == Some(greeting.as_str());
         let options = if cached { Default::default() } else { options };
-        server.speech.speak(&media, &greeting, voice.as_deref(), options, token);
+        let utterance = server.speech.speak(&media, &greeting, voice.as_deref(), options, token);
+        call.set_greeting(Greeting { utterance, text: greeting, queued: std::time::Instant::now() });
     }
 }
 

@@ -46,6 +46,16 @@ impl fanout::Event for MediaEvent {
     }
 }
 
+/// The greeting the call was answered with, for the sockets that attach
+/// (its events are theirs as turn `greeting`).
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    pub utterance: crate::media::UtteranceId,
+    pub text: String,
+    /// When it was queued: its `ttfa_ms` counts from here.
+    pub queued: Instant,
+}
+
 /// One call.
 pub struct Call {
     /// Our id for the call (URLs, events).
@@ -71,6 +81,7 @@ pub struct Call {
     pub sdp_session: u64,
     /// Voice and preset chosen for the call when it was accepted.
     synth: Mutex<(Option<String>, Option<Preset>)>,
+    greeting: Mutex<Option<Greeting>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +119,7 @@ impl Call {
             sdp_version: Mutex::new(1),
             sdp_session,
             synth: Mutex::new((None, None)),
+            greeting: Mutex::new(None),
         }
     }
 
@@ -118,6 +130,14 @@ impl Call {
 
     pub fn set_synth(&self, voice: Option<String>, preset: Option<Preset>) {
         *lock(&self.synth) = (voice, preset);
+    }
+
+    pub fn greeting(&self) -> Option<Greeting> {
+        lock(&self.greeting).clone()
+    }
+
+    pub fn set_greeting(&self, greeting: Greeting) {
+        *lock(&self.greeting) = Some(greeting);
     }
 
     /// The SIP handle of a SIP call.

@@ -147,6 +147,9 @@ pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut 
     let mut events = call.events.subscribe();
     let port = LiveCall { server: server.clone(), call: call.clone() };
     let mut session = Session::new(port, server.config.synth.clone(), defaults);
+    if let Some(greeting) = call.greeting() {
+        session.adopt(greeting.utterance, "greeting", greeting.text, greeting.queued);
+    }
     let hello = CallEvent::Attached {
         call: call.id.clone(),
         from: call.from.clone(),

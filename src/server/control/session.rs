@@ -157,6 +157,28 @@ impl<P: CallPort> Session<P> {
         self.port.voice_names()
     }
 
+    /// Takes an utterance the call queued before the socket attached (the
+    /// greeting) as a finished turn `turn` of this session: its events
+    /// (`speech.started`, `word`, `speech.done`) are the agent's too.
+    /// `queued`: when it was queued (its `ttfa_ms` counts from there).
+    pub fn adopt(&mut self, utterance: UtteranceId, turn: &str, text: String, queued: Instant) {
+        self.turns.push_back(Turn {
+            id: turn.to_owned(),
+            first_text: queued,
+            utterances: vec![utterance],
+            open: 1,
+            started: false,
+            last: true,
+            done: false,
+            heard: Vec::new(),
+            heard_ms: 0,
+            voice: None,
+            options: self.base.clone(),
+            preemptible: false,
+        });
+        self.utterances.insert(utterance, (turn.to_owned(), text));
+    }
+
     /// When the segmenter wants [`Self::poll`] called.
     pub fn deadline(&self) -> Option<Instant> {
         self.segmenter.deadline()

@@ -197,3 +197,20 @@ fn backpressure_pauses_above_the_high_mark_and_resumes_below_the_low_one() {
     s.port.queued = RESUME_BELOW - Duration::from_secs(1);
     assert!(matches!(s.backpressure(), Some(CallEvent::Backpressure { paused: false, .. })));
 }
+
+#[test]
+fn an_adopted_greeting_is_reported_as_the_turn_greeting() {
+    let mut call = FakeCall::default();
+    let t0 = Instant::now();
+    let mut s = Session::new(&mut call, SynthOptions::default(), Defaults::default());
+    s.adopt(42, "greeting", "Welcome.".into(), t0);
+    let out = events(s.media(started(42, t0 + Duration::from_millis(60))));
+    assert!(matches!(&out[..], [CallEvent::SpeechStarted { turn, text, .. }] if turn == "greeting" && text == "Welcome."), "{out:?}");
+    let out = events(s.media(finished(42, 900)));
+    assert!(matches!(out.last(), Some(CallEvent::SpeechDone { turn, played_ms: 900, .. }) if turn == "greeting"), "{out:?}");
+    // The agent's own turns are numbered as before.
+    s.request(t0, speak("Hi.", true));
+    let ids: Vec<UtteranceId> = s.port.spoken.iter().map(|u| u.0).collect();
+    let out = events(s.media(started(ids[0], t0)));
+    assert!(matches!(&out[..], [CallEvent::SpeechStarted { turn, .. }] if turn == "turn-1"), "{out:?}");
+}
