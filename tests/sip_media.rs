@@ -153,3 +153,67 @@ fn calls_beyond_capacity_get_503_and_the_first_keeps_running() {
     assert!(media.collect(Duration::from_millis(200)).len() >= 5, "the first call still gets its packets");
     dialog.bye(&sip);
 }
+
+#[test]
+fn a_delayed_offer_gets_our_offer_in_the_200_and_media_starts_with_the_answer_in_the_ack() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", "Hello, you reached the agent."]);
+    let sip = SipSocket::bind(server.sip);
+    let (capture, _) = RtpCapture::bind();
+
+    // INVITE without SDP (as CUCM-style trunks send): our offer comes in the 200.
+    let invite = sip.request("INVITE");
+    sip.send(&invite);
+    let ok = sip.final_response(&invite, WAIT).unwrap_or_else(|| panic!("no final response\n{}", sip.transcript()));
+    assert_eq!(ok.msg.status(), Some(200), "{}", sip.transcript());
+    let offer = ok.msg.sdp().expect("the 200 carries our offer").expect("it parses");
+    let audio = offer.audio().expect("an audio line");
+    assert!(offer.lines.iter().any(|l| l == "a=rtpmap:0 PCMU/8000"), "{:?}", offer.lines);
+    assert!(offer.lines.iter().any(|l| l.starts_with("a=rtpmap:101 telephone-event")), "{:?}", offer.lines);
+    assert!(audio.port > 0);
+    // Nothing is sent before the answer says where to.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(capture.count(), 0, "no RTP before the answer");
+
+    // The ACK carries the answer: media starts, the greeting plays.
+    let to_tag = ok.msg.to_tag().expect("a To tag");
+    let contact = ok.msg.contact_uri();
+    sip.send(&invite.in_dialog("ACK", 1, &to_tag, contact.as_deref()).sdp(pcmu_offer(capture.addr)));
+    let call = server.wait_for_call(&invite.call_id, WAIT, |c| c.state == "active");
+    let remote = server.calls().into_iter().find(|c| c.id == call.id).map(|c| c.raw["remote_rtp"].clone());
+    assert_eq!(remote, Some(serde_json::Value::String(capture.addr.to_string())), "the answer's address is the call's peer");
+    assert!(capture.wait_for(50, Duration::from_secs(5)), "RTP flows once the ACK's answer arrived");
+    let heard = capture.wait_until(Duration::from_secs(10), |p| RtpAnalysis::new(p).voiced_ratio(0..p.len()) > 0.2);
+    assert!(heard, "the greeting plays: {}", RtpAnalysis::new(&capture.snapshot()).summary());
+    let _ = server.hangup(&call.id);
+}
+
+#[test]
+fn offers_voxline_cannot_serve_as_asked_are_answered_truthfully() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", ""]);
+    let sip = SipSocket::bind(server.sip);
+    let media = Media::bind();
+
+    // a=ptime:30 is a hint: the answer states the 20 ms voxline sends.
+    let invite = sip.request("INVITE").sdp(pcmu_offer(media.addr).replace("a=ptime:20", "a=ptime:30"));
+    sip.send(&invite);
+    let ok = sip.final_response(&invite, WAIT).expect("an answer");
+    assert_eq!(ok.msg.status(), Some(200));
+    let answer = ok.msg.sdp().unwrap().unwrap();
+    assert!(answer.lines.iter().any(|l| l == "a=ptime:20"), "{:?}", answer.lines);
+    let to_tag = ok.msg.to_tag().unwrap();
+    sip.send(&invite.in_dialog("ACK", 1, &to_tag, ok.msg.contact_uri().as_deref()));
+    let packets = media.collect(Duration::from_millis(500));
+    let sizes: Vec<usize> = packets.iter().map(|p| p.4.len()).collect();
+    assert!(!sizes.is_empty() && sizes.iter().all(|&n| n == 160), "20 ms packets: {sizes:?}");
+    let call = server.wait_for_call(&invite.call_id, WAIT, |c| c.state == "active");
+    let _ = server.hangup(&call.id);
+
+    // An IPv6 media address, with RTP bound to IPv4: 488, not a 200 with media that cannot flow.
+    let v6 = sip.request("INVITE").sdp(pcmu_offer("[::1]:40000".parse().unwrap()));
+    sip.send(&v6);
+    let refused = sip.final_response(&v6, WAIT).expect("a final response");
+    assert_eq!(refused.msg.status(), Some(488), "{}", sip.transcript());
+    assert!(server.calls().iter().all(|c| c.sip_call_id != v6.call_id), "no call is left behind");
+}

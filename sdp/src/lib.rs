@@ -32,7 +32,7 @@ pub use codec::{Codec, DEFAULT_TELEPHONE_EVENT_PT, TELEPHONE_EVENT, TELEPHONE_EV
 pub use direction::Direction;
 pub use media::MediaDescription;
 pub use negotiate::{
-    negotiate, AnswerPolicy, NegotiateError, Negotiated, DEFAULT_PTIME, MAX_PTIME,
+    negotiate, AnswerPolicy, NegotiateError, Negotiated, DEFAULT_PTIME,
 };
 pub use rtpmap::RtpMap;
 pub use session::{Origin, SdpError, SessionDescription};

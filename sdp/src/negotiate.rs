@@ -11,10 +11,6 @@ use crate::session::SessionDescription;
 /// The packet time voxline sends when the offer does not ask for another, in ms.
 pub const DEFAULT_PTIME: u32 = 20;
 
-/// The longest packet time an offer can ask voxline to send, in ms. `a=ptime` is only a hint
-/// (RFC 8866 §6.4), and longer packets would add latency to every reply of the agent.
-pub const MAX_PTIME: u32 = 60;
-
 /// What voxline is willing to answer with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnswerPolicy {
@@ -23,8 +19,8 @@ pub struct AnswerPolicy {
     pub codecs: Vec<Codec>,
     /// Whether to accept RFC 4733 telephone-event (DTMF) when offered. Default true.
     pub telephone_event: bool,
-    /// The packet time to send, in ms, when the offer asks for none or for one voxline does
-    /// not honour. Default 20; 0 means the default.
+    /// The packet time voxline sends, in ms (whatever the offer's `a=ptime`). Default 20;
+    /// 0 means the default.
     pub ptime: u32,
 }
 
@@ -56,9 +52,9 @@ pub struct Negotiated {
     pub remote_rtcp: SocketAddr,
     /// Whether RTP and RTCP share one port (the offer had `a=rtcp-mux`); the answer echoes it.
     pub rtcp_mux: bool,
-    /// The packet time voxline sends, in ms: the offer's `a=ptime` when it is a multiple of
-    /// 10 from 10 to [`MAX_PTIME`] and not above its `a=maxptime`; otherwise the policy's,
-    /// lowered to the largest multiple of 10 within `a=maxptime` when it exceeds it.
+    /// The packet time voxline sends (and asks for in the answer's `a=ptime`), in ms: the
+    /// policy's. The offer's `a=ptime` is a hint (RFC 8866 6.4) voxline does not follow, since
+    /// its packetizer sends 20 ms packets; an offer whose `a=maxptime` is below it is refused.
     pub ptime: u32,
     /// Voxline's direction in the answer: the offer's reversed (RFC 3264 §6.1), without
     /// sending when the offer's address is `0.0.0.0` (RFC 3264 §8.4).
@@ -209,7 +205,7 @@ pub fn negotiate(
         remote_rtp,
         remote_rtcp,
         rtcp_mux: section.rtcp_mux,
-        ptime: choose_ptime(section.ptime, section.maxptime, policy.ptime),
+        ptime: choose_ptime(section.maxptime, policy.ptime)?,
         direction,
         media_index,
         on_hold: offer.media_on_hold(media_index),
@@ -230,22 +226,13 @@ fn choose_codec(section: &MediaDescription, codecs: &[Codec]) -> Option<(Codec, 
 }
 
 /// The packet time to send; see [`Negotiated::ptime`].
-fn choose_ptime(offered: Option<u32>, maxptime: Option<u32>, preferred: u32) -> u32 {
-    let within_max = |ms: u32| maxptime.is_none_or(|max| ms <= max);
-    if let Some(ms) = offered {
-        if ms % 10 == 0 && (10..=MAX_PTIME).contains(&ms) && within_max(ms) {
-            return ms;
-        }
-    }
-    let preferred = if preferred == 0 {
-        DEFAULT_PTIME
-    } else {
-        preferred
-    };
+fn choose_ptime(maxptime: Option<u32>, preferred: u32) -> Result<u32, NegotiateError> {
+    let ptime = if preferred == 0 { DEFAULT_PTIME } else { preferred };
     match maxptime {
-        Some(max) if preferred > max && max >= 10 => max / 10 * 10,
-        Some(max) if preferred > max => max,
-        _ => preferred,
+        Some(max) if max < ptime => Err(NegotiateError::Unsupported(format!(
+            "a=maxptime:{max} is below the {ptime} ms packets voxline sends"
+        ))),
+        _ => Ok(ptime),
     }
 }
 
@@ -254,21 +241,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ptime_follows_a_valid_offer_else_the_policy() {
-        assert_eq!(choose_ptime(None, None, 20), 20);
-        assert_eq!(choose_ptime(Some(30), None, 20), 30);
-        assert_eq!(choose_ptime(Some(10), Some(150), 20), 10);
-        assert_eq!(choose_ptime(Some(25), None, 20), 20, "not a multiple of 10");
-        assert_eq!(choose_ptime(Some(80), None, 20), 20, "above MAX_PTIME");
-        assert_eq!(choose_ptime(Some(40), Some(30), 20), 20, "above maxptime");
-        assert_eq!(
-            choose_ptime(None, Some(10), 20),
-            10,
-            "policy lowered to maxptime"
-        );
-        assert_eq!(choose_ptime(None, Some(35), 40), 30);
-        assert_eq!(choose_ptime(None, Some(5), 20), 5);
-        assert_eq!(choose_ptime(None, None, 0), DEFAULT_PTIME);
+    fn ptime_is_what_voxline_sends_and_an_offer_that_cannot_take_it_is_refused() {
+        assert_eq!(choose_ptime(None, 20).unwrap(), 20);
+        assert_eq!(choose_ptime(Some(150), 20).unwrap(), 20);
+        assert_eq!(choose_ptime(Some(20), 20).unwrap(), 20);
+        assert_eq!(choose_ptime(None, 0).unwrap(), DEFAULT_PTIME);
+        let err = choose_ptime(Some(10), 20).unwrap_err();
+        assert!(err.to_string().contains("maxptime:10"), "{err}");
     }
 
     #[test]

@@ -150,7 +150,7 @@ fn carrier_order_does_not_override_our_preference() {
     let neg = negotiate(&offer, &AnswerPolicy::default()).expect("negotiates");
     assert_eq!((neg.codec, neg.payload_type), (Codec::Pcmu, 0));
     assert_eq!(neg.remote_rtp, addr("198.51.100.41:31072"), "c=, not o=");
-    assert_eq!(neg.ptime, 30, "a valid ptime within maxptime is honoured");
+    assert_eq!(neg.ptime, 20, "the packets voxline sends, whatever the offer's a=ptime:30");
     let pcma_first = AnswerPolicy {
         codecs: vec![Codec::Pcma, Codec::Pcmu],
         ..AnswerPolicy::default()
@@ -160,7 +160,7 @@ fn carrier_order_does_not_override_our_preference() {
     let text = build_answer(&offer, &neg, &local());
     assert!(lines(&text).contains(&"m=audio 20000 RTP/AVP 8 101"));
     assert!(lines(&text).contains(&"a=rtpmap:8 PCMA/8000"));
-    assert!(lines(&text).contains(&"a=ptime:30"));
+    assert!(lines(&text).contains(&"a=ptime:20"));
 }
 
 #[test]

@@ -388,3 +388,19 @@ fn rfc2543_invite_without_branch_or_tags_is_matched_by_call_id_and_cseq() {
         "host name target: the BYE follows the source address"
     );
 }
+
+#[test]
+fn a_request_uri_that_is_not_utf8_gets_400_not_silence() {
+    let mut ep = endpoint();
+    let text = Req::invite("u8", "z9hG4bK-u8").text();
+    let mut data = text.into_bytes();
+    // Raw octets in the user part: `INVITE sip:ag\xff\xfeent@...`.
+    let at = data.windows(6).position(|w| w == b"sip:ag").expect("a Request-URI") + 6;
+    data.splice(at..at, [0xFF, 0xFE]);
+    ep.handle_datagram(Instant::now(), peer(), &data);
+    let sent = drain(&mut ep);
+    assert_eq!(sent.len(), 1, "one answer");
+    assert_eq!(sent[0].status(), 400);
+    assert_eq!(sent[0].reason(), "Bad Request - start line is not UTF-8");
+    assert_eq!(ep.call_count(), 0);
+}

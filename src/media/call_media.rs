@@ -55,6 +55,19 @@ pub struct RemoteMedia {
     pub send: bool,
 }
 
+impl RemoteMedia {
+    /// Before the peer's answer to our offer (delayed offer): nowhere to
+    /// send (port 0, which no negotiated stream has) and not sending.
+    pub fn awaiting_answer(ip: std::net::IpAddr) -> Self {
+        let nowhere = SocketAddr::new(ip, 0);
+        RemoteMedia { rtp: nowhere, rtcp: nowhere, payload_type: 0, dtmf_payload_type: None, pcma: false, send: false }
+    }
+
+    pub fn is_awaiting_answer(&self) -> bool {
+        self.rtp.port() == 0
+    }
+}
+
 /// What a call's media reports to its owner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {

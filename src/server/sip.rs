@@ -104,10 +104,19 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                 }
             }
         }
-        Event::CallConfirmed { call, .. } => {
-            if let Some(call) = server.calls.by_sip(call) {
-                call.set_state(CallState::Active);
-                tracing::info!(call = %call.id, "call confirmed (ACK)");
+        Event::CallConfirmed { call: handle, answer } => {
+            let Some(call) = server.calls.by_sip(handle) else { return };
+            call.set_state(CallState::Active);
+            tracing::info!(call = %call.id, "call confirmed (ACK)");
+            // Delayed offer: the ACK carries the answer to the offer in our 200.
+            if call.media.remote().is_awaiting_answer() {
+                match answer.as_deref().ok_or_else(|| "the ACK carries no answer to our offer".to_string()).and_then(|a| apply_answer(server, &call, a)) {
+                    Ok(()) => tracing::info!(call = %call.id, remote_rtp = %call.media.remote().rtp, "answer in the ACK applied"),
+                    Err(reason) => {
+                        tracing::info!(call = %call.id, %reason, "delayed offer failed; hanging up");
+                        server.hangup(&call, "bad_answer");
+                    }
+                }
             }
         }
         Event::ReInvite { call, offer } => {
@@ -193,21 +202,43 @@ fn accept_call(
         server.rejected("sip", &sip_call_id, &refusal);
         return Err(Rejection::Busy(refusal));
     }
-    let offer = offer.ok_or(Rejection::Status(488, "an INVITE without an SDP offer is not supported".to_string()))?;
-    let sdp = SessionDescription::parse(offer).map_err(|e| Rejection::Status(488, format!("malformed SDP: {e}")))?;
-    let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| Rejection::Status(488, e.to_string()))?;
+    // With an offer: negotiate it now. Without one (delayed offer): our
+    // offer goes in the 200 and the caller's answer comes in the ACK; until
+    // then nothing is sent (the greeting waits).
+    let offered = match offer {
+        Some(offer) => {
+            let sdp = SessionDescription::parse(offer).map_err(|e| Rejection::Status(488, format!("malformed SDP: {e}")))?;
+            let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| Rejection::Status(488, e.to_string()))?;
+            check_family(server, neg.remote_rtp).map_err(|e| Rejection::Status(488, e))?;
+            Some((sdp, neg))
+        }
+        None => None,
+    };
     let (rtp, rtcp) = server.ports.allocate().map_err(|e| Rejection::Status(503, format!("no media port: {e}")))?;
     let rtp_port = rtp.local_addr().map_err(|e| Rejection::Status(500, e.to_string()))?.port();
-    let address = media_address(server, neg.remote_rtp);
     let session = rand::random::<u32>() as u64;
-    let local = LocalMedia::new(address, rtp_port, session);
-    let answer = build_answer(&sdp, &neg, &local);
+    let (sdp_body, remote) = match &offered {
+        Some((sdp, neg)) => {
+            let local = LocalMedia::new(media_address(server, neg.remote_rtp), rtp_port, session);
+            (build_answer(sdp, neg, &local), remote_media(neg))
+        }
+        None => {
+            let local = LocalMedia::new(media_address(server, source), rtp_port, session);
+            (voxline_sdp::build_offer(&local, &server.config.answer_policy), RemoteMedia::awaiting_answer(source.ip()))
+        }
+    };
 
     let id = new_call_id();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let media = CallMedia::new(id.clone(), MediaLeg::udp(rtp, rtcp), remote_media(&neg), server.config.media.clone(), events_tx);
+    let media = CallMedia::new(id.clone(), MediaLeg::udp(rtp, rtcp), remote, server.config.media.clone(), events_tx);
     let call = Arc::new(Call::new(id.clone(), Leg::Sip(handle), sip_call_id, from, to, headers, source, media.clone(), session));
-    tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "incoming call");
+    match &offered {
+        Some((_, neg)) => {
+            tracing::info!(call = %id, from = %call.from, to = %call.to, remote_rtp = %neg.remote_rtp, local_rtp = rtp_port, pt = neg.payload_type, "incoming call")
+        }
+        None => tracing::info!(call = %id, from = %call.from, to = %call.to, local_rtp = rtp_port, "incoming call without an offer: ours goes in the 200"),
+    }
+    let answer = sdp_body;
     server.calls.insert(call.clone());
     // With an agent deciding (events socket or webhook), ring until it does
     // or the decision timeout passes; otherwise ring for the configured time.
@@ -290,6 +321,24 @@ fn media_address(server: &Server, remote: SocketAddr) -> IpAddr {
         .unwrap_or(bound)
 }
 
+/// The caller's answer (in the ACK) to the offer in our 200.
+fn apply_answer(server: &Server, call: &Call, answer: &str) -> Result<(), String> {
+    let sdp = SessionDescription::parse(answer).map_err(|e| format!("malformed SDP in the ACK: {e}"))?;
+    let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| e.to_string())?;
+    check_family(server, neg.remote_rtp)?;
+    call.media.update_remote(remote_media(&neg));
+    Ok(())
+}
+
+/// Media must reach the peer from our RTP sockets: an IPv6 peer needs them
+/// bound to IPv6 (`--media-ip`).
+fn check_family(server: &Server, remote: SocketAddr) -> Result<(), String> {
+    if remote.is_ipv6() && server.config.media_ip.is_ipv4() {
+        return Err(format!("IPv6 media ({}) is not supported: voxline's RTP is bound to {}", remote.ip(), server.config.media_ip));
+    }
+    Ok(())
+}
+
 fn remote_media(neg: &Negotiated) -> RemoteMedia {
     RemoteMedia {
         rtp: neg.remote_rtp,
@@ -304,6 +353,7 @@ fn remote_media(neg: &Negotiated) -> RemoteMedia {
 fn reoffer(server: &Server, call: &Call, offer: &str) -> Result<String, String> {
     let sdp = SessionDescription::parse(offer).map_err(|e| format!("malformed SDP: {e}"))?;
     let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| e.to_string())?;
+    check_family(server, neg.remote_rtp)?;
     call.media.update_remote(remote_media(&neg));
     tracing::info!(call = %call.id, remote_rtp = %neg.remote_rtp, hold = neg.on_hold, "re-INVITE applied");
     let mut version = call.sdp_version.lock().unwrap_or_else(|e| e.into_inner());

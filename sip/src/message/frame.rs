@@ -57,9 +57,16 @@ pub(crate) fn frame(data: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::KeepAlive);
     }
     let line_end = find(data, CRLF, 0).ok_or(FrameError::Garbage("no line break"))?;
-    let line = std::str::from_utf8(&data[..line_end])
-        .map_err(|_| FrameError::Garbage("start line is not UTF-8"))?;
-    let (start, mut defect) = start_line(line)?;
+    // A start line that is not UTF-8 (a Request-URI with raw octets) is read
+    // lossily, so the request is still recognised and answered 400.
+    let (line, not_utf8) = match std::str::from_utf8(&data[..line_end]) {
+        Ok(line) => (std::borrow::Cow::Borrowed(line), false),
+        Err(_) => (String::from_utf8_lossy(&data[..line_end]), true),
+    };
+    let (start, mut defect) = start_line(&line)?;
+    if not_utf8 {
+        defect.get_or_insert("start line is not UTF-8");
+    }
 
     let (header_bytes, rest) = match find(data, b"\r\n\r\n", line_end) {
         Some(end) => (&data[(line_end + 2).min(end)..end], &data[end + 4..]),
