@@ -107,6 +107,10 @@ struct ServeArgs {
     /// End a call after this many seconds without RTP from the caller (0: never).
     #[arg(long, env = "VOXLINE_RTP_TIMEOUT", default_value_t = 60)]
     rtp_timeout: u64,
+    /// On SIGTERM/SIGINT, let live calls go on this many seconds (each ends
+    /// with BYE once its current speech has played), then end the rest.
+    #[arg(long, env = "VOXLINE_DRAIN_TIMEOUT", default_value_t = 30)]
+    drain_timeout: u64,
     /// NAT handling: latch the caller's media source from its first packet.
     #[arg(long, env = "VOXLINE_NAT")]
     nat: bool,
@@ -526,6 +530,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_calls: args.max_calls,
         ring: std::time::Duration::from_millis(args.ring_ms),
         rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         speech: voxline::speech::SpeechConfig {
             workers: if args.synth_workers == 0 { cores } else { args.synth_workers },
             policy: args.synth_scheduler,

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub ring: Duration,
     /// End a call when no RTP arrived for this long.
     pub rtp_timeout: Option<Duration>,
+    /// How long live calls may go on after SIGTERM/SIGINT ([`super::drain`]).
+    pub drain_timeout: Duration,
     /// Synthesis workers, scheduling and admission.
     pub speech: SpeechConfig,
     pub media: MediaConfig,

@@ -1,7 +1,8 @@
 //! The HTTP API: list calls, speak into one, hang one up.
 //!
 //! ```text
-//! GET    /healthz                   "ok"
+//! GET    /healthz                   "ok" (liveness)
+//! GET    /readyz                    200 "ready", or 503 "draining" after SIGTERM/SIGINT
 //! GET    /calls                     [CallInfo]
 //! GET    /calls/{id}                CallInfo
 //! POST   /calls/{id}/speak          {"text": "..."}  -> 202 {"utterance": N}
@@ -44,6 +45,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/", get(super::web::index))
         .route("/app.js", get(super::web::app_js)).merge(protected).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(server)
 }
@@ -67,6 +69,16 @@ async fn authorize(State(server): State<Arc<Server>>, request: axum::extract::Re
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ..., or ?token=...)").into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     response
+}
+
+/// `GET /readyz`: 200 while new calls are taken, 503 while draining (a load
+/// balancer stops sending calls here); `/healthz` stays the liveness probe.
+async fn readyz(State(server): State<Arc<Server>>) -> (StatusCode, &'static str) {
+    if server.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ready")
+    }
 }
 
 /// Compares without an early exit, so timing does not reveal a prefix.

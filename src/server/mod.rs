@@ -8,7 +8,7 @@
 //!
 //! Modules, leaves first (each imports only those above it):
 //! `config`, `error`, `fanout`, `lifecycle`, `webhook`, `calls`, `commands`,
-//! `decision` (the leaves); `state` (the shared [`Server`]); `call_media`
+//! `decision` (the leaves); `state` (the shared [`Server`]); `drain`; `call_media`
 //! (starting an answered call's media); the transports and sockets that use
 //! them: `sip`, `control`, `webrtc`, `events`, `web`; `http` (the router).
 //! This file only starts them.
@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod decision;
+pub mod drain;
 pub mod error;
 pub mod events;
 pub mod fanout;
@@ -87,16 +88,22 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
         calls: Calls::default(),
         speech,
         sip: sip_tx,
+        draining: Default::default(),
         config,
     });
-    let sip_task = tokio::spawn(sip::run(server.clone(), sip_socket, endpoint, sip_rx));
+    let mut signals = drain::Signals::new().context("listening for SIGTERM/SIGINT")?;
+    let mut sip_task = tokio::spawn(sip::run(server.clone(), sip_socket, endpoint, sip_rx));
     let app = http::router(server.clone());
-    let http_task = tokio::spawn(async move { axum::serve(http_listener, app).await });
+    let mut http_task = tokio::spawn(async move { axum::serve(http_listener, app).await });
     ready(Bound { sip: sip_addr, http: http_addr });
     tokio::select! {
-        r = sip_task => r.context("SIP task")?,
-        r = http_task => r.context("HTTP task")?.context("HTTP server")?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        r = &mut sip_task => r.context("SIP task")?,
+        r = &mut http_task => r.context("HTTP task")?.context("HTTP server")?,
+        which = signals.next() => {
+            tracing::info!(signal = which, "stopping");
+            let timeout = server.config.drain_timeout;
+            drain::drain(&server, &mut signals, timeout).await;
+        }
     }
     Ok(())
 }

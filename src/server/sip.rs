@@ -195,13 +195,7 @@ fn accept_call(
     offer: Option<&str>,
     headers: Vec<(String, String)>,
 ) -> Result<Option<Pending>, Rejection> {
-    if server.calls.len() >= server.config.max_calls {
-        return Err(Rejection::Status(503, format!("at capacity ({} calls)", server.config.max_calls)));
-    }
-    if let Err(refusal) = server.speech.admit(server.calls.len()) {
-        server.rejected("sip", &sip_call_id, &refusal);
-        return Err(Rejection::Busy(refusal));
-    }
+    server.admit("sip", &sip_call_id).map_err(Rejection::Busy)?;
     // With an offer: negotiate it now. Without one (delayed offer): our
     // offer goes in the 200 and the caller's answer comes in the ACK; until
     // then nothing is sent (the greeting waits).

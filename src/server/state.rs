@@ -1,7 +1,7 @@
 //! The running server's shared state, and what any part of it may ask of
 //! the whole: publish a lifecycle event, hang a call up, end it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,12 @@ pub struct Server {
     /// Events sockets connected with `?decide=true`.
     pub deciders: AtomicUsize,
     pub webhook: Option<Webhook>,
+    /// Set on SIGTERM/SIGINT: new calls are refused while live ones finish.
+    pub draining: AtomicBool,
 }
+
+/// What a draining server tells new callers: try again (elsewhere) shortly.
+const DRAIN_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl Server {
     /// Publishes a lifecycle event to events sockets and the webhook.
@@ -49,6 +54,28 @@ impl Server {
             }
         }
         self.lifecycle.publish(event);
+    }
+
+    /// Whether a new call may be taken (`transport`, `id`: for the
+    /// `call.rejected` event): not while draining, not beyond `--max-calls`,
+    /// not when the synthesizer cannot keep its first-audio target.
+    pub fn admit(self: &Arc<Self>, transport: &'static str, id: &str) -> Result<(), Refusal> {
+        let refusal = if self.is_draining() {
+            Refusal { reason: "shutting down".into(), retry_after: DRAIN_RETRY_AFTER }
+        } else if self.calls.len() >= self.config.max_calls {
+            Refusal { reason: "at capacity".into(), retry_after: DRAIN_RETRY_AFTER }
+        } else {
+            match self.speech.admit(self.calls.len()) {
+                Ok(()) => return Ok(()),
+                Err(refusal) => refusal,
+            }
+        };
+        self.rejected(transport, id, &refusal);
+        Err(refusal)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A call refused for load: `call.rejected` for the events socket and the webhook.

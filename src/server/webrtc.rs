@@ -121,13 +121,7 @@ pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferReq
     let preset = request.preset.as_deref().map(Preset::from_name).transpose().map_err(|e| E::bad_request("invalid_message", e))?;
     // `None`: the configured greeting; `Some("")`: none.
     let greeting = parse_greeting(request.greeting).map_err(|(code, message)| E::bad_request(code, message))?;
-    if server.calls.len() >= server.config.max_calls {
-        return Err(E::busy(format!("at capacity ({} calls)", server.config.max_calls), None));
-    }
-    if let Err(refusal) = server.speech.admit(server.calls.len()) {
-        server.rejected("webrtc", "offer", &refusal);
-        return Err(E::busy(refusal.reason, Some(refusal.retry_after)));
-    }
+    server.admit("webrtc", "offer").map_err(|refusal| E::busy(refusal.reason, Some(refusal.retry_after)))?;
     match answer(&server, request.sdp, request.voice, preset, greeting).await {
         Ok((call, sdp)) => Ok(Json(AnswerResponse { kind: "answer", sdp, call }).into_response()),
         Err(Refusal::Offer(message)) => Err(E::bad_request("invalid_sdp", message)),
