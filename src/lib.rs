@@ -7,6 +7,7 @@
 //! the control socket).
 
 pub mod media;
+pub mod metrics;
 pub mod speech;
 pub mod server;
 pub mod text;

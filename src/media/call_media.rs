@@ -14,6 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::dtmf::{DtmfQueue, DtmfSendError, DtmfTick};
 use super::leg::MediaLeg;
+use crate::metrics::metrics;
 use super::playout::{FrameKind, Playout, PlayoutEvent};
 use super::rtcp::{self, OurReception, PeerReport};
 use super::rtp_in::{Inbound, RtpReceiver, SourcePolicy};
@@ -364,6 +365,7 @@ impl CallMedia {
                     }
                     FrameKind::Underrun => {
                         self.stats.underruns.fetch_add(1, Ordering::Relaxed);
+                        metrics().underruns.inc();
                         tracing::debug!(call = %self.id, "underrun: the utterance's next 20 ms had not arrived");
                     }
                     FrameKind::Silence if !self.config.send_silence => {
@@ -381,6 +383,7 @@ impl CallMedia {
         match self.leg.send_rtp(&buf[..n], dest) {
             Ok(_) => {
                 self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+                metrics().rtp_packets_sent.inc();
                 self.stats.octets_sent.fetch_add(n.saturating_sub(12) as u64, Ordering::Relaxed);
             }
             Err(e) => {
@@ -390,6 +393,7 @@ impl CallMedia {
         }
         if Instant::now().saturating_duration_since(deadline) > LATE {
             self.stats.late_sends.fetch_add(1, Ordering::Relaxed);
+            metrics().late_sends.inc();
         }
         if tick % RTCP_TICKS == self.rtcp_phase {
             self.send_report(&tx);

@@ -32,7 +32,7 @@ fn the_pacer_sends_steady_contiguous_packets_and_the_utterance() {
     let call = CallMedia::new("t".into(), MediaLeg::udp(rtp, rtcp), remote, MediaConfig::default(), events_tx);
     {
         let mut p = call.playout.lock().unwrap();
-        p.begin(1);
+        p.begin(1, Instant::now());
         p.push(1, &[0x11; 160 * 5], Instant::now());
         p.finish(1);
     }
@@ -117,7 +117,7 @@ impl Rig {
 
     fn speak(&self, frames: usize) {
         let mut p = self.call.playout.lock().unwrap();
-        p.begin(1);
+        p.begin(1, Instant::now());
         p.push(1, &vec![0x11; 160 * frames], Instant::now());
         p.finish(1);
     }

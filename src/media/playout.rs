@@ -75,7 +75,9 @@ pub struct Frame {
 pub enum PlayoutEvent {
     /// The utterance's first frame is being sent now; `waited` is how long
     /// it held back after its first audio arrived (the prefill).
-    Started { utterance: UtteranceId, at: Instant, waited: Duration },
+    /// `first_audio`: from its `begin` (the text's arrival) to now, when the
+    /// caller was waiting in silence for it (`None` when it follows speech).
+    Started { utterance: UtteranceId, at: Instant, waited: Duration, first_audio: Option<Duration> },
     /// The utterance's last frame is being sent now.
     Finished { utterance: UtteranceId, played: Duration, underruns: u32 },
     /// Every frame queued before the mark has been sent.
@@ -100,6 +102,8 @@ pub struct ClearedUtterance {
 #[derive(Debug)]
 struct Utterance {
     id: UtteranceId,
+    /// When it was begun (its text arrived).
+    queued: Instant,
     bytes: VecDeque<u8>,
     /// Utterance position (in 8 kHz samples) of `bytes[0]`.
     base: u64,
@@ -157,9 +161,10 @@ impl Playout {
     }
 
     /// Queues a new utterance after everything already queued.
-    pub fn begin(&mut self, id: UtteranceId) {
+    pub fn begin(&mut self, id: UtteranceId, now: Instant) {
         self.queue.push_back(Item::Utterance(Utterance {
             id,
+            queued: now,
             bytes: VecDeque::new(),
             base: 0,
             first_sound: None,
@@ -363,7 +368,8 @@ impl Playout {
                         }
                         u.started = true;
                         let waited = u.first_audio.map_or(Duration::ZERO, |f| now.saturating_duration_since(f));
-                        self.events.push(PlayoutEvent::Started { utterance: u.id, at: now, waited });
+                        let first_audio = (!self.in_talkspurt).then(|| now.saturating_duration_since(u.queued));
+                        self.events.push(PlayoutEvent::Started { utterance: u.id, at: now, waited, first_audio });
                     }
                     if u.complete && !followed {
                         // Nothing queued behind: end MAX_TAIL after the last sound.

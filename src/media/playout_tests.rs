@@ -19,7 +19,7 @@ fn idle_playout_sends_silence_without_marker() {
 fn an_utterance_plays_in_order_with_one_marker_and_padding() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     let mut audio = speech(2, 0x10);
     audio.extend([0x20; 40]);
     p.push(1, &audio, t0);
@@ -41,7 +41,7 @@ fn an_utterance_plays_in_order_with_one_marker_and_padding() {
 fn an_utterance_waits_for_its_prefill() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(10, 0x10), t0);
     p.hold(1, Duration::from_millis(50));
     assert_eq!(p.tick(t0).kind, FrameKind::Silence);
@@ -59,7 +59,7 @@ fn an_utterance_waits_for_its_prefill() {
 fn a_complete_utterance_starts_at_once_whatever_the_wait() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.hold(1, Duration::from_secs(1));
     p.push(1, &speech(1, 0x10), t0);
     p.finish(1);
@@ -70,7 +70,7 @@ fn a_complete_utterance_starts_at_once_whatever_the_wait() {
 fn starvation_inside_an_utterance_is_an_underrun_then_resumes() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(7);
+    p.begin(7, Instant::now());
     p.push(7, &speech(2, 0x10), t0);
     assert_eq!(p.tick(t0).kind, FrameKind::Speech);
     assert_eq!(p.tick(t0 + TICK).kind, FrameKind::Speech);
@@ -92,7 +92,7 @@ fn back_to_back_utterances_form_one_talkspurt() {
     let t0 = Instant::now();
     let mut p = Playout::new();
     for id in [1, 2] {
-        p.begin(id);
+        p.begin(id, Instant::now());
         p.push(id, &speech(1, id as u8), t0);
         p.finish(id);
     }
@@ -107,7 +107,7 @@ fn marks_fire_after_the_audio_before_them() {
     let t0 = Instant::now();
     let mut p = Playout::new();
     p.mark("m0".into());
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(2, 0x10), t0);
     p.finish(1);
     p.mark("m1".into());
@@ -132,10 +132,10 @@ fn marks_fire_after_the_audio_before_them() {
 fn clear_reports_what_was_played_and_silences_the_next_tick() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(5, 0x10), t0);
     p.words(1, [(0, "one".to_string()), (320, "two".to_string())]);
-    p.begin(2);
+    p.begin(2, Instant::now());
     p.tick(t0);
     p.tick(t0 + TICK);
     let cleared = p.clear();
@@ -154,7 +154,7 @@ fn clear_reports_what_was_played_and_silences_the_next_tick() {
 fn words_are_reported_with_the_frame_that_carries_their_start() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(4, 0x10), t0);
     p.words(1, [(0, "hello".to_string()), (200, "there".to_string()), (480, "friend".to_string())]);
     p.finish(1);
@@ -178,9 +178,9 @@ fn words_are_reported_with_the_frame_that_carries_their_start() {
 fn an_empty_utterance_is_skipped() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.finish(1);
-    p.begin(2);
+    p.begin(2, Instant::now());
     p.push(2, &speech(1, 0x22), t0);
     p.finish(2);
     assert_eq!(p.tick(t0).payload[0], 0x22);
@@ -194,7 +194,7 @@ fn silence(n_bytes: usize) -> Vec<u8> {
 fn a_talkspurt_starts_with_at_most_20_ms_of_silence_and_the_marker_carries_sound() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     let mut audio = silence(2400); // 300 ms of leading silence
     audio.extend(speech(3, 0x10));
     p.push(1, &audio, t0);
@@ -210,7 +210,7 @@ fn a_talkspurt_starts_with_at_most_20_ms_of_silence_and_the_marker_carries_sound
 fn an_utterance_waits_for_its_first_sound_before_starting_a_talkspurt() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &silence(1600), t0);
     assert_eq!(p.tick(t0).kind, FrameKind::Silence, "200 ms of silence so far: nothing to start on");
     p.push(1, &speech(2, 0x10), t0 + TICK);
@@ -223,7 +223,7 @@ fn an_utterance_waits_for_its_first_sound_before_starting_a_talkspurt() {
 fn trailing_silence_is_cut_to_60_ms_and_the_mark_fires_with_it() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     let mut audio = speech(2, 0x10);
     audio.extend(silence(2000)); // 250 ms of trailing silence
     p.push(1, &audio, t0);
@@ -251,7 +251,7 @@ fn pauses_between_utterances_of_one_talkspurt_are_kept() {
     let t0 = Instant::now();
     let mut p = Playout::new();
     for id in [1, 2] {
-        p.begin(id);
+        p.begin(id, Instant::now());
         let mut audio = silence(400); // 50 ms lead
         audio.extend(speech(1, 0x10));
         audio.extend(silence(1600)); // 200 ms tail
@@ -275,7 +275,7 @@ fn pauses_between_utterances_of_one_talkspurt_are_kept() {
 fn a_partly_filled_frame_mid_utterance_is_an_underrun() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(2, 0x10), t0);
     p.tick(t0);
     p.push(1, &[0x10; 60], t0);
@@ -294,9 +294,9 @@ fn a_partly_filled_frame_mid_utterance_is_an_underrun() {
 fn lead_counts_audio_ahead_and_the_hold_still_to_come() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(10, 0x10), t0);
-    p.begin(2);
+    p.begin(2, Instant::now());
     p.hold(2, Duration::from_millis(30));
     p.push(2, &speech(5, 0x10), t0);
     assert_eq!(p.lead(1, t0), Some(Duration::from_millis(200)));
@@ -311,7 +311,7 @@ fn trim_edges_is_what_a_lone_utterance_plays() {
     audio.extend(speech(2, 0x10));
     audio.extend(silence(1200));
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &audio, t0);
     p.finish(1);
     let mut played = Vec::new();
@@ -331,7 +331,7 @@ fn trim_edges_is_what_a_lone_utterance_plays() {
 fn cover_holds_an_utterance_until_its_next_audio_can_follow() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(5, 0x10), t0); // 100 ms
     p.hold(1, Duration::from_millis(20));
     // The next chunk is only expected 300 ms from now: start 200 ms from now.
@@ -347,14 +347,14 @@ fn cover_holds_an_utterance_until_its_next_audio_can_follow() {
 fn a_gated_utterance_waits_for_word_of_its_next_audio_or_its_end() {
     let t0 = Instant::now();
     let mut p = Playout::new();
-    p.begin(1);
+    p.begin(1, Instant::now());
     p.push(1, &speech(5, 0x10), t0);
     p.gate(1);
     assert_eq!(p.tick(t0 + 10 * TICK).kind, FrameKind::Silence, "gated: the next chunk has not been started");
     p.cover(1, t0 + 10 * TICK, t0 + 10 * TICK);
     p.finish(1);
     assert_eq!(p.tick(t0 + 11 * TICK).kind, FrameKind::Speech);
-    p.begin(2);
+    p.begin(2, Instant::now());
     p.push(2, &speech(5, 0x10), t0);
     p.gate(2);
     p.finish(2);

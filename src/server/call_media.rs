@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::calls::{Call, Greeting};
 use super::state::Server;
 use crate::media::{CallMedia, MediaEvent, PlayoutEvent};
+use crate::metrics::metrics;
 
 /// Starts an answered call's media (SIP or WebRTC): pacing, reception, the
 /// watcher that publishes its events, and the greeting.
@@ -86,7 +87,11 @@ async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::Unbounded
             event = events.recv() => {
                 let Some(event) = event else { return };
                 match &event {
-                    MediaEvent::Playout(PlayoutEvent::Started { utterance, waited, .. }) => {
+                    MediaEvent::Playout(PlayoutEvent::Started { utterance, waited, first_audio, .. }) => {
+                        if let Some(first) = first_audio {
+                            metrics().first_audio.observe(first.as_secs_f64());
+                        }
+                        metrics().jitter_wait.observe(waited.as_secs_f64());
                         tracing::info!(call = %call.id, utterance, waited_ms = waited.as_millis() as u64, "speech started");
                     }
                     MediaEvent::Playout(PlayoutEvent::Finished { utterance, played, underruns }) => {

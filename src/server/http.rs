@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! GET    /healthz                   "ok" (liveness)
+//! GET    /metrics                   Prometheus text format (behind the API token)
 //! GET    /readyz                    200 "ready", or 503 "draining" after SIGTERM/SIGINT
 //! GET    /calls                     [CallInfo]
 //! GET    /calls/{id}                CallInfo
@@ -42,6 +43,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/webrtc/offer", post(super::webrtc::offer))
         .route("/v1/voices", get(voices))
         .route("/v1/capacity", get(capacity))
+        .route("/metrics", get(prometheus_metrics))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -121,6 +123,17 @@ async fn list(State(server): State<Arc<Server>>) -> Response {
 
 async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Result<Json<super::calls::CallInfo>, ApiError> {
     Ok(Json(find(&server, &id)?.info()))
+}
+
+/// `GET /metrics`: Prometheus text exposition (docs/configuration.md, "Metrics").
+async fn prometheus_metrics(State(server): State<Arc<Server>>) -> Response {
+    let m = crate::metrics::metrics();
+    for transport in ["sip", "webrtc"] {
+        let n = server.calls.all().iter().filter(|c| c.transport() == transport).count();
+        m.calls_active.with_label_values(&[transport]).set(n as i64);
+    }
+    m.synthesis_queue.set(server.speech.capacity(server.calls.len()).queue as i64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
 }
 
 /// The synthesizer's load, headroom and queue (see docs/configuration.md).

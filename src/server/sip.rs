@@ -77,6 +77,7 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
             handle_event(&server, &mut endpoint, event, &mut ringing);
         }
         while let Some(t) = endpoint.poll_transmit() {
+            crate::metrics::metrics().sip_sent(&t.payload);
             if let Err(e) = socket.send_to(&t.payload, t.destination).await {
                 tracing::debug!(to = %t.destination, error = %e, "SIP send failed");
             }

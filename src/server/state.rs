@@ -14,6 +14,7 @@ use super::fanout::Fanout;
 use super::lifecycle::LifecycleEvent;
 use super::webhook::Webhook;
 use crate::media::{MediaEvent, Pacer, PortAllocator};
+use crate::metrics::metrics;
 use crate::speech::{Refusal, Speech};
 
 /// Shared state of a running server.
@@ -81,6 +82,7 @@ impl Server {
     /// A call refused for load: `call.rejected` for the events socket and the webhook.
     pub fn rejected(self: &Arc<Self>, transport: &'static str, id: &str, refusal: &Refusal) {
         tracing::warn!(transport, id, reason = %refusal.reason, "call refused");
+        metrics().calls_total.with_label_values(&[transport, "inbound", "rejected"]).inc();
         self.lifecycle(LifecycleEvent::Rejected {
             transport,
             id: id.to_owned(),
@@ -104,6 +106,7 @@ impl Server {
 
     /// The call is over: its sockets hear `call.ended`, and so do the events socket and webhook.
     pub fn ended(self: &Arc<Self>, call: &Call, reason: &str) {
+        metrics().calls_total.with_label_values(&[call.transport(), "inbound", reason]).inc();
         call.events.publish(MediaEvent::Ended { reason: reason.into() });
         self.lifecycle(LifecycleEvent::Ended { call: call.id.clone(), reason: reason.into() });
     }

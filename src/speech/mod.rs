@@ -118,7 +118,7 @@ impl Speech {
         let now = Instant::now();
         let ahead = {
             let mut playout = lock(&call.playout);
-            playout.begin(utterance);
+            playout.begin(utterance, Instant::now());
             playout.lead(utterance, now).unwrap_or_default()
         };
         let default = self.voice();

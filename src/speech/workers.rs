@@ -275,6 +275,9 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         };
         // A share of the batch's time, by audio.
         let share = if total_audio.is_zero() { compute } else { compute.mul_f64(chunk.duration().as_secs_f64() / total_audio.as_secs_f64()) };
+        if !chunk.duration().is_zero() {
+            crate::metrics::metrics().synthesis_rtf.observe(share.as_secs_f64() / chunk.duration().as_secs_f64());
+        }
         let late = job.dry_at.and_then(|dry| now.checked_duration_since(dry));
         if let Some(late) = late {
             tracing::debug!(call = %job.call.id, utterance = job.id, chunk = job.chunks, late_ms = late.as_millis() as u64,

@@ -410,7 +410,7 @@ impl<P: CallPort> Session<P> {
     /// Turns one of the call's media events into what the agent hears.
     pub fn media(&mut self, event: MediaEvent) -> Vec<Out> {
         let events = match event {
-            MediaEvent::Playout(PlayoutEvent::Started { utterance, at, waited }) => {
+            MediaEvent::Playout(PlayoutEvent::Started { utterance, at, waited, .. }) => {
                 let Some((turn_id, text)) = self.utterances.get(&utterance).cloned() else { return vec![] };
                 let Some(turn) = self.turn_mut(&turn_id) else { return vec![] };
                 if turn.started {

@@ -60,7 +60,7 @@ fn speak(text: &str, last: bool) -> Request {
 }
 
 fn started(u: UtteranceId, at: Instant) -> MediaEvent {
-    MediaEvent::Playout(PlayoutEvent::Started { utterance: u, at, waited: Duration::ZERO })
+    MediaEvent::Playout(PlayoutEvent::Started { utterance: u, at, waited: Duration::ZERO, first_audio: None })
 }
 
 fn finished(u: UtteranceId, ms: u64) -> MediaEvent {
