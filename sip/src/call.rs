@@ -1,5 +1,6 @@
-//! One incoming call: the dialog, where the INVITE stands, and the core's 2xx retransmission
-//! (RFC 3261 13.3.1.4). The endpoint drives it; this module holds the state and its rules.
+//! One call, incoming or placed by us: the dialog, where the INVITE stands, and the core's 2xx
+//! retransmission (RFC 3261 13.3.1.4). The endpoint drives it; this module holds the state and
+//! its rules.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,12 +10,18 @@ use crate::dialog::Dialog;
 use crate::message::Echo;
 use crate::transaction::{due, soonest, Timers, TransactionKey};
 use crate::transmit::Transmit;
+use crate::uac::Uac;
 
 /// Where a call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallState {
     /// INVITE received, no final response yet (100/180 sent).
     Early,
+    /// Our INVITE is out, no 2xx yet (provisional responses may have come).
+    Calling,
+    /// We hung up before the 2xx: CANCEL sent, or waiting for a provisional response to send
+    /// it (9.1).
+    Cancelling,
     /// 2xx sent, waiting for the ACK.
     Accepted,
     /// ACK received: the call is up.
@@ -27,6 +34,8 @@ impl CallState {
     pub(crate) fn name(self) -> &'static str {
         match self {
             CallState::Early => "not yet answered",
+            CallState::Calling => "calling and not yet answered",
+            CallState::Cancelling => "being cancelled",
             CallState::Accepted => "answered and waiting for the ACK",
             CallState::Confirmed => "established",
             CallState::Terminating => "hanging up",
@@ -98,13 +107,21 @@ impl PendingAck {
     }
 }
 
-/// An incoming call.
+/// Which side of the call we are.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// We answer: the initial INVITE we received.
+    Uas(InviteContext),
+    /// We called.
+    Uac(Uac),
+}
+
+/// A call.
 #[derive(Debug)]
 pub(crate) struct Call {
     pub state: CallState,
     pub dialog: Dialog,
-    /// The initial INVITE.
-    pub invite: InviteContext,
+    pub role: Role,
     /// A re-INVITE waiting for the application's answer.
     pub reinvite: Option<InviteContext>,
     /// A 2xx waiting for its ACK.
@@ -115,9 +132,21 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// The INVITE of a call we answer.
+    pub(crate) fn invite(&self) -> Option<&InviteContext> {
+        match &self.role {
+            Role::Uas(invite) => Some(invite),
+            Role::Uac(_) => None,
+        }
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let give_up = match &self.role {
+            Role::Uac(uac) => uac.give_up,
+            Role::Uas(_) => None,
+        };
         soonest(
-            None,
+            give_up,
             self.pending_ack.as_ref().map(PendingAck::next_deadline),
         )
     }

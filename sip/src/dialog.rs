@@ -1,12 +1,13 @@
-//! The UAS side of a dialog (RFC 3261 12): identifiers, sequence numbers, remote target and
-//! route set, and building requests inside it (12.2.1.1).
+//! Dialogs (RFC 3261 12), ours as UAS (an INVITE we answer, 12.1.1) or as UAC (an INVITE we
+//! send, 12.1.2): identifiers, sequence numbers, remote target and route set, and building
+//! requests inside them (12.2.1.1).
 
 use std::net::SocketAddr;
 
 use rsip::headers as h;
 
 use crate::config::EndpointConfig;
-use crate::message::{self, NameAddr, Request, Uri};
+use crate::message::{self, NameAddr, Request, Response, Uri};
 use crate::transmit::Transmit;
 
 /// Identifies a dialog from our side: Call-ID, our tag (To of their requests), their tag
@@ -29,7 +30,8 @@ impl DialogId {
     }
 }
 
-/// Dialog state created by an incoming INVITE.
+/// A dialog: created by an incoming INVITE, or prepared for an INVITE we send and established
+/// by its 2xx.
 #[derive(Debug, Clone)]
 pub(crate) struct Dialog {
     pub id: DialogId,
@@ -41,15 +43,27 @@ pub(crate) struct Dialog {
     pub local_seq: u32,
     /// Their last CSeq; lower or equal numbers are refused with 500 (12.2.2).
     pub remote_seq: u32,
-    /// Where our requests go: their Contact (12.1.1), or From for RFC 2543 peers with none.
+    /// Where our requests go: their Contact (12.1.1, 12.1.2), or From for RFC 2543 peers with
+    /// none; the Request-URI of our INVITE until its 2xx.
     pub remote_target: Uri,
-    /// Record-Route of the INVITE, in order (12.1.1).
+    /// Record-Route of the INVITE, in order (12.1.1), or of the 2xx to ours, reversed (12.1.2).
     pub route_set: Vec<NameAddr>,
-    /// The address the INVITE came from.
+    /// The address the INVITE came from, or the one we sent ours to.
     pub peer: SocketAddr,
-    /// The INVITE's top Via asked for `rport` (RFC 3581): the peer expects symmetric
-    /// signalling, typically because it is behind NAT.
+    /// Without a route set, requests go to `peer`: the caller's top Via asked for `rport`
+    /// (RFC 3581: symmetric signalling, typically behind NAT), or our INVITE is unanswered.
     pub symmetric: bool,
+}
+
+/// What a request carries besides the dialog's own headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Extra<'a> {
+    /// Replaces the remote party in To (the ACK of an error response carries its To tag).
+    pub to: Option<&'a str>,
+    /// Headers after CSeq: Contact, credentials, the application's own.
+    pub headers: &'a [rsip::Header],
+    /// An `application/sdp` body.
+    pub sdp: Option<&'a str>,
 }
 
 impl Dialog {
@@ -87,6 +101,46 @@ impl Dialog {
         }
     }
 
+    /// The dialog an INVITE we send will create (12.1.2), known but for the callee's tag, its
+    /// Contact and the route set until the 2xx. `from` and `to` are name-addr header values.
+    pub(crate) fn for_outgoing(
+        call_id: String,
+        local_tag: &str,
+        from: &str,
+        to: &str,
+        request_uri: Uri,
+        destination: SocketAddr,
+        local_seq: u32,
+    ) -> Dialog {
+        Dialog {
+            id: DialogId {
+                call_id,
+                local_tag: local_tag.to_string(),
+                remote_tag: String::new(),
+            },
+            local_party: format!("{from};tag={local_tag}"),
+            remote_party: to.to_string(),
+            local_seq,
+            remote_seq: 0,
+            remote_target: request_uri,
+            route_set: Vec::new(),
+            peer: destination,
+            symmetric: true,
+        }
+    }
+
+    /// The 2xx to our INVITE establishes the dialog (12.1.2): the callee's tag and To, its
+    /// Contact as the remote target, its Record-Route reversed as the route set.
+    pub(crate) fn establish(&mut self, response: &Response) {
+        self.id.remote_tag = response.to_tag.clone().unwrap_or_default();
+        self.remote_party = response.to.clone();
+        if let Some(contact) = response.contacts.first() {
+            self.remote_target = contact.uri.clone();
+        }
+        self.route_set = response.record_route.iter().rev().cloned().collect();
+        self.symmetric = false;
+    }
+
     /// True when `seq` is higher than the last CSeq from the remote party (12.2.2).
     pub(crate) fn in_order(&self, seq: u32) -> bool {
         seq > self.remote_seq
@@ -109,15 +163,32 @@ impl Dialog {
         }
     }
 
-    /// Builds the next request in the dialog (12.2.1.1): CSeq incremented, Route from the
-    /// route set (loose routing; strict routing when the first route lacks `lr`).
+    /// Builds the next request in the dialog (12.2.1.1): CSeq incremented.
     pub(crate) fn request(
         &mut self,
-        method: &'static str,
+        method: &str,
         branch: &str,
+        extra: Extra<'_>,
         config: &EndpointConfig,
     ) -> (Transmit, u32) {
         self.local_seq = self.local_seq.wrapping_add(1).max(1);
+        (
+            self.build(method, self.local_seq, branch, extra, config),
+            self.local_seq,
+        )
+    }
+
+    /// Prints a request of the dialog with CSeq number `cseq` (the same as the INVITE's for
+    /// its ACK and CANCEL): Route from the route set (loose routing; strict routing when the
+    /// first route lacks `lr`), then `extra`.
+    pub(crate) fn build(
+        &self,
+        method: &str,
+        cseq: u32,
+        branch: &str,
+        extra: Extra<'_>,
+        config: &EndpointConfig,
+    ) -> Transmit {
         let loose = self
             .route_set
             .first()
@@ -144,29 +215,38 @@ impl Dialog {
             headers.push(rsip::Header::Route(h::Route::from(route)));
         }
         headers.push(rsip::Header::From(h::From::from(self.local_party.clone())));
-        headers.push(rsip::Header::To(h::To::from(self.remote_party.clone())));
+        let to = extra.to.unwrap_or(&self.remote_party);
+        headers.push(rsip::Header::To(h::To::from(to.to_string())));
         headers.push(rsip::Header::CallId(h::CallId::from(
             self.id.call_id.clone(),
         )));
         headers.push(rsip::Header::CSeq(h::CSeq::from(format!(
-            "{} {method}",
-            self.local_seq
+            "{cseq} {method}"
         ))));
+        for header in extra.headers {
+            headers.push(header.clone());
+        }
         headers.push(rsip::Header::UserAgent(h::UserAgent::from(
             config.user_agent.clone(),
         )));
-        headers.push(rsip::Header::ContentLength(h::ContentLength::from("0")));
-        let transmit = Transmit {
+        let body = extra.sdp.unwrap_or_default();
+        if extra.sdp.is_some() {
+            headers.push(rsip::Header::ContentType(h::ContentType::from(
+                "application/sdp",
+            )));
+        }
+        headers.push(rsip::Header::ContentLength(h::ContentLength::from(
+            body.len().to_string(),
+        )));
+        Transmit {
             destination: self.next_hop(),
-            payload: message::print_request(method, uri, headers),
-        };
-        (transmit, self.local_seq)
+            payload: message::print_request(method, uri, headers, body),
+        }
     }
 
     /// Where requests in this dialog go. No DNS here: the first route (or the remote target
     /// when there is no route set) is used when its host is an IP address; otherwise, and
-    /// when the peer asked for symmetric signalling without a route set, the address the
-    /// INVITE came from.
+    /// when `symmetric` holds without a route set, `peer`.
     fn next_hop(&self) -> SocketAddr {
         let uri = match self.route_set.first() {
             Some(route) => &route.uri,

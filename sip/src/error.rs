@@ -24,4 +24,8 @@ pub enum SipError {
     /// A rejection needs a final error status, 300-699.
     #[error("{0} is not a final error status; use a code from 300 to 699")]
     InvalidStatus(u16),
+    /// [`Endpoint::call`](crate::Endpoint::call) cannot send this request: the reason says
+    /// which value is wrong.
+    #[error("cannot place the call: {0}")]
+    InvalidCallRequest(String),
 }

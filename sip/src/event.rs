@@ -3,7 +3,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-/// A stable identifier for one incoming call (one INVITE dialog), assigned by the endpoint.
+/// A stable identifier for one call (one INVITE dialog), incoming or placed by us, assigned by
+/// the endpoint.
 /// Handles are never reused by an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallHandle(u64);
@@ -42,10 +43,15 @@ pub enum EndReason {
     /// We answered the INVITE with a final error: [`Endpoint::reject`](crate::Endpoint::reject),
     /// or [`Endpoint::hangup`](crate::Endpoint::hangup) before answering.
     Rejected,
+    /// A call we placed got a final error response, or none ([`Event::CallFailed`] says which).
+    Failed,
+    /// We hung up a call we placed before it was answered (CANCEL).
+    LocalCancel,
 }
 
-/// Something the application should know or act on. Every [`Event::IncomingCall`] is followed,
-/// eventually, by exactly one [`Event::CallEnded`] for the same handle.
+/// Something the application should know or act on. Every [`Event::IncomingCall`], and every
+/// handle [`Endpoint::call`](crate::Endpoint::call) returns, is followed, eventually, by exactly
+/// one [`Event::CallEnded`] for the same handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A new INVITE arrived; `100 Trying` is already sent. Answer with
@@ -68,6 +74,31 @@ pub enum Event {
         offer: Option<String>,
         /// Every header whose name starts with `X-` (any case), name as written, in order.
         headers: Vec<(String, String)>,
+    },
+    /// A call we placed got a provisional response (101-199): `180 Ringing`, `183 Session
+    /// Progress`. Reported once per status in a row.
+    CallRinging {
+        /// The call.
+        call: CallHandle,
+        /// The status code.
+        status: u16,
+    },
+    /// A call we placed was answered: the dialog is established and the ACK sent.
+    CallAnswered {
+        /// The call.
+        call: CallHandle,
+        /// The SDP answer carried by the 2xx.
+        answer: Option<String>,
+    },
+    /// A call we placed failed: a final error response, or 408 when none came (Timer B, or
+    /// the ring timeout). [`Event::CallEnded`] with [`EndReason::Failed`] follows.
+    CallFailed {
+        /// The call.
+        call: CallHandle,
+        /// The final status code.
+        status: u16,
+        /// Its reason phrase, or what happened instead.
+        reason: String,
     },
     /// The ACK for our 2xx arrived: the call is established.
     CallConfirmed {

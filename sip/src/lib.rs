@@ -1,7 +1,8 @@
 //! # voxline-sip
 //!
-//! A sans-IO SIP user agent core (RFC 3261, RFC 3581, RFC 6026) for the server side of voice
-//! calls: it answers INVITEs, keeps the dialogs, and runs the transactions and their timers.
+//! A sans-IO SIP user agent core (RFC 3261, RFC 3581, RFC 6026) for voice calls: it answers
+//! INVITEs and places calls of its own (with Digest authentication, RFC 7616), keeps the
+//! dialogs, and runs the transactions and their timers.
 //! It owns no socket and reads no clock. Datagrams and time go in; datagrams, events and the
 //! next deadline come out:
 //!
@@ -9,7 +10,7 @@
 //! UDP datagram --handle_datagram--> Endpoint --poll_transmit--> UDP datagram
 //! Instant ------handle_timeout----> (frame -> request -> transaction -> dialog/call)
 //!                                            --poll_event----> Event (IncomingCall, ...)
-//! app action (answer, hangup...) -->         --poll_timeout--> next Instant to wake up
+//! app action (answer, call, hangup) -->      --poll_timeout--> next Instant to wake up
 //! ```
 //!
 //! A driver loop (the transport lives elsewhere, e.g. on tokio):
@@ -38,29 +39,35 @@
 //! ```
 //!
 //! Modules, in the order a message flows through them:
-//! - `message`: framing, header parsing into typed values, printing responses (via rsip);
-//! - `transaction`: server INVITE / non-INVITE and client non-INVITE state machines (RFC 3261 17);
+//! - `message`: framing, header parsing into typed values, printing requests and responses
+//!   (via rsip);
+//! - `transaction`: server and client, INVITE and non-INVITE state machines (RFC 3261 17);
 //! - `dialog`: dialog identifiers, CSeq, remote target, route set, in-dialog requests (12);
-//! - `call`: one incoming call's state and the 2xx retransmission of the core (13.3.1.4);
-//! - `endpoint`: routing of datagrams, the RFC 8.2 checks, the application actions.
+//! - `digest`: answering `401`/`407` challenges (RFC 7616, MD5 and SHA-256);
+//! - `call`, `uac`: one call's state, the 2xx retransmission of the core (13.3.1.4), and for
+//!   a call we place, where its INVITE stands;
+//! - `endpoint`: routing of datagrams, the RFC 8.2 checks, the application actions
+//!   (`incoming`: requests we receive; `outgoing`: calls we place).
 //!
-//! Only UDP is supported, outbound calls are not (the client transaction layer is shaped for
-//! an INVITE client transaction to be added).
+//! Only UDP is supported, and no DNS: calls go to IP addresses.
 
 #![warn(missing_docs)]
 
 mod call;
 mod config;
 mod dialog;
+mod digest;
 mod endpoint;
 mod error;
 mod event;
 mod message;
 mod transaction;
 mod transmit;
+mod uac;
 
 pub use config::EndpointConfig;
 pub use endpoint::{Endpoint, Stats, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 pub use error::SipError;
 pub use event::{CallHandle, EndReason, Event};
 pub use transmit::Transmit;
+pub use uac::{CallRequest, Credentials};

@@ -7,7 +7,7 @@ use std::time::Instant;
 use rsip::headers as h;
 
 use super::Endpoint;
-use crate::call::{Call, CallState, PendingAck};
+use crate::call::{Call, CallState, InviteContext, PendingAck};
 use crate::error::SipError;
 use crate::event::{CallHandle, EndReason};
 use crate::message::{self, Reply};
@@ -40,11 +40,25 @@ impl Endpoint {
         }
     }
 
+    /// An incoming call not yet answered: its INVITE and our tag.
+    fn unanswered(
+        &mut self,
+        call: CallHandle,
+        action: &'static str,
+    ) -> Result<(InviteContext, String), SipError> {
+        let c = self.call_in(call, action, |c| c.state == CallState::Early)?;
+        let ctx = c.invite().cloned().ok_or(SipError::WrongState {
+            call,
+            action,
+            state: c.state.name(),
+        })?;
+        Ok((ctx, c.dialog.id.local_tag.clone()))
+    }
+
     /// Sends `180 Ringing` (with our tag and Contact) for a call not yet answered. May be
     /// repeated; a retransmitted INVITE gets the latest provisional response.
     pub fn ringing(&mut self, _now: Instant, call: CallHandle) -> Result<(), SipError> {
-        let c = self.call_in(call, "send 180 Ringing", |c| c.state == CallState::Early)?;
-        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let (ctx, tag) = self.unanswered(call, "send 180 Ringing")?;
         let transmit = Reply::new(180)
             .tag(&tag)
             .header(rsip::Header::Contact(h::Contact::from(
@@ -63,8 +77,7 @@ impl Endpoint {
     ///
     /// [`Event::CallConfirmed`]: crate::Event::CallConfirmed
     pub fn answer(&mut self, now: Instant, call: CallHandle, sdp: &str) -> Result<(), SipError> {
-        let c = self.call_in(call, "answer", |c| c.state == CallState::Early)?;
-        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let (ctx, tag) = self.unanswered(call, "answer")?;
         let transmit =
             self.success(&tag, sdp)
                 .build(&ctx.echo, ctx.source, &self.config.user_agent);
@@ -95,8 +108,7 @@ impl Endpoint {
         if !(300..=699).contains(&status) {
             return Err(SipError::InvalidStatus(status));
         }
-        let c = self.call_in(call, "reject", |c| c.state == CallState::Early)?;
-        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let (ctx, tag) = self.unanswered(call, "reject")?;
         let reply = self.failure(status, reason);
         self.fail_invite(now, &ctx, &tag, reply);
         self.end_call(call, EndReason::Rejected);
@@ -113,8 +125,7 @@ impl Endpoint {
         reason: Option<&str>,
         retry_after_secs: u32,
     ) -> Result<(), SipError> {
-        let c = self.call_in(call, "reject", |c| c.state == CallState::Early)?;
-        let (ctx, tag) = (c.invite.clone(), c.dialog.id.local_tag.clone());
+        let (ctx, tag) = self.unanswered(call, "reject")?;
         let mut reply = Reply::new(503);
         if let Some(reason) = reason {
             reply = reply.reason(reason);
@@ -129,6 +140,10 @@ impl Endpoint {
     ///
     /// * Not yet answered: rejects it with `480 Temporarily Unavailable` (the caller may try
     ///   elsewhere); ends with [`EndReason::Rejected`].
+    /// * A call we placed, not yet answered: CANCEL, once a provisional response has come
+    ///   (RFC 3261 9.1); ends with [`EndReason::LocalCancel`] when the INVITE gets its final
+    ///   response (487), or 64*T1 after the CANCEL. A 2xx that crosses the CANCEL gets ACK and
+    ///   BYE.
     /// * Answered, ACK not yet received: BYE goes out when the ACK arrives (RFC 3261 15 forbids
     ///   BYE before it), or at the ACK timeout.
     /// * Established: sends BYE (retransmitted per Timer E); a re-INVITE still unanswered gets
@@ -138,6 +153,11 @@ impl Endpoint {
         let c = self.call_in(call, "hang up", |c| c.state != CallState::Terminating)?;
         match c.state {
             CallState::Early => self.reject(now, call, HANGUP_BEFORE_ANSWER, None),
+            CallState::Calling => {
+                self.cancel(now, call);
+                Ok(())
+            }
+            CallState::Cancelling => Ok(()),
             CallState::Accepted => {
                 c.bye_after_ack = true;
                 Ok(())

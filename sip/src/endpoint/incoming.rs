@@ -13,7 +13,7 @@ use rand::Rng;
 use rsip::headers as h;
 
 use super::Endpoint;
-use crate::call::{Call, CallState, InviteContext};
+use crate::call::{Call, CallState, InviteContext, Role};
 use crate::dialog::{Dialog, DialogId};
 use crate::event::{CallHandle, Event};
 use crate::message::{self, Method, Reply, Request, Uri};
@@ -150,12 +150,12 @@ impl Endpoint {
             Call {
                 state: CallState::Early,
                 dialog,
-                invite: InviteContext {
+                role: Role::Uas(InviteContext {
                     key,
                     echo: request.echo.clone(),
                     source,
                     cseq: request.cseq.seq,
-                },
+                }),
                 reinvite: None,
                 pending_ack: None,
                 bye_after_ack: false,
@@ -285,7 +285,7 @@ impl Endpoint {
             let tag = call.dialog.id.local_tag.clone();
             let mut unanswered = call.reinvite.take();
             if call.state == CallState::Early {
-                unanswered = Some(call.invite.clone());
+                unanswered = call.invite().cloned();
             }
             call.pending_ack = None;
             if let Some(ctx) = unanswered {
@@ -392,8 +392,8 @@ impl Endpoint {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
-        if call.state == CallState::Early && call.invite.key == invite_key {
-            let ctx = call.invite.clone();
+        let initial = call.invite().filter(|i| i.key == invite_key).cloned();
+        if let Some(ctx) = initial.filter(|_| call.state == CallState::Early) {
             self.fail_invite(now, &ctx, &tag, Reply::new(487));
             tracing::debug!(%handle, "call cancelled");
             self.events.push_back(Event::CallCancelled { call: handle });

@@ -7,6 +7,7 @@ mod actions;
 
 pub use actions::{HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 mod incoming;
+mod outgoing;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, VecDeque};
@@ -19,9 +20,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::call::Call;
 use crate::config::EndpointConfig;
-use crate::dialog::DialogId;
+use crate::dialog::{DialogId, Extra};
 use crate::event::{CallHandle, EndReason, Event};
-use crate::message::{self, Echo, FrameError, Reply, Request, StartLine};
+use crate::message::{self, Echo, FrameError, Reply, Request, Response, StartLine};
+use crate::transaction::client_invite::ClientInviteTransaction;
 use crate::transaction::client_non_invite::{ClientNonInviteTransaction, Outcome};
 use crate::transaction::server_invite::ServerInviteTransaction;
 use crate::transaction::server_non_invite::ServerNonInviteTransaction;
@@ -47,7 +49,7 @@ pub struct Stats {
     pub retransmissions: u64,
 }
 
-/// A sans-IO SIP user agent (server side) for one UDP transport.
+/// A sans-IO SIP user agent for one UDP transport: it answers calls and places them.
 ///
 /// Drive it with one loop: feed every received datagram and every expired deadline, then
 /// drain [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event), and
@@ -64,7 +66,9 @@ pub struct Endpoint {
     dialogs: BTreeMap<DialogId, CallHandle>,
     invite_servers: BTreeMap<TransactionKey, ServerInviteTransaction>,
     servers: BTreeMap<TransactionKey, ServerNonInviteTransaction>,
-    /// Client transactions by branch.
+    /// INVITE client transactions (our calls) by branch.
+    invite_clients: BTreeMap<String, ClientInviteTransaction>,
+    /// Non-INVITE client transactions (BYE, CANCEL) by branch.
     clients: BTreeMap<String, ClientNonInviteTransaction>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -101,6 +105,7 @@ impl Endpoint {
             dialogs: BTreeMap::new(),
             invite_servers: BTreeMap::new(),
             servers: BTreeMap::new(),
+            invite_clients: BTreeMap::new(),
             clients: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -128,7 +133,11 @@ impl Endpoint {
             }
         };
         match frame.start {
-            StartLine::Response { code, .. } => self.on_response(now, code, &frame.headers),
+            StartLine::Response { .. } => {
+                if let Some(response) = Response::from_frame(frame) {
+                    self.on_response(now, response);
+                }
+            }
             StartLine::Request { .. } => {
                 let is_ack = matches!(
                     &frame.start,
@@ -177,6 +186,7 @@ impl Endpoint {
                 }
             }
         }
+        self.on_invite_timers(now);
         let due: Vec<String> = due_keys(
             &self.clients,
             now,
@@ -197,6 +207,9 @@ impl Endpoint {
         }
         let due: Vec<CallHandle> = due_keys(&self.calls, now, Call::next_deadline);
         for handle in due {
+            if self.on_give_up(now, handle) {
+                continue;
+            }
             let Some(call) = self.calls.get_mut(&handle) else {
                 continue;
             };
@@ -217,6 +230,9 @@ impl Endpoint {
             next = soonest(next, tx.next_deadline());
         }
         for tx in self.servers.values() {
+            next = soonest(next, tx.next_deadline());
+        }
+        for tx in self.invite_clients.values() {
             next = soonest(next, tx.next_deadline());
         }
         for tx in self.clients.values() {
@@ -241,6 +257,11 @@ impl Endpoint {
     /// Calls that have not ended (ringing, answered, established or hanging up).
     pub fn call_count(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The Call-ID of a call that has not ended.
+    pub fn call_id(&self, call: CallHandle) -> Option<&str> {
+        self.calls.get(&call).map(|c| c.dialog.id.call_id.as_str())
     }
 
     /// Counters since the endpoint was created.
@@ -279,34 +300,36 @@ impl Endpoint {
         self.transmits.push_back(transmit);
     }
 
-    /// A response: only the ones matching our client transactions are processed.
-    fn on_response(&mut self, now: Instant, status: u16, headers: &message::Headers) {
-        let branch = headers
-            .first("Via")
-            .and_then(|v| message::Via::parse_list(v).ok())
-            .and_then(|vias| vias.into_iter().next())
-            .and_then(|via| via.branch().map(str::to_string));
-        let method = headers
-            .first("CSeq")
-            .and_then(|c| message::CSeq::parse(c).ok())
-            .map(|c| c.method);
-        let tx = branch
+    /// A response: only the ones matching our client transactions are processed (17.1.3).
+    fn on_response(&mut self, now: Instant, response: Response) {
+        let method = response.cseq.as_ref().map(|c| &c.method);
+        if method == Some(&message::Method::Invite) {
+            return self.on_invite_response(now, response);
+        }
+        let tx = response
+            .branch
             .as_ref()
             .and_then(|b| self.clients.get_mut(b))
-            .filter(|tx| method.as_ref().is_some_and(|m| m.as_str() == tx.method));
+            .filter(|tx| method.is_some_and(|m| m.as_str() == tx.method));
         let Some(tx) = tx else {
-            self.stats.unexpected_responses += 1;
-            self.stats.dropped += 1;
-            tracing::trace!(status, "dropped response matching no transaction");
-            return;
+            return self.unexpected_response(&response);
         };
         let call = tx.call;
-        if let Some(outcome) = tx.on_response(now, status) {
+        if let Some(outcome) = tx.on_response(now, response.status) {
             self.on_bye_outcome(call, outcome);
         }
     }
 
-    /// Our BYE finished: the call ends now if it was waiting for that.
+    fn unexpected_response(&mut self, response: &Response) {
+        self.stats.unexpected_responses += 1;
+        self.stats.dropped += 1;
+        tracing::trace!(
+            status = response.status,
+            "dropped response matching no transaction"
+        );
+    }
+
+    /// Our BYE (or CANCEL) finished: the call ends now if it was waiting for that.
     fn on_bye_outcome(&mut self, call: CallHandle, outcome: Outcome) {
         tracing::debug!(%call, ?outcome, "BYE transaction finished");
         if self
@@ -324,7 +347,9 @@ impl Endpoint {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
-        let (transmit, _) = call.dialog.request("BYE", &branch, &self.config);
+        let (transmit, _) = call
+            .dialog
+            .request("BYE", &branch, Extra::default(), &self.config);
         call.state = crate::call::CallState::Terminating;
         let tx =
             ClientNonInviteTransaction::new(now, handle, "BYE", transmit.clone(), &self.timers);

@@ -170,9 +170,9 @@ impl<'a> Reply<'a> {
     }
 }
 
-/// Prints a request with a body-less header block (the Request-URI is kept as written).
-pub(crate) fn request(method: &str, uri: &str, headers: rsip::Headers) -> Vec<u8> {
-    format!("{method} {uri} SIP/2.0\r\n{headers}\r\n").into_bytes()
+/// Prints a request (the Request-URI is kept as written); `headers` end with Content-Length.
+pub(crate) fn request(method: &str, uri: &str, headers: rsip::Headers, body: &str) -> Vec<u8> {
+    format!("{method} {uri} SIP/2.0\r\n{headers}\r\n{body}").into_bytes()
 }
 
 #[cfg(test)]

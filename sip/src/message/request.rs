@@ -277,9 +277,14 @@ impl Request {
 
     /// The body as text when it is an SDP body.
     pub(crate) fn sdp(&self) -> Option<String> {
-        let is_sdp = self.content_type.as_ref().is_some_and(MediaType::is_sdp);
-        (is_sdp && !self.body.is_empty()).then(|| String::from_utf8_lossy(&self.body).into_owned())
+        sdp_body(self.content_type.as_ref(), &self.body)
     }
+}
+
+/// A message body as text when it is a non-empty `application/sdp` body.
+pub(crate) fn sdp_body(content_type: Option<&MediaType>, body: &[u8]) -> Option<String> {
+    let is_sdp = content_type.is_some_and(MediaType::is_sdp);
+    (is_sdp && !body.is_empty()).then(|| String::from_utf8_lossy(body).into_owned())
 }
 
 #[cfg(test)]

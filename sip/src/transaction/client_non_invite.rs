@@ -141,10 +141,7 @@ impl ClientNonInviteTransaction {
 mod tests {
     use super::*;
 
-    const TIMERS: Timers = Timers {
-        t1: Duration::from_millis(500),
-        t2: Duration::from_secs(4),
-    };
+    const TIMERS: Timers = super::super::RFC_TIMERS;
 
     fn request() -> Transmit {
         Transmit {

@@ -3,11 +3,12 @@
 //! reports its next deadline.
 //!
 //! Implemented: the INVITE server transaction (17.2.1, with the Accepted state of RFC 6026), the
-//! non-INVITE server transaction (17.2.2) and the non-INVITE client transaction (17.1.2, used for
-//! our BYE). An INVITE client transaction (17.1.1, outbound calls) would sit beside
-//! `client_non_invite` with the same shape: `new` returns the request to send, `on_response`
+//! non-INVITE server transaction (17.2.2), the INVITE client transaction (17.1.1 with RFC 6026,
+//! our outgoing calls) and the non-INVITE client transaction (17.1.2, our BYE and CANCEL). The
+//! client transactions share a shape: `new` takes the request the owner sends, `on_response`
 //! and `on_timeout` report an outcome to the owner.
 
+pub(crate) mod client_invite;
 pub(crate) mod client_non_invite;
 pub(crate) mod server_invite;
 pub(crate) mod server_non_invite;
@@ -39,6 +40,13 @@ impl Timers {
         interval.saturating_mul(2).min(self.t2)
     }
 }
+
+/// RFC 3261's T1 and T2, for the transactions' unit tests.
+#[cfg(test)]
+pub(crate) const RFC_TIMERS: Timers = Timers {
+    t1: Duration::from_millis(500),
+    t2: Duration::from_secs(4),
+};
 
 /// The earlier of two optional deadlines.
 pub(crate) fn soonest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -217,10 +217,7 @@ mod tests {
         }
     }
 
-    const TIMERS: Timers = Timers {
-        t1: Duration::from_millis(500),
-        t2: Duration::from_secs(4),
-    };
+    const TIMERS: Timers = super::super::RFC_TIMERS;
 
     #[test]
     fn final_error_is_retransmitted_until_ack() {
