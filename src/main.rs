@@ -542,7 +542,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             source_policy: if args.nat { SourcePolicy::Latch { window: std::time::Duration::from_secs(5) } } else { SourcePolicy::Strict },
         },
         answer_policy: voxline_sdp::AnswerPolicy::default(),
-        user_agent: format!("voxline/{}", env!("CARGO_PKG_VERSION")),
+        // No version: it would tell an attacker which bugs to try.
+        user_agent: "voxline".into(),
         api_token: args.api_token.filter(|t| !t.is_empty()),
         synth: args.voice.options(),
         webhook: args.webhook.filter(|w| !w.is_empty()),

@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use common::harness::OutputWithin;
 use common::*;
 use rand::{RngCore, SeedableRng};
 use voxline::synth::piper::StreamConfig;
@@ -569,7 +570,7 @@ fn voxline(args: &[&str]) -> (Option<i32>, String) {
         .env("RUST_BACKTRACE", "1")
         .env_remove("VOXLINE_LOG")
         .current_dir(std::env::temp_dir())
-        .output()
+        .output_within(Duration::from_secs(120), "voxline")
         .expect("run voxline");
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }

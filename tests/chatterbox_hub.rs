@@ -8,7 +8,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use common::harness::OutputWithin;
 use common::hub::FakeHub;
 use common::sip::scratch_dir;
 
@@ -45,7 +47,7 @@ impl Env {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        cmd.output().expect("run voxline")
+        cmd.output_within(Duration::from_secs(300), "voxline").expect("run voxline")
     }
 
     fn repo_cache(&self) -> PathBuf {
@@ -221,7 +223,7 @@ fn a_model_directory_with_a_corrupt_weights_file_is_a_clear_error() {
     std::fs::write(dir.join("s3gen_meanflow.safetensors"), b"not a safetensors file").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_voxline"))
         .args(["say", "--engine", "chatterbox-nano", "--model-dir", dir.to_str().unwrap(), "-o", "/dev/null", "Hi."])
-        .output()
+        .output_within(Duration::from_secs(120), "voxline say (chatterbox)")
         .unwrap();
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
@@ -234,7 +236,8 @@ fn a_model_directory_with_a_corrupt_weights_file_is_a_clear_error() {
 fn two_processes_fetching_at_once_both_get_the_model_and_each_file_is_downloaded_once() {
     let env = setup("hub-concurrent");
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_voxline"))
+        Command::new("timeout")
+            .args(["300", env!("CARGO_BIN_EXE_voxline")])
             .args(["fetch-model", "chatterbox-nano", "--model-repo", REPO])
             .env("HF_ENDPOINT", &env.hub.endpoint)
             .env("HF_HOME", &env.home)

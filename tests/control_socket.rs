@@ -198,7 +198,7 @@ fn an_api_token_protects_the_api_and_the_sockets() {
     assert_eq!(denied.status, 401);
     assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
     assert_eq!(server.get("/calls?token=wrong").status, 401);
-    assert_eq!(server.get("/calls?token=s3cret").status, 200);
+    assert_eq!(server.get("/calls?token=s3cret").status, 401, "?token= only on WebSocket URLs (it would leak into logs)");
 
     let url = format!("ws://{}/v1/calls/nope/control", server.http);
     let status = |request| match tungstenite::connect(request) {
@@ -210,6 +210,10 @@ fn an_api_token_protects_the_api_and_the_sockets() {
     let mut with_header = url.clone().into_client_request().unwrap();
     with_header.headers_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
     assert_eq!(status(with_header), 404, "with the token the request gets through (to an unknown call)");
+    assert_eq!(status(format!("{url}?token=s3cret").into_client_request().unwrap()), 404, "?token= works on a WebSocket URL");
+    let mut foreign = format!("{url}?token=s3cret").into_client_request().unwrap();
+    foreign.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    assert_eq!(status(foreign), 403, "a page from another site cannot drive the sockets");
 }
 
 #[test]

@@ -27,8 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::asr::{require_pocketsphinx, transcribe, word_edits, words};
+use common::harness::OutputWithin;
 use common::*;
 use voxline::audio::{decode_mulaw, encode_mulaw, read_wav, write_wav_file, StreamResampler, WavFormat};
 use voxline::synth::piper::StreamConfig;
@@ -138,7 +140,8 @@ fn wer(hypotheses: &[String]) -> f64 {
 /// REF_TAKES renditions of SENTENCES, back to back.
 fn spawn_reference(dir: &Path) -> std::process::Child {
     let script = root().join("tests/reference/piper_reference.py");
-    let mut child = Command::new("python3")
+    let mut child = Command::new("timeout")
+        .args(["600", "python3"])
         .arg(&script)
         .args(["synth", "--model"])
         .arg(default_voice())
@@ -247,7 +250,7 @@ fn cli_phone_path_is_bit_exact() {
             .args(["--seed", &SEED.to_string()])
             .args(extra)
             .stdin(Stdio::null())
-            .output()
+            .output_within(Duration::from_secs(300), "voxline say")
             .expect("run voxline say");
         assert!(out.status.success(), "voxline say {extra:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
@@ -282,7 +285,7 @@ fn cli_phone_path_is_bit_exact() {
     let soxi = |flag: &str| {
         let out = Command::new("soxi")
             .args([flag, wav_arg])
-            .output()
+            .output_within(Duration::from_secs(30), "soxi")
             .unwrap_or_else(|e| panic!("cannot run soxi (install sox with `scripts/setup.sh --test`): {e}"));
         assert!(out.status.success(), "soxi {flag} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()

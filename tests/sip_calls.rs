@@ -78,8 +78,7 @@ fn reference_seconds(text: &str) -> f64 {
         .args(["say", text, "--rate", "8000", "--mulaw", "--raw", "-o", "-"])
         .current_dir(common::root())
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
+        .output_within(Duration::from_secs(120), "voxline say")
         .expect("run voxline say");
     assert!(out.status.success(), "voxline say failed");
     out.stdout.len() as f64 / 8000.0

@@ -68,7 +68,7 @@ fn say(args: &[&str]) -> Vec<u8> {
         .args(args)
         .current_dir(common::root())
         .stdin(Stdio::null())
-        .output()
+        .output_within(Duration::from_secs(120), "voxline say")
         .expect("run voxline say");
     assert!(out.status.success(), "voxline say failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout

@@ -56,6 +56,12 @@ pub fn router(server: Arc<Server>) -> Router {
 /// `Authorization: Bearer TOKEN`, or `?token=TOKEN` (browsers cannot set
 /// headers on a WebSocket).
 async fn authorize(State(server): State<Arc<Server>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let upgrade = is_websocket_upgrade(request.headers());
+    // A web page must not drive the sockets of a server it was not served by
+    // (browsers send Origin; other clients do not).
+    if upgrade && !origin_allowed(request.headers()) {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", "WebSocket from another site's page").into_response();
+    }
     let Some(expected) = server.config.api_token.as_deref() else { return next.run(request).await };
     let bearer = request
         .headers()
@@ -63,14 +69,30 @@ async fn authorize(State(server): State<Arc<Server>>, request: axum::extract::Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let query = request.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    // `?token=` only where a header cannot be set (browsers' WebSockets): in
+    // other URLs it would leak into logs and histories.
+    let query = upgrade.then(|| request.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))).flatten();
     let given = bearer.or(query);
     if given.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) {
         return next.run(request).await;
     }
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ..., or ?token=...)").into_response();
+    let message = "missing or wrong bearer token (Authorization: Bearer ..., or ?token=... on a WebSocket URL)";
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     response
+}
+
+fn is_websocket_upgrade(headers: &header::HeaderMap) -> bool {
+    headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// No `Origin` (not a browser), or one whose host is the host the request
+/// was sent to (the demo page, or an agent's page served from here).
+fn origin_allowed(headers: &header::HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
 /// `GET /readyz`: 200 while new calls are taken, 503 while draining (a load
@@ -86,6 +108,26 @@ async fn readyz(State(server): State<Arc<Server>>) -> (StatusCode, &'static str)
 /// Compares without an early exit, so timing does not reveal a prefix.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> header::HeaderMap {
+        pairs.iter().map(|(k, v)| (header::HeaderName::from_bytes(k.as_bytes()).unwrap(), header::HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn websocket_origins_must_be_the_servers_own_host() {
+        assert!(origin_allowed(&headers(&[("host", "127.0.0.1:8080")])), "no Origin: not a browser");
+        assert!(origin_allowed(&headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")])));
+        assert!(origin_allowed(&headers(&[("host", "voice.example.com"), ("origin", "https://voice.example.com")])));
+        assert!(!origin_allowed(&headers(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")])));
+        assert!(!origin_allowed(&headers(&[("host", "127.0.0.1:8080"), ("origin", "null")])));
+        assert!(is_websocket_upgrade(&headers(&[("upgrade", "WebSocket")])));
+        assert!(!is_websocket_upgrade(&headers(&[])));
+    }
 }
 
 /// `GET /v1/voices`: the voices and presets a call may pick.

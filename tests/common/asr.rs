@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use voxline::audio::{write_wav_file, StreamResampler, WavFormat};
 
-use super::harness::require_tool;
+use super::harness::{require_tool, OutputWithin};
 
 pub const POCKETSPHINX: &str = "pocketsphinx_continuous";
 pub const POCKETSPHINX_MODEL: &str = "/usr/share/pocketsphinx/model/en-us";
@@ -90,7 +90,7 @@ fn pocketsphinx(wav: &Path, extra: &[&str]) -> String {
         .args(["-infile".as_ref(), wav.as_os_str(), "-logfn".as_ref(), "/dev/null".as_ref()])
         .args(extra)
         .stdin(Stdio::null())
-        .output()
+        .output_within(std::time::Duration::from_secs(120), POCKETSPHINX)
         .unwrap_or_else(|e| panic!("cannot run {POCKETSPHINX} (install with `scripts/setup.sh --test`): {e}"));
     assert!(out.status.success(), "{POCKETSPHINX} failed on {}: {}", wav.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")

@@ -56,3 +56,40 @@ pub fn require_tool(name: &str, hint: &str) {
         .unwrap_or(false);
     assert!(found, "`{name}` is not installed; {hint}");
 }
+
+/// `Command::output` with a time limit: a subprocess that hangs is killed and
+/// the test fails naming it, instead of eating the CI budget.
+pub trait OutputWithin {
+    fn output_within(&mut self, limit: std::time::Duration, what: &str) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: std::time::Duration, what: &str) -> std::io::Result<std::process::Output> {
+        use std::io::Read;
+        let mut child = self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let end = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() >= end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {limit:?}: killed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        Ok(std::process::Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+    }
+}
