@@ -25,10 +25,21 @@ pub enum Leg {
     WebRtc(Arc<tokio::sync::Notify>),
 }
 
+/// Who called whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The caller called us (SIP INVITE, a browser's offer).
+    Inbound,
+    /// We called (`POST /v1/calls`).
+    Outbound,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
-    /// 180 sent; answered after the configured ring time.
+    /// 180 sent; answered after the configured ring time. A call we placed:
+    /// not answered yet.
     Ringing,
     /// Answered, waiting for the caller's ACK.
     Answered,
@@ -61,6 +72,7 @@ pub struct Call {
     /// Our id for the call (URLs, events).
     pub id: String,
     pub leg: Leg,
+    pub direction: Direction,
     pub sip_call_id: String,
     pub from: String,
     pub to: String,
@@ -104,6 +116,7 @@ impl Call {
         Self {
             id,
             leg,
+            direction: Direction::Inbound,
             sip_call_id,
             from,
             to,
@@ -121,6 +134,11 @@ impl Call {
             synth: Mutex::new((None, None)),
             greeting: Mutex::new(None),
         }
+    }
+
+    /// The same call, placed by us.
+    pub fn outbound(self) -> Self {
+        Self { direction: Direction::Outbound, ..self }
     }
 
     /// The call's voice and preset (the server's defaults where `None`).
@@ -201,6 +219,7 @@ impl Call {
         CallInfo {
             id: self.id.clone(),
             transport: self.transport(),
+            direction: self.direction,
             sip_call_id: self.sip_call_id.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
@@ -238,6 +257,8 @@ pub struct CallInfo {
     pub id: String,
     /// `sip` or `webrtc`.
     pub transport: &'static str,
+    /// `inbound` or `outbound`.
+    pub direction: Direction,
     pub sip_call_id: String,
     pub from: String,
     pub to: String,

@@ -1,15 +1,38 @@
 //! Requests from the rest of the server to the SIP task.
 
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
 use super::calls::SipHandle;
+use crate::media::{CallMedia, MediaEvent};
 use crate::synth::Preset;
 
 /// What the SIP task is asked to do.
 #[derive(Debug)]
 pub enum SipCommand {
-    /// End the call with a BYE.
+    /// End the call with a BYE (CANCEL for a call we placed that still rings).
     Hangup { call: SipHandle, reason: &'static str },
     /// An agent's answer to `call.incoming` (events socket or webhook).
     Decide { call: String, decision: Decision },
+    /// Place a call (`POST /v1/calls`); the reply is why the SIP core refused it, if it did.
+    Dial { call: Box<Dial>, reply: oneshot::Sender<Result<(), String>> },
+}
+
+/// A call to place: everything is ready but the INVITE.
+#[derive(Debug)]
+pub struct Dial {
+    /// Our id for the call.
+    pub id: String,
+    /// The INVITE, with our SDP offer.
+    pub request: voxline_sip::CallRequest,
+    pub media: Arc<CallMedia>,
+    pub events: mpsc::UnboundedReceiver<MediaEvent>,
+    pub sdp_session: u64,
+    /// Played once answered: `None` the configured greeting, `Some("")` none.
+    pub greeting: Option<String>,
+    pub voice: Option<String>,
+    pub preset: Option<Preset>,
 }
 
 /// What to do with a ringing call.

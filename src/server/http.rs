@@ -38,6 +38,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/calls/{id}/speak", post(speak))
         .route("/calls/{id}/hangup", post(hangup))
         .route("/calls/{id}/caller-audio", get(caller_audio))
+        .route("/v1/calls", post(super::outbound::place))
         .route("/v1/calls/{id}/control", get(super::control::upgrade))
         .route("/v1/events", get(super::events::upgrade))
         .route("/v1/webrtc/offer", post(super::webrtc::offer))

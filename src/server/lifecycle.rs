@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// A call came, was answered, ended or was refused.
+/// A call came, rang, was answered, failed, ended or was refused.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 pub enum LifecycleEvent {
@@ -23,8 +23,15 @@ pub enum LifecycleEvent {
         headers: BTreeMap<String, String>,
         decide_within_ms: u64,
     },
+    /// A call we placed rings (180) or progresses (183).
+    #[serde(rename = "call.ringing")]
+    Ringing { call: String, status: u16 },
     #[serde(rename = "call.answered")]
     Answered { call: String },
+    /// A call we placed was refused (the callee's final status) or got no
+    /// answer (408); `call.ended` follows.
+    #[serde(rename = "call.failed")]
+    Failed { call: String, status: u16, reason: String },
     #[serde(rename = "call.ended")]
     Ended { call: String, reason: String },
     /// A call refused for load (never answered, so it has no call id; `id`
@@ -53,5 +60,9 @@ mod tests {
         assert_eq!(serde_json::to_value(&ended).unwrap(), serde_json::json!({"type": "call.ended", "call": "c1", "reason": "remote_bye"}));
         let rejected = LifecycleEvent::Rejected { transport: "sip", id: "x@h".into(), reason: "full".into(), retry_after_s: 5 };
         assert_eq!(serde_json::to_value(&rejected).unwrap()["type"], "call.rejected");
+        let failed = LifecycleEvent::Failed { call: "c2".into(), status: 486, reason: "Busy Here".into() };
+        assert_eq!(serde_json::to_value(&failed).unwrap(), serde_json::json!({"type": "call.failed", "call": "c2", "status": 486, "reason": "Busy Here"}));
+        let ringing = LifecycleEvent::Ringing { call: "c2".into(), status: 180 };
+        assert_eq!(serde_json::to_value(&ringing).unwrap(), serde_json::json!({"type": "call.ringing", "call": "c2", "status": 180}));
     }
 }

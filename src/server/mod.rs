@@ -10,7 +10,8 @@
 //! `config`, `error`, `fanout`, `lifecycle`, `webhook`, `calls`, `commands`,
 //! `decision` (the leaves); `state` (the shared [`Server`]); `drain`; `call_media`
 //! (starting an answered call's media); the transports and sockets that use
-//! them: `sip`, `control`, `webrtc`, `events`, `web`; `http` (the router).
+//! them: `sip` (and `outbound`, the calls we place, which it drives), `control`,
+//! `webrtc`, `events`, `web`; `http` (the router).
 //! This file only starts them.
 
 pub mod call_media;
@@ -25,6 +26,7 @@ pub mod events;
 pub mod fanout;
 pub mod http;
 pub mod lifecycle;
+pub mod outbound;
 pub mod sip;
 pub mod state;
 pub mod web;

@@ -14,6 +14,7 @@ use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg, SipHandle};
 use super::commands::{Decision, SipCommand};
 use super::lifecycle::LifecycleEvent;
+use super::outbound::Outbound;
 use super::state::Server;
 use crate::media::{CallMedia, MediaEvent, MediaLeg, RemoteMedia};
 
@@ -21,6 +22,7 @@ use crate::media::{CallMedia, MediaEvent, MediaLeg, RemoteMedia};
 pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint, mut commands: mpsc::UnboundedReceiver<SipCommand>) {
     let mut buf = vec![0u8; 65536];
     let mut ringing: Vec<Pending> = Vec::new();
+    let mut outbound = Outbound::default();
     loop {
         let next_answer = ringing.iter().map(|p| p.at).min();
         let timeout = match (endpoint.poll_timeout(), next_answer) {
@@ -70,11 +72,14 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
                         }
                     }
                 }
+                SipCommand::Dial { call, reply } => {
+                    let _ = reply.send(outbound.dial(&server, &mut endpoint, *call));
+                }
             },
         }
         // Events first (answers queue more datagrams), then everything out.
         while let Some(event) = endpoint.poll_event() {
-            handle_event(&server, &mut endpoint, event, &mut ringing);
+            handle_event(&server, &mut endpoint, event, &mut ringing, &mut outbound);
         }
         while let Some(t) = endpoint.poll_transmit() {
             crate::metrics::metrics().sip_sent(&t.payload);
@@ -85,7 +90,7 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
     }
 }
 
-fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, ringing: &mut Vec<Pending>) {
+fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, ringing: &mut Vec<Pending>, outbound: &mut Outbound) {
     let now = Instant::now();
     match event {
         Event::IncomingCall { call, call_id, from, to, request_uri, source, offer, headers } => {
@@ -149,7 +154,9 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                 c.end();
             }
         }
+        Event::CallRinging { .. } | Event::CallAnswered { .. } | Event::CallFailed { .. } => outbound.on_event(server, event),
         Event::CallEnded { call, reason } => {
+            outbound.forget(call);
             if let Some(c) = server.calls.remove_sip(call) {
                 let reason = match reason {
                     voxline_sip::EndReason::RemoteBye => "remote_bye",
@@ -157,6 +164,8 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                     voxline_sip::EndReason::AckTimeout => "ack_timeout",
                     voxline_sip::EndReason::Cancelled => "cancelled",
                     voxline_sip::EndReason::Rejected => "rejected",
+                    voxline_sip::EndReason::Failed => "failed",
+                    voxline_sip::EndReason::LocalCancel => "local_cancel",
                     _ => "ended",
                 };
                 tracing::info!(call = %c.id, reason, "call ended");
@@ -300,7 +309,7 @@ fn answer_now(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, g
 }
 
 /// The address to put in our SDP for a peer at `remote`.
-fn media_address(server: &Server, remote: SocketAddr) -> IpAddr {
+pub(super) fn media_address(server: &Server, remote: SocketAddr) -> IpAddr {
     if let Some(ip) = server.config.external_ip {
         return ip;
     }
@@ -316,8 +325,9 @@ fn media_address(server: &Server, remote: SocketAddr) -> IpAddr {
         .unwrap_or(bound)
 }
 
-/// The caller's answer (in the ACK) to the offer in our 200.
-fn apply_answer(server: &Server, call: &Call, answer: &str) -> Result<(), String> {
+/// The answer to our offer: the caller's in the ACK (delayed offer), or the
+/// callee's in the 200 (a call we placed).
+pub(super) fn apply_answer(server: &Server, call: &Call, answer: &str) -> Result<(), String> {
     let sdp = SessionDescription::parse(answer).map_err(|e| format!("malformed SDP in the ACK: {e}"))?;
     let neg = negotiate(&sdp, &server.config.answer_policy).map_err(|e| e.to_string())?;
     check_family(server, neg.remote_rtp)?;
@@ -327,7 +337,7 @@ fn apply_answer(server: &Server, call: &Call, answer: &str) -> Result<(), String
 
 /// Media must reach the peer from our RTP sockets: an IPv6 peer needs them
 /// bound to IPv6 (`--media-ip`).
-fn check_family(server: &Server, remote: SocketAddr) -> Result<(), String> {
+pub(super) fn check_family(server: &Server, remote: SocketAddr) -> Result<(), String> {
     if remote.is_ipv6() && server.config.media_ip.is_ipv4() {
         return Err(format!("IPv6 media ({}) is not supported: voxline's RTP is bound to {}", remote.ip(), server.config.media_ip));
     }
