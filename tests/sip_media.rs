@@ -217,3 +217,38 @@ fn offers_voxline_cannot_serve_as_asked_are_answered_truthfully() {
     assert_eq!(refused.msg.status(), Some(488), "{}", sip.transcript());
     assert!(server.calls().iter().all(|c| c.sip_call_id != v6.call_id), "no call is left behind");
 }
+
+#[test]
+fn with_nat_a_caller_behind_nat_hears_audio_and_an_off_path_sender_cannot_take_the_stream() {
+    let _slot = shared_slot();
+    let server = Server::start(&["--greeting", "", "--nat"]);
+    let sip = SipSocket::bind(server.sip);
+    // The SDP names one port; the caller's NAT sends (and must receive) from another.
+    let sdp_port = Media::bind();
+    let nat = Media::bind();
+    let mut dialog = call(&server, &sip, sdp_port.addr);
+    let id = dialog.id.clone();
+
+    // An off-path sender that guessed the RTP port, first and repeatedly.
+    let attacker = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    for seq in 0..25u16 {
+        attacker.send_to(&rtp(0, seq, seq as u32 * 160, 0xBAD, seq == 0, &[0x11; 160]), dialog.server_media).unwrap();
+    }
+    // The caller, 0.5 s of a loud constant from its NAT port.
+    for seq in 0..25u16 {
+        nat.sock.send_to(&rtp(0, seq, seq as u32 * 160, 0xCA11, seq == 0, &[0x22; 160]), dialog.server_media).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Our RTP now goes where the caller's comes from.
+    nat.drain();
+    let packets = nat.collect(Duration::from_millis(500));
+    assert!(packets.len() >= 20, "the NAT'd caller hears the call: {} packets in 500 ms", packets.len());
+    let info = server.wait_for_call(&dialog.invite.call_id, WAIT, |c| c.stat("packets_rejected") >= Some(25));
+    assert!(info.stat("packets_received").unwrap() >= 20, "{:?}", info.stats);
+    // What the agent would hear is the caller's, never the attacker's.
+    let wav = get_bytes(server.http, &format!("/calls/{id}/caller-audio"));
+    let (samples, _) = voxline::audio::read_wav_from(std::io::Cursor::new(wav)).expect("a WAV");
+    let attacker_level = voxline::audio::decode_mulaw(&[0x11])[0];
+    assert!(!samples.is_empty() && samples.iter().all(|&s| (s - attacker_level).abs() > 1e-3), "the attacker's audio was taken");
+    dialog.bye(&sip);
+}

@@ -177,6 +177,12 @@ impl CallMedia {
         self.leg.sockets()
     }
 
+    /// Another IP the caller's media may come from when latching (`--nat`):
+    /// the signalling source.
+    pub fn trust_source(&self, ip: std::net::IpAddr) {
+        lock(&self.rx).trust(ip);
+    }
+
     /// New negotiation (re-INVITE): address, codec or hold state changed.
     pub fn update_remote(&self, remote: RemoteMedia) {
         let mut tx = lock(&self.tx);
@@ -275,7 +281,20 @@ impl CallMedia {
 
     /// A datagram on the RTP port.
     pub fn handle_rtp(&self, from: SocketAddr, data: &[u8]) {
-        let inbound = lock(&self.rx).handle(from, data, Instant::now());
+        let (inbound, latched) = {
+            let mut rx = lock(&self.rx);
+            let inbound = rx.handle(from, data, Instant::now());
+            (inbound, rx.take_new_latch())
+        };
+        if let Some(addr) = latched {
+            // A caller behind NAT: send where its media comes from.
+            let mut tx = lock(&self.tx);
+            tracing::info!(call = %self.id, sdp = %tx.remote.rtp, latched = %addr, "media latched");
+            if tx.remote.rtcp == tx.remote.rtp {
+                tx.remote.rtcp = addr;
+            }
+            tx.remote.rtp = addr;
+        }
         match inbound {
             Inbound::Rejected(reason) => {
                 self.stats.packets_rejected.fetch_add(1, Ordering::Relaxed);

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Hands out (RTP, RTCP) socket pairs on an even port and the odd one above it.
 #[derive(Debug)]
@@ -10,7 +9,6 @@ pub struct PortAllocator {
     ip: IpAddr,
     low: u16,
     high: u16,
-    cursor: AtomicU32,
 }
 
 impl PortAllocator {
@@ -18,8 +16,7 @@ impl PortAllocator {
     /// pick (RTCP then on any free port).
     pub fn new(ip: IpAddr, low: u16, high: u16) -> Self {
         let low = if low % 2 == 1 { low.saturating_add(1) } else { low };
-        let start = if low == 0 { 0 } else { rand::random::<u32>() % ((high.saturating_sub(low) as u32 / 2).max(1)) };
-        Self { ip, low, high, cursor: AtomicU32::new(start) }
+        Self { ip, low, high }
     }
 
     /// Binds a free pair (non-blocking sockets).
@@ -30,8 +27,11 @@ impl PortAllocator {
             return Self::ready(rtp, rtcp);
         }
         let pairs = ((self.high.saturating_sub(self.low)) as u32 / 2).max(1);
-        for _ in 0..pairs {
-            let i = self.cursor.fetch_add(1, Ordering::Relaxed) % pairs;
+        // A random pair each time: the next call's port cannot be guessed
+        // from the last one's (the rest of the range is tried after it).
+        let start = rand::random::<u32>() % pairs;
+        for k in 0..pairs {
+            let i = (start + k) % pairs;
             let port = self.low as u32 + 2 * i;
             let Ok(port) = u16::try_from(port) else { continue };
             let Ok(rtp) = UdpSocket::bind(SocketAddr::new(self.ip, port)) else { continue };
@@ -61,6 +61,15 @@ mod tests {
         assert_eq!(pa % 2, 0);
         assert_eq!(pac, pa + 1);
         assert_ne!(pa, b.local_addr().unwrap().port());
+    }
+
+    #[test]
+    fn successive_pairs_are_not_in_order() {
+        let alloc = PortAllocator::new("127.0.0.1".parse().unwrap(), 42000, 42998);
+        let held: Vec<_> = (0..8).map(|_| alloc.allocate().unwrap()).collect();
+        let ports: Vec<u16> = held.iter().map(|(r, _)| r.local_addr().unwrap().port()).collect();
+        let ascending_by_two = ports.windows(2).all(|w| w[1] == w[0] + 2);
+        assert!(!ascending_by_two, "the next call's port is not the last one's + 2: {ports:?}");
     }
 
     #[test]

@@ -32,10 +32,17 @@ pub enum RejectReason {
 pub enum SourcePolicy {
     /// Only from the address in the SDP (the default).
     Strict,
-    /// NAT handling: the first packet within the latch window fixes the source
-    /// address for the rest of the call; no other address is accepted.
+    /// NAT handling: within the latch window, the caller's media may come
+    /// from another port (or address) than its SDP names, as long as its IP
+    /// is the SDP's or the signalling's ([`RtpReceiver::trust`]) and
+    /// [`LATCH_PACKETS`] consecutive packets of one stream come from it; that
+    /// address is then the source (and where our RTP goes) for the rest of
+    /// the call. Never re-latched; no other address is accepted.
     Latch { window: Duration },
 }
+
+/// Consecutive packets of one stream from one address before it is latched.
+pub const LATCH_PACKETS: u8 = 3;
 
 /// Reception state for one call.
 #[derive(Debug)]
@@ -44,6 +51,12 @@ pub struct RtpReceiver {
     policy: SourcePolicy,
     started: Instant,
     latched: Option<(SocketAddr, u32)>,
+    /// IPs a NAT'd caller's media may come from (the SDP's, the signalling's).
+    trusted: Vec<std::net::IpAddr>,
+    /// Latch mode: the address being confirmed, its SSRC and packets so far.
+    candidate: Option<(SocketAddr, u32, u8)>,
+    /// Latched to another address than the SDP's, not yet taken by the sender.
+    new_latch: Option<SocketAddr>,
     audio_pt: u8,
     dtmf_pt: Option<u8>,
     dtmf: DtmfDecoder,
@@ -58,6 +71,9 @@ impl RtpReceiver {
             policy,
             started: now,
             latched: None,
+            trusted: vec![expected.ip()],
+            candidate: None,
+            new_latch: None,
             audio_pt,
             dtmf_pt,
             dtmf: DtmfDecoder::default(),
@@ -72,7 +88,25 @@ impl RtpReceiver {
         self.audio_pt = audio_pt;
         self.dtmf_pt = dtmf_pt;
         self.latched = None;
+        self.candidate = None;
+        self.new_latch = None;
+        self.trusted.truncate(1);
+        self.trusted[0] = expected.ip();
         self.started = now;
+    }
+
+    /// Another IP the caller's media may come from when latching (the
+    /// signalling source: a caller behind NAT sends from its public address).
+    pub fn trust(&mut self, ip: std::net::IpAddr) {
+        if !self.trusted.contains(&ip) {
+            self.trusted.push(ip);
+        }
+    }
+
+    /// The address latched since the last call, when it is not the SDP's:
+    /// our RTP should go there.
+    pub fn take_new_latch(&mut self) -> Option<SocketAddr> {
+        self.new_latch.take()
     }
 
     /// Where the caller's media comes from now (after latching, the latched address).
@@ -116,11 +150,26 @@ impl RtpReceiver {
                 self.latched = Some((from, ssrc));
             }
             (SourcePolicy::Latch { window }, None) => {
-                // The negotiated address is always good; any other only early on.
-                if from != self.expected && now.saturating_duration_since(self.started) > window {
-                    self.stats.rejected += 1;
-                    return Inbound::Rejected(RejectReason::WrongSource);
+                // The negotiated address is always good; another only early
+                // on, from a trusted IP, once a few packets in a row confirm it.
+                if from != self.expected {
+                    let early = now.saturating_duration_since(self.started) <= window;
+                    if !early || !self.trusted.contains(&from.ip()) {
+                        self.stats.rejected += 1;
+                        return Inbound::Rejected(RejectReason::WrongSource);
+                    }
+                    let count = match self.candidate {
+                        Some((addr, s, n)) if addr == from && s == ssrc => n.saturating_add(1),
+                        _ => 1,
+                    };
+                    self.candidate = Some((from, ssrc, count));
+                    if count < LATCH_PACKETS {
+                        self.stats.rejected += 1;
+                        return Inbound::Rejected(RejectReason::WrongSource);
+                    }
+                    self.new_latch = Some(from);
                 }
+                self.candidate = None;
                 self.latched = Some((from, ssrc));
             }
         }
@@ -322,18 +371,44 @@ mod tests {
     }
 
     #[test]
-    fn latching_happens_once_and_early() {
+    fn latching_takes_a_trusted_ip_confirmed_by_a_few_packets_once_and_early() {
         let now = Instant::now();
         let policy = SourcePolicy::Latch { window: Duration::from_secs(2) };
         let mut rx = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
-        let p = packet(0, 1, 0, 7, &[0xff; 160]);
-        assert!(matches!(rx.handle(addr("203.0.113.5:30000"), &p, now), Inbound::Audio { .. }));
+        rx.trust("203.0.113.5".parse().unwrap()); // the caller's signalling (public) address
+        let wrong = Inbound::Rejected(RejectReason::WrongSource);
+        // An off-path sender that guessed the port, first: never latched.
+        for seq in 0..10 {
+            assert_eq!(rx.handle(addr("198.51.100.1:1"), &packet(0, seq, 0, 8, &[0x11; 160]), now), wrong);
+        }
+        // The caller behind NAT: its public IP, another port; latched on the third packet in a row.
+        let p = |seq| packet(0, seq, seq as u32 * 160, 7, &[0xff; 160]);
+        assert_eq!(rx.handle(addr("203.0.113.5:30000"), &p(1), now), wrong);
+        assert_eq!(rx.handle(addr("203.0.113.5:30000"), &p(2), now), wrong);
+        assert!(matches!(rx.handle(addr("203.0.113.5:30000"), &p(3), now), Inbound::Audio { .. }));
         assert_eq!(rx.source(), addr("203.0.113.5:30000"));
-        let hostile = packet(0, 9, 0, 8, &[0xff; 160]);
-        assert_eq!(rx.handle(addr("198.51.100.1:1"), &hostile, now), Inbound::Rejected(RejectReason::WrongSource));
-        // Too late for a stranger to latch.
+        assert_eq!(rx.take_new_latch(), Some(addr("203.0.113.5:30000")), "our RTP goes there now");
+        assert_eq!(rx.take_new_latch(), None);
+        // Latched: another port of the same IP, or the attacker, get nothing.
+        assert_eq!(rx.handle(addr("203.0.113.5:30002"), &p(4), now), wrong);
+        assert_eq!(rx.handle(addr("198.51.100.1:1"), &packet(0, 11, 0, 8, &[0x11; 160]), now), wrong);
+        // Interleaved sources do not add up to a latch.
+        let mut mixed = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
+        mixed.trust("203.0.113.5".parse().unwrap());
+        for seq in 0..6 {
+            let port = if seq % 2 == 0 { 30000 } else { 30002 };
+            assert_eq!(mixed.handle(SocketAddr::new("203.0.113.5".parse().unwrap(), port), &p(seq), now), wrong);
+        }
+        // Too late to latch.
         let mut late = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
-        assert_eq!(late.handle(addr("203.0.113.5:30000"), &p, now + Duration::from_secs(3)), Inbound::Rejected(RejectReason::WrongSource));
+        late.trust("203.0.113.5".parse().unwrap());
+        for seq in 0..5 {
+            assert_eq!(late.handle(addr("203.0.113.5:30000"), &p(seq), now + Duration::from_secs(3)), wrong);
+        }
+        // The SDP's own address is taken at once, as without NAT.
+        let mut direct = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
+        assert!(matches!(direct.handle(addr("10.0.0.1:4000"), &p(1), now), Inbound::Audio { .. }));
+        assert_eq!(direct.take_new_latch(), None);
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::metrics::metrics;
 /// watcher that publishes its events, and the greeting.
 pub fn start_media(server: &Arc<Server>, call: &Arc<Call>, events_rx: mpsc::UnboundedReceiver<MediaEvent>, greeting: Option<String>) {
     let (id, media) = (call.id.clone(), call.media.clone());
+    // A caller behind NAT sends media from its signalling address (`--nat`).
+    if !call.signaling_peer.ip().is_unspecified() {
+        media.trust_source(call.signaling_peer.ip());
+    }
     server.pacer.add(media.clone());
     match media.sockets() {
         Some(Ok((rtp, rtcp))) => {
