@@ -4,7 +4,8 @@
 //! * [`vits`] is the model, written with candle ops;
 //! * [`config`] is the voice's JSON;
 //! * [`stream`] turns text into a stream of PCM chunks: phonemes per sentence,
-//!   then the HiFi-GAN decoded over overlapping windows of the latent.
+//!   then the HiFi-GAN decoder streamed over windows of the latent, its
+//!   layers keeping what the next window needs.
 
 pub mod config;
 pub mod onnx;

@@ -2,21 +2,26 @@
 //!
 //! Text is phonemized per sentence when the request starts (cheap, and it
 //! validates the request before any audio). Each sentence then runs the text
-//! encoder, duration predictor and flow in one go — they work at phoneme and
-//! frame rate and take a few milliseconds — and the HiFi-GAN, where the time
-//! goes, decodes the latent in windows: a short first window so the first
-//! chunk leaves early, then longer ones. Each window is decoded with
-//! `padding_frames` of context on both sides (thrown away), and consecutive
-//! windows overlap by `crossfade_samples`, crossfaded, so the stream matches a
-//! whole-sentence decode (see the `streamed_decode_matches_whole_sentence_decode` test
-//! for the measured SNR).
+//! encoder and the duration predictor in one go (attention is global; they
+//! work at the phoneme rate and take a few milliseconds), and the flow and
+//! the HiFi-GAN, where the time goes, stream the sentence out in windows: a
+//! short first window so the first chunk leaves early, then longer ones.
+//! Both stream ([`Vits::synth_push`]): each convolution keeps the input
+//! tail its next outputs need and holds back the outputs whose right
+//! context has not arrived, so every activation is computed once and the
+//! stream equals the whole-sentence synthesis up to float summation order
+//! (`tests/piper_streaming_cache.rs`). To emit a window's samples, the
+//! frames up to the window's end go in plus the few the hold-back needs
+//! (about 32 for the flow and 10 for the decoder of a medium voice); the
+//! samples computed past the window wait for the next one.
 //!
-//! Each chunk is (a) a window's latent prepared (sentence start, flow), the
-//! decoder run on it, and (b) the samples finished into a chunk (crossfade,
-//! alignments). [`Engine::next_chunks`] runs (a) for several streams, one
-//! decoder forward over every group of windows of equal length, then (b):
-//! the scheduler's batch (`tests/piper_batch.rs` checks it against streams
-//! advanced alone).
+//! Each chunk is (a) the window's new frames prepared (sentence start),
+//! the flow and decoder pushed on, and (b) the samples finished into a
+//! chunk (alignments). [`Engine::next_chunks`] runs (a) for several
+//! streams, one push over every group of windows whose new frames and
+//! caches have equal shapes (the caches stacked into one batch, and split
+//! again after), then (b): the scheduler's batch (`tests/piper_batch.rs`
+//! checks it against streams advanced alone).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,9 +31,9 @@ use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::vits::{Prepared, Scales};
+use super::vits::streaming::StreamState;
+use super::vits::{Prepared, Scales, Vits};
 use super::{PiperError, PiperVoice};
-use crate::audio::{crossfade_into, FadeCurve};
 use crate::synth::{
     Preset,
     Alignment, AlignmentKind, CancelToken, Engine, EngineInfo, PcmChunk, SynthError, SynthRequest, SynthStream,
@@ -44,32 +49,25 @@ pub struct StreamConfig {
     pub first_chunk_frames: usize,
     /// Latent frames in every later window.
     pub chunk_frames: usize,
-    /// Context frames decoded on each side of a window and discarded.
-    pub padding_frames: usize,
-    /// Samples shared by consecutive windows and crossfaded.
-    pub crossfade_samples: usize,
-    /// Context frames for the flow when it runs on the first window alone
-    /// (the rest of the sentence then goes through the flow in one pass).
-    pub flow_context_frames: usize,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        // Piper's own streaming experiment used 45-frame chunks with 10 frames
-        // of padding. A shorter first window brings the first audio forward;
-        // longer later windows waste less on padding (64 vs 45 frames: 8% less
-        // compute), and 10 frames cover the decoder's receptive field (SNR
-        // against a whole-sentence decode > 100 dB; 4 frames: 38 dB).
-        Self { first_chunk_frames: 16, chunk_frames: 64, padding_frames: 10, crossfade_samples: 128, flow_context_frames: 16 }
+        // A short first window brings the first audio forward; later windows
+        // are longer so that the per-window overhead (one push through some
+        // 60 layers) stays small. Every activation is computed once
+        // whatever the windows.
+        Self { first_chunk_frames: 16, chunk_frames: 64 }
     }
 }
 
 impl StreamConfig {
     /// The `realtime` preset: a first window of 8 frames (93 ms of audio at
     /// 22.05 kHz) so the first chunk leaves sooner; later windows of 32. The
-    /// padding stays at 10 frames, so the seams are as clean as the default's.
+    /// output is the same as the default's (the windows only set when
+    /// samples leave).
     pub fn realtime() -> Self {
-        Self { first_chunk_frames: 8, chunk_frames: 32, ..Self::default() }
+        Self { first_chunk_frames: 8, chunk_frames: 32 }
     }
 
     /// Decodes each sentence in one window (no streaming within a sentence).
@@ -77,9 +75,6 @@ impl StreamConfig {
         Self {
             first_chunk_frames: usize::MAX / 4,
             chunk_frames: usize::MAX / 4,
-            padding_frames: 0,
-            crossfade_samples: 0,
-            flow_context_frames: 0,
         }
     }
 
@@ -221,8 +216,8 @@ impl Engine for PiperEngine {
         }
     }
 
-    /// Step (a) for each stream, one decoder forward per group of windows
-    /// of equal shape, step (b) for each. Streams that are not this voice's
+    /// Step (a) for each stream, one push per group of windows of equal
+    /// shapes (new frames and caches), step (b) for each. Streams that are not this voice's
     /// live `PiperStream`s (finished, cancelled, another engine's) take
     /// their own `next_chunk`, as do the streams whose step (a) failed.
     fn next_chunks(&self, streams: &mut [&mut dyn SynthStream]) -> Vec<Result<Option<PcmChunk>, SynthError>> {
@@ -251,13 +246,14 @@ struct SentenceState {
     index: usize,
     /// The prior sample `z_p` in `z`, and the speaker conditioning.
     prepared: Prepared,
-    /// The flow's output from frame `.1` to the sentence end, once computed.
-    z_rest: Option<(Tensor, usize)>,
     frames: usize,
     /// Next latent frame to emit.
     cursor: usize,
-    /// Samples decoded past the last emitted window, to crossfade with the next.
-    tail: Vec<f32>,
+    /// The flow's and the decoder's caches, and the frames they have been given.
+    caches: StreamState,
+    fed: usize,
+    /// Samples decoded past the last emitted window.
+    pending: Vec<f32>,
     /// Phoneme and word spans in sentence samples, by start.
     alignments: VecDeque<Alignment>,
     /// Utterance sample where the sentence starts.
@@ -290,10 +286,11 @@ impl PiperStream {
         self.current = Some(SentenceState {
             index,
             prepared,
-            z_rest: None,
             frames,
             cursor: 0,
-            tail: Vec::new(),
+            caches: StreamState::default(),
+            fed: 0,
+            pending: Vec::new(),
             alignments,
             start_sample: self.emitted,
         });
@@ -301,62 +298,56 @@ impl PiperStream {
     }
 
     /// Step (a) of a chunk: starts the next sentence when none is in
-    /// progress and runs the flow for the next window, giving its latent
-    /// frames with their context; `None` once every sentence is done. Only
-    /// `finish_window` moves the stream on, so a window whose decode fails
-    /// is prepared again by the next call.
+    /// progress and takes the frames of the prior sample the flow and the
+    /// decoder have yet to be given for the next window (`Window::z`);
+    /// `None` once every sentence is done. Only `finish_window` moves the
+    /// stream on (the window is pushed through a copy of the caches), so a
+    /// window whose decode fails is prepared again by the next call.
     fn prepare_window(&mut self) -> Result<Option<Window>, SynthError> {
         let t0 = Instant::now();
         if self.current.is_none() && !self.begin_sentence()? {
             return Ok(None);
         }
         let cfg = self.config;
+        let model = &self.voice.model;
         let st = self.current.as_mut().expect("a sentence is in progress");
         let size = if st.cursor == 0 { cfg.first_chunk_frames } else { cfg.chunk_frames };
         let start = st.cursor;
         let end = start.saturating_add(size).min(st.frames);
-        let lo = start.saturating_sub(cfg.padding_frames);
-        let hi = end.saturating_add(cfg.padding_frames).min(st.frames);
-        let model = &self.voice.model;
-        let g = st.prepared.g.as_ref();
-        let z = if start == 0 {
-            // First window: the flow on just enough frames for it.
-            let ctx = if end == st.frames { 0 } else { cfg.flow_context_frames };
-            model.flow_window(&st.prepared.z, lo, hi, ctx, g)
-        } else {
-            if st.z_rest.is_none() {
-                let z = model.flow_window(&st.prepared.z, lo, st.frames, cfg.flow_context_frames, g);
-                st.z_rest = Some((z.map_err(PiperError::from)?, lo));
-            }
-            let (z_rest, from) = st.z_rest.as_ref().expect("set above");
-            z_rest.narrow(2, lo - from, hi - lo)
-        }
-        .map_err(PiperError::from)?;
-        Ok(Some(Window { z, g: g.cloned(), start, end, lo, prepare: t0.elapsed() }))
+        // The frames whose push makes the window's samples final.
+        let hop = model.decoder.hop_length();
+        let to = (end..st.frames).find(|&n| model.ready_samples(n) >= end * hop).unwrap_or(st.frames).max(st.fed);
+        let z = (to > st.fed).then(|| st.prepared.z.narrow(2, st.fed, to - st.fed)).transpose().map_err(PiperError::from)?;
+        Ok(Some(Window {
+            z,
+            g: st.prepared.g.clone(),
+            caches: st.caches.clone(),
+            last: to == st.frames,
+            start,
+            end,
+            to,
+            prepare: t0.elapsed(),
+        }))
     }
 
-    /// Step (b) of a chunk: the decoded samples of `window` (`decode` spent
-    /// on them) become the chunk: crossfaded with the previous window's tail,
-    /// with the alignments that start in it. Moves the cursor on.
+    /// Step (b) of a chunk: `window` decoded (`audio`, what its push gave;
+    /// `decode` spent on it) becomes the chunk: the window's samples with
+    /// the alignments that start in them. Moves the cursor on.
     fn finish_window(&mut self, window: Window, audio: &[f32], decode: Duration) -> PcmChunk {
         let t0 = Instant::now();
-        let cfg = self.config;
         let hop = self.voice.model.decoder.hop_length();
         let st = self.current.as_mut().expect("a sentence is in progress");
-        let Window { start, end, lo, .. } = window;
+        let Window { start, end, to, caches, .. } = window;
         debug_assert_eq!(st.cursor, start, "a window is finished once, in order");
-
-        // Samples of [start, end) plus, if more follows, a crossfade tail.
-        let from = (start - lo) * hop;
-        let to = (end - lo) * hop;
-        let last_in_sentence = end == st.frames;
-        let tail_len = if last_in_sentence { 0 } else { cfg.crossfade_samples.min(audio.len() - to) };
-        let mut samples = audio[from..to].to_vec();
-        if !st.tail.is_empty() {
-            crossfade_into(&st.tail, &mut samples, FadeCurve::Linear);
-        }
-        st.tail = audio[to..to + tail_len].to_vec();
+        st.caches = caches;
+        st.fed = to;
+        st.pending.extend_from_slice(audio);
+        let n = (end - start) * hop;
+        debug_assert!(st.pending.len() >= n, "{} samples pending for a window of {n}", st.pending.len());
+        let samples: Vec<f32> = st.pending.drain(..n.min(st.pending.len())).collect();
         st.cursor = end;
+        let last_in_sentence = end == st.frames;
+        debug_assert!(!last_in_sentence || st.pending.is_empty(), "samples left past the sentence end");
 
         let chunk_start = st.start_sample + (start * hop) as u64;
         let chunk_end = chunk_start + samples.len() as u64;
@@ -392,39 +383,57 @@ impl PiperStream {
 
 /// A window made ready for the decoder (step (a) of a chunk).
 struct Window {
-    /// Latent frames `[1, C, hi - lo]` of the window with its context.
-    z: Tensor,
+    /// The frames `[1, C, to - fed]` of the prior sample the flow has yet
+    /// to be given for this window (`None`: it has them all).
+    z: Option<Tensor>,
     /// Speaker conditioning `[1, G, 1]` of multi-speaker voices.
     g: Option<Tensor>,
-    /// Frames `[start, end)` are emitted out of the decoded `[lo, hi)`.
+    /// A copy of the sentence's flow and decoder caches, pushed on.
+    caches: StreamState,
+    /// Whether `z` ends the sentence.
+    last: bool,
+    /// Frames `[start, end)` are emitted once the first `to` have gone in.
     start: usize,
     end: usize,
-    lo: usize,
+    to: usize,
     /// Time spent preparing it.
     prepare: Duration,
 }
 
 impl Window {
-    /// Windows that can share one decoder forward: same latent shape, and
-    /// speaker conditioning of the same shape (or none).
+    /// Windows that can share one push: the same number of new
+    /// frames, speaker conditioning of the same shape (or none), both or
+    /// neither ending a sentence, and caches of the same shapes.
     fn batches_with(&self, other: &Window) -> bool {
-        self.z.dims() == other.z.dims() && self.g.as_ref().map(Tensor::dims) == other.g.as_ref().map(Tensor::dims)
+        let dims = |t: &Option<Tensor>| t.as_ref().map(|t| t.dims().to_vec());
+        self.z.is_some()
+            && dims(&self.z) == dims(&other.z)
+            && dims(&self.g) == dims(&other.g)
+            && self.last == other.last
+            && self.caches.batches_with(&other.caches)
+    }
+
+    /// Pushes the window's frames through its copy of the caches alone:
+    /// the samples that became final.
+    fn decode(&mut self, model: &Vits) -> candle_core::Result<Vec<f32>> {
+        let Some(z) = &self.z else { return Ok(Vec::new()) };
+        Ok(model.synth_push(&mut self.caches, z, self.g.as_ref(), self.last)?.pop().unwrap_or_default())
     }
 }
 
-/// Windows in one decoder forward, at most: it bounds the batch's
-/// activations (the largest about 11 MB per 84-frame window of a medium
-/// voice: 32 channels of 21,504 samples, f32, a few alive at once).
+/// Windows in one push, at most: it bounds the batch's activations (the
+/// largest 2 MB per 64-frame window of a medium voice: 32 channels of
+/// 16,384 samples, f32, a few alive at once).
 const MAX_BATCH: usize = 8;
 
 impl PiperEngine {
-    /// Decodes windows of equal shape together (at most [`MAX_BATCH`]) and
+    /// Decodes windows of equal shapes together (at most [`MAX_BATCH`]) and
     /// finishes each stream's chunk; `windows` pairs a stream index with its
-    /// prepared window. A window whose shape no other shares (the ragged
-    /// last window of a sentence, usually) decodes alone: padding the latent
-    /// to a common length is not exact, because the decoder's every layer
-    /// pads its own input with zeros at the window's edge, and zeros in `z`
-    /// become non-zero activations after the first layer.
+    /// prepared window. A window whose shapes no other shares (a sentence's
+    /// first or ragged last window, usually) decodes alone: padding the
+    /// latent to a common length is not exact, because the decoder's every
+    /// layer pads its own input with zeros at the sentence's edge, and zeros
+    /// in `z` become non-zero activations after the first layer.
     fn decode_windows(
         &self,
         streams: &mut [&mut dyn SynthStream],
@@ -439,18 +448,18 @@ impl PiperEngine {
             }
         }
         let model = &self.voice.model;
-        for group in groups {
+        for mut group in groups {
             let t0 = Instant::now();
-            let mut batched = if group.len() > 1 { decode_group(model, &group).ok() } else { None };
+            let mut batched = if group.len() > 1 { decode_group(model, &mut group).ok() } else { None };
             let share = t0.elapsed() / group.len() as u32;
-            for (k, (i, window)) in group.into_iter().enumerate() {
+            for (k, (i, mut window)) in group.into_iter().enumerate() {
                 let (audio, decode) = match &mut batched {
                     Some(audio) => (Ok(std::mem::take(&mut audio[k])), share),
                     // Alone: a group of one, or a batch that failed (each
                     // window then meets its own error, if it has one).
                     None => {
                         let t1 = Instant::now();
-                        (model.decode(&window.z, window.g.as_ref()), t1.elapsed())
+                        (window.decode(model), t1.elapsed())
                     }
                 };
                 let stream = streams[i].as_any_mut().downcast_mut::<PiperStream>().expect("a PiperStream (checked)");
@@ -463,13 +472,20 @@ impl PiperEngine {
     }
 }
 
-/// One decoder forward over a group of windows of equal shape.
-fn decode_group(model: &super::vits::Vits, group: &[(usize, Window)]) -> candle_core::Result<Vec<Vec<f32>>> {
-    let z: Vec<&Tensor> = group.iter().map(|(_, w)| &w.z).collect();
-    let z = Tensor::cat(&z, 0)?;
+/// One push over a group of windows that batch together; on
+/// success each window's caches are its part of the batch's.
+fn decode_group(model: &Vits, group: &mut [(usize, Window)]) -> candle_core::Result<Vec<Vec<f32>>> {
+    let z: Option<Vec<&Tensor>> = group.iter().map(|(_, w)| w.z.as_ref()).collect();
+    let z = Tensor::cat(&z.ok_or_else(|| candle_core::Error::Msg("a window without frames in a batch".into()))?, 0)?;
     let g: Option<Vec<&Tensor>> = group.iter().map(|(_, w)| w.g.as_ref()).collect();
     let g = g.map(|g| Tensor::cat(&g, 0)).transpose()?;
-    model.decode_batch(&z, g.as_ref())
+    let states: Vec<&StreamState> = group.iter().map(|(_, w)| &w.caches).collect();
+    let mut state = StreamState::stack(&states)?;
+    let audio = model.synth_push(&mut state, &z, g.as_ref(), group[0].1.last)?;
+    for ((_, w), s) in group.iter_mut().zip(state.split(audio.len())?) {
+        w.caches = s;
+    }
+    Ok(audio)
 }
 
 impl SynthStream for PiperStream {
@@ -485,12 +501,12 @@ impl SynthStream for PiperStream {
             self.finished = true;
             return Err(SynthError::Cancelled);
         }
-        let Some(window) = self.prepare_window()? else {
+        let Some(mut window) = self.prepare_window()? else {
             self.finished = true;
             return Ok(None);
         };
         let t0 = Instant::now();
-        let audio = self.voice.model.decode(&window.z, window.g.as_ref()).map_err(PiperError::from)?;
+        let audio = window.decode(&self.voice.model).map_err(PiperError::from)?;
         Ok(Some(self.finish_window(window, &audio, t0.elapsed())))
     }
 }

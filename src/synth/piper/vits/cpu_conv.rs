@@ -39,6 +39,44 @@ impl ConvShape {
     }
 }
 
+/// A `[batch, channels, len]` signal read where it lies: element `(b, c, t)`
+/// is `data[offset + b·batch_stride + c·channel_stride + t]` (a candle
+/// tensor narrowed along time, for one).
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub batch_stride: usize,
+    pub channel_stride: usize,
+    pub len: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// `data` as a row-major `[batch, channels, len]` array.
+    pub fn contiguous(data: &'a [f32], channels: usize, len: usize) -> Self {
+        Self { data, offset: 0, batch_stride: channels * len, channel_stride: len, len }
+    }
+
+    fn row(&self, b: usize, c: usize) -> Option<&'a [f32]> {
+        let start = self.offset + b * self.batch_stride + c * self.channel_stride;
+        self.data.get(start..start + self.len)
+    }
+}
+
+/// Copies row `(b, c)` of a signal given in consecutive pieces along time
+/// into `dst` (as long as the pieces together), through `f`.
+fn copy_row(parts: &[Rows], b: usize, c: usize, dst: &mut [f32], f: impl Fn(f32) -> f32) -> Option<()> {
+    let mut at = 0;
+    for p in parts {
+        let src = p.row(b, c)?;
+        for (d, &v) in dst.get_mut(at..at + p.len)?.iter_mut().zip(src) {
+            *d = f(v);
+        }
+        at += p.len;
+    }
+    (at == dst.len()).then_some(())
+}
+
 /// Floats in one tile's im2col matrix (64 KiB; measured best among 4-256 KiB).
 const TILE_FLOATS: usize = 16 * 1024;
 
@@ -101,15 +139,6 @@ fn fill_columns(xp: &[f32], padded_len: usize, s: &ConvShape, t0: usize, nt: usi
 /// -> `[batch, c_out, out_len]`. `weight` is `[c_out, c_in, kernel]`
 /// row-major; `bias` has `c_out` values; `residual`, when given, is
 /// `[batch, c_out, out_len]` and added to the output.
-///
-/// Items of a batch are convolved one after the other, each exactly as it
-/// would be alone (same tiles, same products, so the same bits). Folding the
-/// batch into the products' columns (one im2col matrix over every item's
-/// output steps) was measured against this at en_US-joe-medium's decoder
-/// shapes: 10-17% faster only where an item is shorter than one tile (the
-/// first layer of a 26-frame window, under 1% of a decode), up to 45% slower
-/// on the long signals of the later stages (a `[c_out, batch·len]` scratch
-/// and its copy-out, and a working set that no longer fits the cache).
 pub fn conv1d(
     x: &[f32],
     len: usize,
@@ -120,22 +149,66 @@ pub fn conv1d(
     residual: Option<&[f32]>,
 ) -> Option<(Vec<f32>, usize)> {
     let item_in = s.c_in * len;
-    if item_in == 0 || x.is_empty() || !x.len().is_multiple_of(item_in) || weight.len() != s.c_out * s.c_in * s.kernel {
+    if item_in == 0 || x.is_empty() || !x.len().is_multiple_of(item_in) {
         return None;
     }
     let batch = x.len() / item_in;
     let out_len = s.out_len(len)?;
-    let item_out = s.c_out * out_len;
-    if residual.is_some_and(|r| r.len() != batch * item_out) {
+    let residual = residual.map(|r| [Rows::contiguous(r, s.c_out, out_len)]);
+    if residual.is_some_and(|r| r[0].data.len() != batch * s.c_out * out_len) {
         return None;
     }
-    // The residual, when given, is accumulated into: out = residual + conv.
-    let mut out = match residual {
-        Some(r) => r.to_vec(),
-        None => vec![0f32; batch * item_out],
-    };
-    for (x, out) in x.chunks_exact(item_in).zip(out.chunks_exact_mut(item_out)) {
-        conv1d_item(x, len, out_len, weight, s, leaky_slope, residual.is_some(), out);
+    conv1d_parts(&[Rows::contiguous(x, s.c_in, len)], batch, weight, bias, s, leaky_slope, residual.as_ref().map_or(&[], |r| r))
+}
+
+/// [`conv1d`] of a signal given in consecutive pieces along time (`input`,
+/// each `[batch, c_in, len_i]`, read in place), plus a residual given the
+/// same way (at least `out_len` long; its first `out_len` steps are added;
+/// none if empty).
+///
+/// Items of a batch are convolved one after the other, each exactly as it
+/// would be alone (same tiles, same products, so the same bits). Folding the
+/// batch into the products' columns (one im2col matrix over every item's
+/// output steps) was measured against this at en_US-joe-medium's decoder
+/// shapes: 10-17% faster only where an item is shorter than one tile (the
+/// first layer of a 26-frame window, under 1% of a decode), up to 45% slower
+/// on the long signals of the later stages (a `[c_out, batch·len]` scratch
+/// and its copy-out, and a working set that no longer fits the cache).
+pub fn conv1d_parts(
+    input: &[Rows],
+    batch: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    leaky_slope: Option<f32>,
+    residual: &[Rows],
+) -> Option<(Vec<f32>, usize)> {
+    let len: usize = input.iter().map(|p| p.len).sum();
+    if len == 0 || batch == 0 || weight.len() != s.c_out * s.c_in * s.kernel {
+        return None;
+    }
+    let out_len = s.out_len(len)?;
+    let item_out = s.c_out * out_len;
+    let mut out = vec![0f32; batch * item_out];
+    if !residual.is_empty() {
+        // out = residual + conv: the residual's first `out_len` steps.
+        let (mut parts, mut left) = (Vec::new(), out_len);
+        for p in residual {
+            let take = p.len.min(left);
+            if take > 0 {
+                parts.push(Rows { len: take, ..*p });
+            }
+            left -= take;
+        }
+        if left > 0 {
+            return None;
+        }
+        for (r, row) in out.chunks_exact_mut(out_len).enumerate() {
+            copy_row(&parts, r / s.c_out, r % s.c_out, row, |v| v)?;
+        }
+    }
+    for (b, out) in out.chunks_exact_mut(item_out).enumerate() {
+        conv1d_item(input, b, len, out_len, weight, s, leaky_slope, !residual.is_empty(), out)?;
     }
     if let Some(bias) = bias {
         // Rows of every item in order: row `r` is output channel `r % c_out`.
@@ -146,11 +219,13 @@ pub fn conv1d(
     Some((out, out_len))
 }
 
-/// One item of [`conv1d`]: `out: [c_out, out_len]` += (or, without
-/// `accumulate`, =) the convolution of `x: [c_in, len]`, bias aside.
+/// One item of [`conv1d_parts`]: `out: [c_out, out_len]` += (or, without
+/// `accumulate`, =) the convolution of item `b` of `input` (`len` steps in
+/// all), bias aside.
 #[allow(clippy::too_many_arguments)]
 fn conv1d_item(
-    x: &[f32],
+    input: &[Rows],
+    b: usize,
     len: usize,
     out_len: usize,
     weight: &[f32],
@@ -158,20 +233,16 @@ fn conv1d_item(
     leaky_slope: Option<f32>,
     accumulate: bool,
     out: &mut [f32],
-) {
+) -> Option<()> {
     let padded_len = len + s.pad_left + s.pad_right;
 
     // Padded (and activated) copy of the input.
     let mut xp = vec![0f32; s.c_in * padded_len];
-    for (src, dst) in x.chunks_exact(len).zip(xp.chunks_exact_mut(padded_len)) {
+    for (c, dst) in xp.chunks_exact_mut(padded_len).enumerate() {
         let dst = &mut dst[s.pad_left..s.pad_left + len];
         match leaky_slope {
-            Some(slope) => {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = if v >= 0.0 { v } else { v * slope };
-                }
-            }
-            None => dst.copy_from_slice(src),
+            Some(slope) => copy_row(input, b, c, dst, |v| if v >= 0.0 { v } else { v * slope })?,
+            None => copy_row(input, b, c, dst, |v| v)?,
         }
     }
 
@@ -260,6 +331,7 @@ fn conv1d_item(
         }
         _ => run(0, tiles),
     }
+    Some(())
 }
 
 /// Depthwise convolution (`groups == channels`, one filter per channel):

@@ -1,11 +1,13 @@
 //! The HiFi-GAN generator (`dec`, Kong et al. 2020): latent frames to
-//! waveform. Every layer is a convolution, so a window of frames decodes to
-//! the matching window of samples given enough context on both sides; the
-//! streaming decoder relies on that.
+//! waveform. Every layer is a convolution, so the decoder streams
+//! ([`Generator::push`], with the pieces of [`super::streaming`]): a
+//! sentence's latent goes in a window at a time, and the samples come out
+//! as their right context arrives, each activation computed once.
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor, D};
 
 use super::layers::{leaky_relu, load_indexed, Conv};
+use super::streaming::{compact, conv_ready, map, stream_conv, stream_conv_ready, stream_conv_transpose, Residual, Slots, StreamState};
 use super::super::onnx::OnnxWeights;
 use super::super::PiperError;
 
@@ -20,24 +22,38 @@ enum ResBlock {
     Two(Vec<Conv>),
 }
 
+/// A block streamed up to its last convolution (whose outputs the parallel
+/// blocks' sum takes only as far as every block has them).
+struct Head<'a> {
+    conv: &'a Conv,
+    /// The last convolution's new input, and its cache's slot.
+    x: Option<Tensor>,
+    cache: usize,
+    /// `ResBlock1`: the pair's input (the last convolution's residual),
+    /// waiting, and its slot.
+    queue: Option<(Vec<Tensor>, usize)>,
+}
+
 impl ResBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
+    /// Streams the block up to its last convolution (see [`Generator::push`]).
+    fn push_head<'a>(&'a self, s: &mut Slots, x: Option<Tensor>, last: bool) -> Result<Head<'a>> {
+        let mut x = x;
         match self {
             ResBlock::One(pairs) => {
-                for (c1, c2) in pairs {
-                    let xt = c1.forward_leaky(&x, LRELU_SLOPE)?;
-                    // c2(lrelu(xt)) + x: the residual is x, not xt.
-                    x = (c2.forward_leaky(&xt, LRELU_SLOPE)? + x)?;
+                let ((c1, c2), rest) = pairs.split_last().expect("a ResBlock1 has pairs (checked at load)");
+                for (c1, c2) in rest {
+                    x = Head::pair(s, c1, c2, x, last)?.finish(s, None, last)?;
                 }
+                Head::pair(s, c1, c2, x, last)
             }
             ResBlock::Two(convs) => {
-                for c in convs {
-                    x = c.forward_leaky_residual(&x, LRELU_SLOPE)?;
+                let (last_conv, rest) = convs.split_last().expect("a ResBlock2 has convolutions (checked at load)");
+                for c in rest {
+                    x = stream_conv(c, s.slot(), x, last, Some(LRELU_SLOPE), Residual::Input, None)?;
                 }
+                Ok(Head { conv: last_conv, x, cache: s.index(), queue: None })
             }
         }
-        Ok(x)
     }
 
     fn convs(&self) -> Vec<&Conv> {
@@ -45,6 +61,40 @@ impl ResBlock {
             ResBlock::One(pairs) => pairs.iter().flat_map(|(a, b)| [a, b]).collect(),
             ResBlock::Two(convs) => convs.iter().collect(),
         }
+    }
+}
+
+impl<'a> Head<'a> {
+    /// A `ResBlock1` pair up to `c2`: `c2(lrelu(c1(lrelu(x)))) + x`. The
+    /// residual is x, not c1's output, so x waits while c1 holds its right
+    /// context back.
+    fn pair(s: &mut Slots, c1: &Conv, c2: &'a Conv, x: Option<Tensor>, last: bool) -> Result<Self> {
+        let q = s.index();
+        let queue: Vec<Tensor> = s.at(q).take().into_iter().chain(x.clone()).collect();
+        let xt = stream_conv(c1, s.slot(), x, last, Some(LRELU_SLOPE), Residual::None, None)?;
+        Ok(Head { conv: c2, x: xt, cache: s.index(), queue: Some((queue, q)) })
+    }
+
+    /// Outputs the last convolution can give now.
+    fn ready(&self, s: &mut Slots, last: bool) -> Result<usize> {
+        let x = self.x.as_ref().map_or(Ok(0), |x| x.dim(D::Minus1))?;
+        stream_conv_ready(self.conv, s.at(self.cache), x, last)
+    }
+
+    /// Runs the last convolution, for at most `limit` outputs.
+    fn finish(&mut self, s: &mut Slots, limit: Option<usize>, last: bool) -> Result<Option<Tensor>> {
+        let mut cache = s.at(self.cache).take();
+        let x = self.x.take();
+        let y = match &mut self.queue {
+            Some((queue, q)) => {
+                let y = stream_conv(self.conv, &mut cache, x, last, Some(LRELU_SLOPE), Residual::Queue(queue), limit)?;
+                *s.at(*q) = compact(queue)?;
+                y
+            }
+            None => stream_conv(self.conv, &mut cache, x, last, Some(LRELU_SLOPE), Residual::Input, limit)?,
+        };
+        *s.at(self.cache) = cache;
+        Ok(y)
     }
 }
 
@@ -67,6 +117,9 @@ impl Generator {
             let block = if w.contains(&format!("{n}.convs1.0.weight")) {
                 let c1 = load_indexed(w, &format!("{n}.convs1"), ".weight", |m| Conv::load(w, m, dev))?;
                 let c2 = load_indexed(w, &format!("{n}.convs2"), ".weight", |m| Conv::load(w, m, dev))?;
+                if c1.is_empty() || c1.len() != c2.len() {
+                    return Err(PiperError::MissingWeight(format!("{n}.convs1 / convs2")));
+                }
                 ResBlock::One(c1.into_iter().zip(c2).collect())
             } else if w.contains(&format!("{n}.convs.0.weight")) {
                 ResBlock::Two(load_indexed(w, &format!("{n}.convs"), ".weight", |m| Conv::load(w, m, dev))?)
@@ -101,50 +154,59 @@ impl Generator {
         self.ups.iter().map(|u| u.attrs().stride).product()
     }
 
-    /// How many latent frames on each side influence a frame's samples
-    /// (rounded up): the context a windowed decode needs to be exact.
-    pub fn receptive_field_frames(&self) -> usize {
-        // Radius in samples at each stage's own rate, converted to frames.
-        let mut radius_frames = (self.conv_pre.kernel_size() / 2) as f64;
-        let mut rate = 1.0;
-        for (up, blocks) in self.ups.iter().zip(&self.resblocks) {
-            rate *= up.attrs().stride as f64;
-            radius_frames += (up.kernel_size() as f64 / up.attrs().stride as f64).ceil();
-            let widest = blocks
-                .iter()
-                .map(|b| b.convs().iter().map(|c| (c.kernel_size() / 2 * c.attrs().dilation) as f64).sum::<f64>())
-                .fold(0.0, f64::max);
-            radius_frames += widest / rate;
-        }
-        radius_frames += (self.conv_post.kernel_size() / 2) as f64 / rate;
-        radius_frames.ceil() as usize
-    }
-
     /// Decodes latent frames `z: [B, C, F]` to samples `[B, 1, F * hop]`;
     /// `g` is the speaker conditioning, `[B, G, 1]` (or `[1, G, 1]` for all).
     /// Every layer works per batch item (the convolutions pad each item on
-    /// its own), so an item decodes as it would alone.
+    /// its own), so an item decodes as it would alone. The same computation
+    /// as [`Generator::push`] given the whole sentence at once.
     pub fn forward(&self, z: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
-        let mut x = self.conv_pre.forward(z)?;
+        let mut state = StreamState::default();
+        self.push(&mut Slots::new(&mut state), Some(z.clone()), g, true)?
+            .ok_or_else(|| candle_core::Error::Msg("dec: a latent of no frames".into()))
+    }
+
+    /// Streams a sentence's latent through the decoder: `z: [B, C, n]` are
+    /// the next `n` frames, `last` says the sentence ends with them. Gives
+    /// the samples that became final, `[B, 1, m]`, in order; over a
+    /// sentence they add up to [`Generator::forward`] of the whole latent
+    /// (the same products; only sums split at a window's edge add in
+    /// another order). [`Generator::ready_samples`] says how many.
+    pub(crate) fn push(&self, s: &mut Slots, z: Option<Tensor>, g: Option<&Tensor>, last: bool) -> Result<Option<Tensor>> {
+        let mut x = stream_conv(&self.conv_pre, s.slot(), z, last, None, Residual::None, None)?;
         if let (Some(c), Some(g)) = (&self.cond, g) {
-            x = x.broadcast_add(&c.forward(g)?)?;
+            x = map(x, |x| x.broadcast_add(&c.forward(g)?))?;
         }
         for (up, blocks) in self.ups.iter().zip(&self.resblocks) {
-            x = up.forward(&leaky_relu(&x, LRELU_SLOPE)?)?;
+            let activated = map(x, |x| leaky_relu(&x, LRELU_SLOPE))?;
+            let x_up = stream_conv_transpose(up, s.slot(), activated, last)?;
+            // The blocks' mean, as far as every block has its outputs.
+            let mut heads = blocks.iter().map(|b| b.push_head(s, x_up.clone(), last)).collect::<Result<Vec<_>>>()?;
+            let ready = heads.iter().map(|h| h.ready(s, last)).collect::<Result<Vec<_>>>()?;
+            let n = ready.iter().copied().min().unwrap_or(0);
             let mut sum: Option<Tensor> = None;
-            for b in blocks {
-                let y = b.forward(&x)?;
-                sum = Some(match sum {
-                    Some(s) => (s + y)?,
-                    None => y,
-                });
+            for h in &mut heads {
+                if let Some(y) = h.finish(s, Some(n), last)? {
+                    sum = Some(match sum {
+                        Some(s) => (s + y)?,
+                        None => y,
+                    });
+                }
             }
-            x = match sum {
-                Some(s) => (s / blocks.len() as f64)?,
-                None => x,
-            };
+            x = map(sum, |s| s / blocks.len() as f64)?;
         }
-        let x = self.conv_post.forward_leaky(&x, FINAL_LRELU_SLOPE)?;
-        x.tanh()
+        let y = stream_conv(&self.conv_post, s.slot(), x, last, Some(FINAL_LRELU_SLOPE), Residual::None, None)?;
+        map(y, |y| y.tanh())
+    }
+
+    /// Output samples that are final once the first `frames` latent frames
+    /// of a sentence have been pushed (and more are to come).
+    pub fn ready_samples(&self, frames: usize) -> usize {
+        let mut n = conv_ready(&self.conv_pre, frames);
+        for (up, blocks) in self.ups.iter().zip(&self.resblocks) {
+            let [p0, _] = up.attrs().pads;
+            n = if n == 0 { 0 } else { (n * up.attrs().stride).saturating_sub(p0) };
+            n = blocks.iter().map(|b| b.convs().iter().fold(n, |n, c| conv_ready(c, n))).min().unwrap_or(n);
+        }
+        conv_ready(&self.conv_post, n)
     }
 }

@@ -56,34 +56,68 @@ impl Conv {
 
     /// `conv(leaky_relu(x, slope))`, fused on the CPU.
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
-        if let Some(y) = self.forward_cpu(x, Some(slope as f32), false)? {
-            return Ok(y);
-        }
-        self.forward(&leaky_relu(x, slope)?)
+        self.forward_padded(x, self.attrs.pads, Some(slope), None)
     }
 
     /// `conv(leaky_relu(x, slope)) + x`, the residual step of HiFi-GAN's
     /// blocks, fused on the CPU (the product accumulates into a copy of `x`).
     pub fn forward_leaky_residual(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
-        if let Some(y) = self.forward_cpu(x, Some(slope as f32), true)? {
+        self.forward_padded(x, self.attrs.pads, Some(slope), Some(x))
+    }
+
+    /// `conv(leaky_relu(x, slope)) + residual` (each part optional) with
+    /// `pads` zeros around `x` instead of the node's own. `residual` is
+    /// `[B, c_out, out_len]` or longer (its first `out_len` steps count), in
+    /// any layout with unit stride along time (a view into a longer signal
+    /// is read in place on the CPU). A transposed convolution's `pads` crop
+    /// its output.
+    pub fn forward_padded(&self, x: &Tensor, pads: [usize; 2], slope: Option<f64>, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_parts(std::slice::from_ref(x), pads, slope, residual.map(std::slice::from_ref).unwrap_or(&[]))
+    }
+
+    /// [`Conv::forward_padded`] of the signal `parts` make one after the
+    /// other along time, plus the first `out_len` steps of the one
+    /// `residual` makes (none if empty): what streaming runs on a layer's
+    /// cached input tail and its new input, read where they lie on the CPU
+    /// (no concatenation).
+    pub fn forward_parts(&self, parts: &[Tensor], pads: [usize; 2], slope: Option<f64>, residual: &[Tensor]) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(parts, pads, slope.map(|s| s as f32), residual)? {
             return Ok(y);
         }
-        self.forward(&leaky_relu(x, slope)?)? + x
+        let x = cat_time(parts)?;
+        let x = match slope {
+            Some(s) => leaky_relu(&x, s)?,
+            None => x,
+        };
+        let y = if self.attrs.transpose {
+            // candle's CPU backend has a fast (col2im) path only for padding 0:
+            // convolve unpadded, then crop what the padding would have removed.
+            let y = self.conv_transpose_unpadded(&x)?;
+            let len = y.dim(D::Minus1)?;
+            self.add_bias(&y.narrow(D::Minus1, pads[0], len - pads[0] - pads[1])?)?
+        } else {
+            self.conv_plain(&x, pads)?
+        };
+        if residual.is_empty() {
+            return Ok(y);
+        }
+        let len = y.dim(D::Minus1)?;
+        y + cat_time(residual)?.narrow(D::Minus1, 0, len)?
     }
 
     /// The CPU fast path, when it applies (f32, plain or depthwise
-    /// convolution, any batch). With `add_input`, the (unactivated) input is
-    /// added to the output.
-    fn forward_cpu(&self, x: &Tensor, slope: Option<f32>, add_input: bool) -> Result<Option<Tensor>> {
+    /// convolution, any batch).
+    fn forward_cpu(&self, parts: &[Tensor], pads: [usize; 2], slope: Option<f32>, residual: &[Tensor]) -> Result<Option<Tensor>> {
         let Some(cpu) = &self.cpu else { return Ok(None) };
-        let (b, c_in, len) = x.dims3()?;
-        if x.dtype() != DType::F32 || !x.device().is_cpu() {
+        let Some(first) = parts.first() else { return Ok(None) };
+        let (b, c_in, _) = first.dims3()?;
+        if parts.iter().chain(residual).any(|p| p.dtype() != DType::F32 || !p.device().is_cpu()) {
             return Ok(None);
         }
         let (w, bias) = (&cpu.0, cpu.1.as_deref());
         let c_out = self.weight.dims()[0];
         let depthwise = self.attrs.groups > 1;
-        if depthwise && c_in != c_out {
+        if depthwise && (c_in != c_out || parts.len() > 1 || slope.is_some() || !residual.is_empty()) {
             return Ok(None);
         }
         let shape = ConvShape {
@@ -92,41 +126,98 @@ impl Conv {
             kernel: self.kernel_size(),
             stride: self.attrs.stride,
             dilation: self.attrs.dilation,
-            pad_left: self.attrs.pads[0],
-            pad_right: self.attrs.pads[1],
+            pad_left: pads[0],
+            pad_right: pads[1],
         };
-        let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu_storage) = &*storage else { return Ok(None) };
-        let data = cpu_storage.as_slice::<f32>()?;
-        let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
-        let result = if depthwise {
-            if slope.is_some() || add_input {
-                return Ok(None);
+        if depthwise {
+            let x = parts[0].contiguous()?;
+            let (storage, layout) = x.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu_storage) = &*storage else { return Ok(None) };
+            let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
+            let len = layout.dims()[2];
+            return match cpu_conv::depthwise_conv1d(&cpu_storage.as_slice::<f32>()?[start..end], len, w, bias, &shape) {
+                Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (b, c_out, out_len), &Device::Cpu)?)),
+                None => Err(candle_core::Error::Msg(format!("depthwise conv1d: input of {c_in}x{len} does not fit"))),
+            };
+        }
+        // Each tensor's storage, held while its rows are read.
+        let parts: Vec<Tensor> = parts.iter().map(unit_stride).collect::<Result<_>>()?;
+        let residual: Vec<Tensor> = residual.iter().map(unit_stride).collect::<Result<_>>()?;
+        let guards: Vec<_> = parts.iter().chain(&residual).map(|t| t.storage_and_layout()).collect();
+        let mut rows = Vec::with_capacity(guards.len());
+        for (storage, layout) in &guards {
+            let candle_core::Storage::Cpu(cpu_storage) = &**storage else { return Ok(None) };
+            let [_, channels, len] = layout.dims() else { return Ok(None) };
+            let stride = layout.stride();
+            if *channels != if rows.len() < parts.len() { c_in } else { c_out } || layout.dims()[0] != b {
+                return Err(candle_core::Error::Msg(format!("conv1d: parts of shapes that do not line up ({:?})", layout.dims())));
             }
-            cpu_conv::depthwise_conv1d(&data[start..end], len, w, bias, &shape)
-        } else {
-            let input = &data[start..end];
-            cpu_conv::conv1d(input, len, w, bias, &shape, slope, add_input.then_some(input))
-        };
-        match result {
+            rows.push(cpu_conv::Rows {
+                data: cpu_storage.as_slice::<f32>()?,
+                offset: layout.start_offset(),
+                batch_stride: stride[0],
+                channel_stride: stride[1],
+                len: *len,
+            });
+        }
+        let (input, residual) = rows.split_at(parts.len());
+        match cpu_conv::conv1d_parts(input, b, w, bias, &shape, slope, residual) {
             Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (b, c_out, out_len), &Device::Cpu)?)),
             None => Err(candle_core::Error::Msg(format!(
-                "conv1d: input of {c_in}x{len} does not fit a {c_out}x{}x{} kernel",
+                "conv1d: input of {c_in}x{} does not fit a {c_out}x{}x{} kernel",
+                input.iter().map(|p| p.len).sum::<usize>(),
                 self.weight.dims()[1],
                 self.kernel_size()
             ))),
         }
     }
 
-    /// The transposed convolution of a batch of one, bias aside.
-    fn conv_transpose(&self, x: &Tensor) -> Result<Tensor> {
-        // candle's CPU backend has a fast (col2im) path only for padding 0:
-        // convolve unpadded, then crop what the padding would have removed.
-        let [p0, p1] = self.attrs.pads;
-        let y = x.conv_transpose1d(&self.weight, 0, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?;
-        let len = y.dim(D::Minus1)?;
-        y.narrow(D::Minus1, p0, len - p0 - p1)
+    /// candle's convolution with `pads`, plus the bias.
+    fn conv_plain(&self, x: &Tensor, pads: [usize; 2]) -> Result<Tensor> {
+        let [p0, p1] = pads;
+        let y = if p0 == p1 {
+            x.conv1d(&self.weight, p0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?
+        } else {
+            let x = x.pad_with_zeros(D::Minus1, p0, p1)?;
+            x.conv1d(&self.weight, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    /// The transposed convolution without padding or bias: `[B, c_in, n]`
+    /// to `[B, c_out, (n - 1) * stride + dilation * (k - 1) + 1]`, each
+    /// output the sum of its inputs' products (overlap-add). Item by item
+    /// past a batch of one (see `forward`).
+    pub fn conv_transpose_unpadded(&self, x: &Tensor) -> Result<Tensor> {
+        let one = |x: &Tensor| x.conv_transpose1d(&self.weight, 0, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups);
+        match x.dim(0)? {
+            1 => one(x),
+            // candle 0.11's CPU matmul folds a batch that shares its rhs
+            // (here the kernel) into the rows of one product, reading
+            // the lhs (here the input, transposed) as if it were
+            // row-major: every item after the first comes out wrong. So
+            // the items go one at a time, each exactly as alone.
+            b => {
+                let items = (0..b).map(|i| one(&x.narrow(0, i, 1)?)).collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&items, 0)
+            }
+        }
+    }
+
+    /// Adds the bias (`[1, C, 1]`), if any.
+    pub fn add_bias(&self, y: &Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y.clone()),
+        }
+    }
+
+    /// Input steps one output spans: `dilation * (k - 1) + 1`.
+    pub fn span(&self) -> usize {
+        self.attrs.dilation * (self.kernel_size() - 1) + 1
     }
 
     /// Output channels.
@@ -150,33 +241,23 @@ impl Conv {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = self.forward_cpu(x, None, false)? {
-            return Ok(y);
-        }
-        let [p0, p1] = self.attrs.pads;
-        let y = if self.attrs.transpose {
-            match x.dim(0)? {
-                1 => self.conv_transpose(x)?,
-                // candle 0.11's CPU matmul folds a batch that shares its rhs
-                // (here the kernel) into the rows of one product, reading
-                // the lhs (here the input, transposed) as if it were
-                // row-major: every item after the first comes out wrong. So
-                // the items go one at a time, each exactly as alone.
-                b => {
-                    let items = (0..b).map(|i| self.conv_transpose(&x.narrow(0, i, 1)?)).collect::<Result<Vec<_>>>()?;
-                    Tensor::cat(&items, 0)?
-                }
-            }
-        } else if p0 == p1 {
-            x.conv1d(&self.weight, p0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?
-        } else {
-            let x = x.pad_with_zeros(D::Minus1, p0, p1)?;
-            x.conv1d(&self.weight, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups)?
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        self.forward_padded(x, self.attrs.pads, None, None)
+    }
+}
+
+/// `t` with unit stride along time (a copy only if it had another).
+fn unit_stride(t: &Tensor) -> Result<Tensor> {
+    match t.stride().last() {
+        Some(1) => Ok(t.clone()),
+        _ => t.contiguous(),
+    }
+}
+
+/// Tensors `[B, C, len_i]` one after the other along time.
+pub fn cat_time(parts: &[Tensor]) -> Result<Tensor> {
+    match parts {
+        [one] => Ok(one.clone()),
+        _ => Tensor::cat(parts, D::Minus1),
     }
 }
 

@@ -11,8 +11,10 @@
 //! ```
 //!
 //! [`Vits::prepare`] runs everything up to `z` for a whole sentence (cheap: it
-//! works at the phoneme and frame rate); [`Vits::decode`] turns any window of
-//! `z` into audio, which is where the time goes and what streaming splits.
+//! works at the phoneme and frame rate); [`Vits::decode`] turns `z` into
+//! audio, which is where the time goes. Streaming runs the encoder and the
+//! durations on the whole sentence ([`Vits::prepare_prior`]), then the flow
+//! and the decoder a window at a time ([`Vits::synth_push`]).
 
 pub(crate) mod cpu_conv;
 pub use self::cpu_conv::set_threads;
@@ -22,6 +24,7 @@ pub mod encoder;
 pub mod flow;
 pub mod layers;
 pub mod spline;
+pub mod streaming;
 
 use candle_core::{DType, Device, Result, Tensor};
 use rand::Rng;
@@ -31,6 +34,7 @@ use self::decoder::Generator;
 use self::duration::DurationPredictor;
 use self::encoder::TextEncoder;
 use self::flow::Flow;
+use self::streaming::{Slots, StreamState};
 use super::onnx::OnnxWeights;
 use super::PiperError;
 
@@ -160,29 +164,49 @@ impl Vits {
         Ok(Prepared { z: z_p, durations, g })
     }
 
-    /// The flow over frames `[start, end)` of a prior sample `z_p: [1, C, F]`,
-    /// computed with `context` extra frames on each side (discarded). The
-    /// flow's receptive field is finite, so with enough context this equals
-    /// the same frames of the whole-sentence flow.
-    pub fn flow_window(&self, z_p: &Tensor, start: usize, end: usize, context: usize, g: Option<&Tensor>) -> Result<Tensor> {
-        let frames = z_p.dim(2)?;
-        let lo = start.saturating_sub(context);
-        let hi = end.saturating_add(context).min(frames);
-        let z = self.flow.reverse(&z_p.narrow(2, lo, hi - lo)?, g)?;
-        z.narrow(2, start - lo, end - start)
-    }
-
     /// Decodes latent frames `[1, C, F]` to samples (f32, `F * hop`).
     pub fn decode(&self, z: &Tensor, g: Option<&Tensor>) -> Result<Vec<f32>> {
         self.decoder.forward(z, g)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
     }
 
-    /// Decodes `B` windows of equal length at once: `z: [B, C, F]`, `g`
-    /// (multi-speaker voices) `[B, G, 1]`, one speaker per window. Gives
-    /// `B` sample vectors of `F * hop`, each what [`Vits::decode`] gives for
-    /// its window (see `tests/piper_batch.rs` for the measured difference).
-    pub fn decode_batch(&self, z: &Tensor, g: Option<&Tensor>) -> Result<Vec<Vec<f32>>> {
-        self.decoder.forward(z, g)?.to_dtype(DType::F32)?.flatten_from(1)?.to_vec2()
+    /// Streams the next latent frames of `B` sentences (`z: [B, C, n]`,
+    /// `g`: `[B, G, 1]` for multi-speaker voices) through the decoder, its
+    /// caches in `state` (one sentence's, or several stacked): the samples
+    /// of each sentence that became final (see `Generator::push`). `last`
+    /// ends the sentences and empties `state`.
+    pub fn decode_push(&self, state: &mut StreamState, z: &Tensor, g: Option<&Tensor>, last: bool) -> Result<Vec<Vec<f32>>> {
+        let mut s = Slots::new(state);
+        let y = self.decoder.push(&mut s, Some(z.clone()), g, last)?;
+        Self::samples(s, y, z.dim(0)?, last)
+    }
+
+    /// [`Vits::decode_push`] of the flow's output: `z_p` is the next frames
+    /// of the prior sample, run through the flow and then the decoder, both
+    /// streaming, each computing every activation once. Over a sentence the
+    /// samples are [`Vits::decode`] of [`Flow::reverse`] of the whole `z_p`
+    /// up to float summation order; [`Vits::ready_samples`] says how many
+    /// have come out.
+    pub fn synth_push(&self, state: &mut StreamState, z_p: &Tensor, g: Option<&Tensor>, last: bool) -> Result<Vec<Vec<f32>>> {
+        let mut s = Slots::new(state);
+        let z = self.flow.push(&mut s, Some(z_p.clone()), g, last)?;
+        let y = self.decoder.push(&mut s, z, g, last)?;
+        Self::samples(s, y, z_p.dim(0)?, last)
+    }
+
+    fn samples(s: Slots, y: Option<Tensor>, batch: usize, last: bool) -> Result<Vec<Vec<f32>>> {
+        if last {
+            s.clear();
+        }
+        match y {
+            Some(y) => y.to_dtype(DType::F32)?.flatten_from(1)?.to_vec2(),
+            None => Ok(vec![Vec::new(); batch]),
+        }
+    }
+
+    /// Samples out of [`Vits::synth_push`] once the first `frames` frames
+    /// of a sentence's `z_p` have gone in (and more are to come).
+    pub fn ready_samples(&self, frames: usize) -> usize {
+        self.decoder.ready_samples(self.flow.ready_frames(frames))
     }
 
     fn speaker_embedding(&self, speaker: Option<u32>) -> std::result::Result<Option<Tensor>, PiperError> {
