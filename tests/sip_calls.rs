@@ -36,9 +36,10 @@ use common::sip::*;
 /// transcripts of unrelated sentences share at most 1 word with it in order.
 const GREETING: &str = "Welcome, thank you for calling. How can I help you?";
 /// At least this many of GREETING's 10 words, in order. Leaves room for the
-/// server's own rendition (unseeded noise, its chunking) to lose a few words,
-/// far above what unrelated speech scores (<= 1).
-const GREETING_MIN_WORDS: usize = 7;
+/// server's own rendition (unseeded noise, its chunking) to lose a few words
+/// (10 of 10 on 4 of 5 renditions, 6 on the fifth: pocketsphinx is a
+/// wideband model), far above what unrelated speech scores (<= 1).
+const GREETING_MIN_WORDS: usize = 6;
 /// What the speak test says. 5 or 6 of its 6 words on 6 of 6 renditions;
 /// unrelated sentences share at most 3 with it.
 const SECOND: &str = "Goodbye and have a good day.";
