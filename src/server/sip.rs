@@ -218,7 +218,10 @@ fn accept_call(
         }
         None => None,
     };
-    let (rtp, rtcp) = server.ports.allocate().map_err(|e| Rejection::Status(503, format!("no media port: {e}")))?;
+    let (rtp, rtcp) = server.ports.allocate().map_err(|e| {
+        tracing::warn!(error = %e, "no media port for a call");
+        Rejection::Status(503, "Service Unavailable".into())
+    })?;
     let rtp_port = rtp.local_addr().map_err(|e| Rejection::Status(500, e.to_string()))?.port();
     let session = rand::random::<u32>() as u64;
     let (sdp_body, remote) = match &offered {
