@@ -106,7 +106,7 @@ impl Server {
 
     /// The call is over: its sockets hear `call.ended`, and so do the events socket and webhook.
     pub fn ended(self: &Arc<Self>, call: &Call, reason: &str) {
-        metrics().calls_total.with_label_values(&[call.transport(), "inbound", reason]).inc();
+        metrics().calls_total.with_label_values(&[call.transport(), call.direction.name(), reason]).inc();
         call.events.publish(MediaEvent::Ended { reason: reason.into() });
         self.lifecycle(LifecycleEvent::Ended { call: call.id.clone(), reason: reason.into() });
     }
