@@ -6,12 +6,15 @@
 #   scripts/bench.sh                  measure and print the table
 #   scripts/bench.sh --write          ... and replace the generated block in BENCHMARKS.md
 #   scripts/bench.sh --rounds N       passes over the sentence set per run (default 3, after one warm-up pass)
+#   scripts/bench.sh --baseline BIN   also run another voxline binary (e.g. built from the commit before
+#                                     a change) right beside each voxline run, as "voxline (baseline)"
 #
 # For threads = 1 (RAYON_NUM_THREADS=1 / onnxruntime intra_op_num_threads=1) and
 # all (RAYON_NUM_THREADS unset / intra_op_num_threads=0) it runs `voxline bench`
 # (streaming), the reference, and `voxline bench --whole-sentence` (decoding
 # each sentence whole, as piper-tts does), ordering the runs A B C / C B A so
-# neither runtime always runs first on a noisy machine. Needs the test tools
+# neither runtime always runs first on a noisy machine; a baseline binary runs
+# next to each voxline run, before it and after it in turn. Needs the test tools
 # (scripts/setup.sh --test, which this runs). Progress goes to stderr.
 set -euo pipefail
 
@@ -21,17 +24,24 @@ cd "$root"
 invocation="scripts/bench.sh${*:+ $*}"
 rounds=3
 write=0
+baseline=""
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --write) write=1 ;;
         --rounds) rounds="${2:?--rounds needs a number}"; shift ;;
         --rounds=*) rounds="${1#--rounds=}" ;;
-        -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --baseline) baseline="${2:?--baseline needs a voxline binary}"; shift ;;
+        --baseline=*) baseline="${1#--baseline=}" ;;
+        -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
 case "$rounds" in '' | *[!0-9]* | 0) echo "bench: --rounds wants a positive number, got '$rounds'" >&2; exit 2 ;; esac
+if [ -n "$baseline" ] && [ ! -x "$baseline" ]; then
+    echo "bench: --baseline $baseline is not an executable" >&2
+    exit 2
+fi
 
 bash scripts/setup.sh --test --quiet
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
@@ -59,12 +69,23 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
+baseline_first=0
 ours() { # threads mode-args...
     local threads="$1"; shift
-    echo "bench: voxline bench $* (threads $threads)" >&2
     local n=0
     [ "$threads" = all ] || n="$threads"
-    env -u RAYON_NUM_THREADS "$bin" bench --threads "$n" --rounds "$rounds" "$@" >>"$results"
+    run_ours() {
+        echo "bench: voxline bench $* (threads $threads)" >&2
+        env -u RAYON_NUM_THREADS "$bin" bench --threads "$n" --rounds "$rounds" "$@" >>"$results"
+    }
+    run_baseline() {
+        [ -n "$baseline" ] || return 0
+        echo "bench: baseline voxline bench $* (threads $threads)" >&2
+        env -u RAYON_NUM_THREADS "$baseline" bench --threads "$n" --rounds "$rounds" "$@" |
+            python3 -c 'import json, sys; r = json.load(sys.stdin); r["runtime"] = "voxline (baseline)"; print(json.dumps(r))' >>"$results"
+    }
+    if [ "$baseline_first" = 1 ]; then run_baseline "$@"; run_ours "$@"; else run_ours "$@"; run_baseline "$@"; fi
+    baseline_first=$((1 - baseline_first))
 }
 theirs() { # threads [--clauses]
     echo "bench: piper-tts reference (threads $1) ${2:-}" >&2
@@ -90,16 +111,17 @@ git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commi
 
 table="$(
     BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" BENCH_CPU="$cpu" BENCH_NPROC="$(nproc)" \
-    BENCH_COMMIT="$commit" BENCH_ROUNDS="$rounds" BENCH_INVOCATION="$invocation" \
+    BENCH_COMMIT="$commit" BENCH_ROUNDS="$rounds" BENCH_INVOCATION="$invocation" BENCH_BASELINE="$baseline" \
     BENCH_LOAD="$load_before $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" BENCH_RUSTC="$(rustc --version 2>/dev/null || echo '?')" \
     python3 - "$results" <<'EOF'
 import json, os, sys
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 units = lambda r: r.get("units", "sentences")
-ref = {(r["threads"], units(r)): r for r in rows if r["runtime"] != "voxline"}
+ours = lambda r: r["runtime"].startswith("voxline")
+ref = {(r["threads"], units(r)): r for r in rows if not ours(r)}
 order = {"1": 0, "all": 1}
-rows.sort(key=lambda r: (units(r) != "sentences", order.get(r["threads"], 2), r["runtime"] != "voxline", r["mode"] != "streaming"))
+rows.sort(key=lambda r: (units(r) != "sentences", order.get(r["threads"], 2), not ours(r), r["mode"] != "streaming", r["runtime"]))
 e = os.environ
 load = e["BENCH_LOAD"].split()
 print(f"Command: `{e['BENCH_INVOCATION']}`  ")
@@ -108,12 +130,14 @@ print(f"Machine: {e['BENCH_CPU']}, nproc {e['BENCH_NPROC']}; load average {' '.j
       f"{' '.join(load[3:])} after; {e['BENCH_RUSTC']}  ")
 print(f"Workload: voice en_US-joe-medium (22050 Hz); per run one warm-up pass, then rounds: {e['BENCH_ROUNDS']} "
       f"x the {rows[0]['sentences'] // int(e['BENCH_ROUNDS'])} sentences of src/bench.rs SENTENCES (and its 10 CLAUSES on one thread), one request each")
+if e["BENCH_BASELINE"]:
+    print(f"Baseline: `{e['BENCH_BASELINE']}`, run beside each voxline run  ")
 print()
 print("| text | runtime | mode | threads | RTF | first chunk p50 (ms) | first chunk p90 (ms) | RTF ours/ref | first chunk p50 ours/ref | load (s) |")
 print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     base = ref.get((r["threads"], units(r)))
-    if r["runtime"] == "voxline" and base:
+    if ours(r) and base:
         ratio_rtf = f"{r['rtf'] / base['rtf']:.2f}"
         ratio_fc = f"{r['first_chunk_ms_p50'] / base['first_chunk_ms_p50']:.2f}"
     else:
