@@ -39,19 +39,35 @@ enum DecisionMessage {
 /// A decision an agent may not make, as `(code, message)`.
 pub type Invalid = (&'static str, String);
 
+/// How an agent asked a call to start: its greeting, voice and preset
+/// (a decision's `accept`, a WebRTC offer, a call placed with `POST /v1/calls`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CallChoices {
+    /// `None`: the configured greeting; `Some("")`: none; else that text.
+    pub greeting: Option<String>,
+    pub voice: Option<String>,
+    pub preset: Option<Preset>,
+}
+
+impl CallChoices {
+    /// Reads the three fields as JSON gave them; an unknown voice or preset,
+    /// or a bad greeting, is an error naming what is available.
+    pub fn read(speech: &Speech, greeting: Option<Value>, voice: Option<String>, preset: Option<&str>) -> Result<Self, Invalid> {
+        let greeting = parse_greeting(greeting)?;
+        if let Some(v) = voice.as_deref().filter(|v| !speech.has_voice(v)) {
+            return Err(("unknown_voice", format!("no voice `{v}`; available: {}", speech.voice_names().join(", "))));
+        }
+        let preset = preset.map(Preset::from_name).transpose().map_err(|e| ("invalid_message", e))?;
+        Ok(Self { greeting, voice, preset })
+    }
+}
+
 /// Reads a decision for the call it names.
 pub fn parse_decision(speech: &Speech, value: Value) -> Result<(String, Decision), Invalid> {
     let message: DecisionMessage = serde_json::from_value(value).map_err(|e| ("invalid_message", e.to_string()))?;
     match message {
         DecisionMessage::Accept { call, greeting, voice, preset } => {
-            let greeting = parse_greeting(greeting)?;
-            if let Some(v) = voice.as_deref().filter(|v| !speech.has_voice(v)) {
-                return Err(("unknown_voice", format!("no voice `{v}`; available: {}", speech.voice_names().join(", "))));
-            }
-            let preset = match preset.as_deref() {
-                None => None,
-                Some(name) => Some(Preset::from_name(name).map_err(|e| ("invalid_message", e))?),
-            };
+            let CallChoices { greeting, voice, preset } = CallChoices::read(speech, greeting, voice, preset.as_deref())?;
             Ok((call, Decision::Accept { greeting, voice, preset }))
         }
         DecisionMessage::Reject { call, status, reason } => {

@@ -34,13 +34,12 @@ use voxline_sip::{CallRequest, Credentials, Endpoint, Event};
 use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg, SipHandle};
 use super::commands::{Dial, SipCommand};
-use super::decision::parse_greeting;
+use super::decision::CallChoices;
 use super::error::ApiError;
 use super::lifecycle::LifecycleEvent;
 use super::sip::{apply_answer, check_family, media_address};
 use super::state::Server;
 use crate::media::{CallMedia, MediaEvent, MediaLeg, RemoteMedia};
-use crate::synth::Preset;
 
 /// How long a call may ring before voxline gives up on it (CANCEL; `call.failed` with 408).
 pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,11 +84,8 @@ struct Placed {
 pub async fn place(State(server): State<Arc<Server>>, body: Result<Json<PlaceCall>, JsonRejection>) -> Result<Response, ApiError> {
     use ApiError as E;
     let Json(body) = body.map_err(|e| E::bad_request("invalid_json", e.body_text()))?;
-    if let Some(v) = body.voice.as_deref().filter(|v| !server.speech.has_voice(v)) {
-        return Err(E::bad_request("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", "))));
-    }
-    let preset = body.preset.as_deref().map(Preset::from_name).transpose().map_err(|e| E::bad_request("invalid_message", e))?;
-    let greeting = parse_greeting(body.greeting).map_err(|(code, message)| E::bad_request(code, message))?;
+    let CallChoices { greeting, voice, preset } = CallChoices::read(&server.speech, body.greeting, body.voice, body.preset.as_deref())
+        .map_err(|(code, message)| E::bad_request(code, message))?;
     let to = body.to.trim().trim_start_matches('<').trim_end_matches('>');
     let mut request = CallRequest::direct(to, String::new()).map_err(|e| E::bad_request("invalid_uri", e.to_string()))?;
     check_family(&server, request.destination).map_err(|e| E::bad_request("invalid_uri", e))?;
@@ -112,7 +108,7 @@ pub async fn place(State(server): State<Arc<Server>>, body: Result<Json<PlaceCal
     // Nothing is sent until the answer says where.
     let remote = RemoteMedia::awaiting_answer(request.destination.ip());
     let media = CallMedia::new(id.clone(), MediaLeg::udp(rtp, rtcp), remote, server.config.media.clone(), events_tx);
-    let dial = Dial { id: id.clone(), request, media, events, sdp_session: session, greeting, voice: body.voice, preset };
+    let dial = Dial { id: id.clone(), request, media, events, sdp_session: session, greeting, voice, preset };
     let (reply, refused) = oneshot::channel();
     let stopped = || E::internal("sip_stopped", "the SIP task is not running");
     server.sip.send(SipCommand::Dial { call: Box::new(dial), reply }).map_err(|_| stopped())?;

@@ -58,7 +58,7 @@ use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg};
 use super::config::WebRtcConfig;
 use super::control::{AgentFrame, AgentMessage, ControlTransport, Defaults, Dialect, Gone};
-use super::decision::parse_greeting;
+use super::decision::CallChoices;
 use super::error::ApiError;
 use super::lifecycle::LifecycleEvent;
 use super::state::Server;
@@ -115,14 +115,10 @@ pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferReq
         return Err(E::bad_request("invalid_sdp", format!("the offer is {} bytes; at most {MAX_SDP}", request.sdp.len())));
     }
     check_offer(&request.sdp).map_err(|m| E::bad_request("invalid_sdp", m))?;
-    if let Some(v) = request.voice.as_deref().filter(|v| !server.speech.has_voice(v)) {
-        return Err(E::bad_request("unknown_voice", format!("no voice `{v}`; available: {}", server.speech.voice_names().join(", "))));
-    }
-    let preset = request.preset.as_deref().map(Preset::from_name).transpose().map_err(|e| E::bad_request("invalid_message", e))?;
-    // `None`: the configured greeting; `Some("")`: none.
-    let greeting = parse_greeting(request.greeting).map_err(|(code, message)| E::bad_request(code, message))?;
+    let CallChoices { greeting, voice, preset } = CallChoices::read(&server.speech, request.greeting, request.voice, request.preset.as_deref())
+        .map_err(|(code, message)| E::bad_request(code, message))?;
     server.admit("webrtc", "offer").map_err(|refusal| E::busy(refusal.reason, Some(refusal.retry_after)))?;
-    match answer(&server, request.sdp, request.voice, preset, greeting).await {
+    match answer(&server, request.sdp, voice, preset, greeting).await {
         Ok((call, sdp)) => Ok(Json(AnswerResponse { kind: "answer", sdp, call }).into_response()),
         Err(Refusal::Offer(message)) => Err(E::bad_request("invalid_sdp", message)),
         Err(Refusal::Internal(message)) => {
