@@ -76,6 +76,34 @@ def post(url, body):
         return e.code, json.loads(e.read() or b"{}")
 
 
+async def negotiate(pc, http, on_frame):
+    """Records the server's track through `on_frame`, offers with no greeting
+    and applies the answer; the answer (its `call`), or None after printing
+    the refusal."""
+
+    async def record(track):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            on_frame(frame)
+
+    @pc.on("track")
+    def on_track(track):
+        if track.kind == "audio":
+            asyncio.ensure_future(record(track))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    status, answer = await asyncio.get_running_loop().run_in_executor(
+        None, post, f"http://{http}/v1/webrtc/offer", {"type": "offer", "sdp": pc.localDescription.sdp, "greeting": False})
+    if status != 200:
+        print(json.dumps({"error": answer, "status": status}))
+        return None
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    return answer
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--http", required=True)
@@ -119,30 +147,15 @@ async def main():
         if event["type"] in ("speech.done", "call.ended"):
             done.set()
 
-    async def record(track):
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:
-                return
-            samples = frame.to_ndarray().reshape(-1)
-            if frame.sample_rate != RATE:
-                raise SystemExit(f"unexpected decoded rate {frame.sample_rate}")
-            audio.append(samples.astype(np.int16))
-            arrivals.append(time.monotonic() - t0)
+    def on_frame(frame):
+        if frame.sample_rate != RATE:
+            raise SystemExit(f"unexpected decoded rate {frame.sample_rate}")
+        audio.append(frame.to_ndarray().reshape(-1).astype(np.int16))
+        arrivals.append(time.monotonic() - t0)
 
-    @pc.on("track")
-    def on_track(track):
-        if track.kind == "audio":
-            asyncio.ensure_future(record(track))
-
-    await pc.setLocalDescription(await pc.createOffer())
-    status, answer = await asyncio.get_running_loop().run_in_executor(
-        None, post, f"http://{args.http}/v1/webrtc/offer", {"type": "offer", "sdp": pc.localDescription.sdp, "greeting": False})
-    if status != 200:
-        print(json.dumps({"error": answer, "status": status}))
+    answer = await negotiate(pc, args.http, on_frame)
+    if answer is None:
         return 1
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
     if args.vanish_after is not None:
         await asyncio.wait_for(started.wait(), args.timeout)
@@ -204,26 +217,9 @@ async def lifecycle(args):
         closed_at[0] = time.monotonic() - t0
         ended.set()
 
-    async def record(track):
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:
-                return
-            audio.append(frame.to_ndarray().reshape(-1).astype(np.int16))
-
-    @pc.on("track")
-    def on_track(track):
-        if track.kind == "audio":
-            asyncio.ensure_future(record(track))
-
-    await pc.setLocalDescription(await pc.createOffer())
-    status, answer = await asyncio.get_running_loop().run_in_executor(
-        None, post, f"http://{args.http}/v1/webrtc/offer", {"type": "offer", "sdp": pc.localDescription.sdp, "greeting": False})
-    if status != 200:
-        print(json.dumps({"error": answer, "status": status}))
+    answer = await negotiate(pc, args.http, lambda frame: audio.append(frame.to_ndarray().reshape(-1).astype(np.int16)))
+    if answer is None:
         return 1
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
     await asyncio.wait_for(attached.wait(), args.timeout)
     summary = {"call": answer["call"]}
     if args.mode == "close":

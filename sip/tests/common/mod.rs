@@ -2,6 +2,8 @@
 //! reader for what the endpoint sends that also checks every message is well formed.
 #![allow(dead_code)]
 
+pub mod uac;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
