@@ -16,7 +16,8 @@
 # caller itself (INVITE over UDP, RTP to its own socket per call, kernel
 # receive timestamps) with an agent on each call's control socket that speaks
 # one whole sentence of src/bench.rs SENTENCES per turn (`last: true`), waits
-# for `speech.done`, pauses 0.3-1.2 s and repeats. When `voxline serve --help`
+# for `speech.done`, pauses 0.3-1.2 s and repeats (the first turns start over a
+# ramp of 0.25 s per call, reported apart from the steady state). When `voxline serve --help`
 # lists `--synth-scheduler`, both `fcfs` and `deadline` run for each N, their
 # order alternating from one N to the next; otherwise the one scheduler of
 # the build runs, labelled as such. Before the servers, the piper-tts

@@ -17,8 +17,11 @@ message {"type":"speak","text":...,"turn":"tK","last":true}, waits for
 `speech.done` of that turn, pauses uniformly 0.3-1.2 s and goes on with the
 next sentence. The sentences are src/bench.rs `SENTENCES` (read from that
 file, so both benchmarks speak the same text); call i starts at sentence
-i mod 10, and each agent starts after a uniform 0-1.2 s pause, so turns do
-not all begin on the same tick.
+i mod 10, and each agent's first turn starts at a uniform moment of the
+ramp (--ramp seconds, default 0.25 s per call and at least 1.2 s: calls
+arriving at 4 per second), so turns do not all begin on the same tick.
+Turns that begin during the ramp are timed and reported apart (`ramp`):
+the figures, underruns and CPU are those of the steady state after it.
 
 * First sound of a turn: from sending its speak message to the first RTP
   packet at that call's socket, after the send, whose payload is sound: the
@@ -436,13 +439,13 @@ async def run_turn(call, text, turn_id, args, counted):
     return row
 
 
-async def agent(call, sentences, args, window_end, rng):
-    await asyncio.sleep(rng.uniform(0.0, 1.2))
+async def agent(call, sentences, args, steady_from, window_end, rng):
+    await asyncio.sleep(rng.uniform(0.0, args.ramp))
     k = 0
     while time.monotonic() < window_end:
         text = sentences[(call.index + k) % len(sentences)]
         k += 1
-        row = await run_turn(call, text, f"t{k}", args, counted=True)
+        row = await run_turn(call, text, f"t{k}", args, counted=time.monotonic() >= steady_from)
         call.rows.append(row)
         if not row["ok"]:
             log(f"call {call.index} turn {row['turn']}: {row.get('error')}")
@@ -494,11 +497,14 @@ async def run_async(args):
         warm = await run_turn(live[0], sentences[-1], "warmup", args, counted=False)
         await asyncio.sleep(0.5)
         ids = {c.id for c in live}
+        steady_from = time.monotonic() + args.ramp
+        window_end = steady_from + args.seconds
+        rngs = [random.Random(args.seed * 1000 + c.index) for c in live]
+        tasks = [asyncio.create_task(agent(c, sentences, args, steady_from, window_end, rng)) for c, rng in zip(live, rngs)]
+        # The window opens when the ramp ends.
+        await asyncio.sleep(max(0.0, steady_from - time.monotonic()))
         before_stats = await loop.run_in_executor(None, call_stats, http, ids)
         cpu0, mach0, self0, w0 = proc_cpu_s(args.server_pid), machine_ticks(), time.process_time(), time.monotonic()
-        window_end = w0 + args.seconds
-        rngs = [random.Random(args.seed * 1000 + c.index) for c in live]
-        tasks = [asyncio.create_task(agent(c, sentences, args, window_end, rng)) for c, rng in zip(live, rngs)]
         done_results = await asyncio.gather(*tasks, return_exceptions=True)
         for c, r in zip(live, done_results):
             if isinstance(r, Exception):
@@ -539,10 +545,15 @@ async def run_async(args):
     for m in medias:
         m.close()
 
-    rows = [r for c in live for r in c.rows]
+    every = [r for c in live for r in c.rows]
+    rows = [r for r in every if r["counted"]]
     ok = [r for r in rows if r["ok"]]
     fs = [r["first_sound_ms"] for r in ok]
+    ramp_fs = [r["first_sound_ms"] for r in every if not r["counted"] and r["ok"]]
     summary.update(
+        ramp_s=args.ramp,
+        ramp_turns=len(every) - len(rows),
+        ramp_first_sound_ms={"p50": percentile(ramp_fs, 50), "max": max(ramp_fs) if ramp_fs else None},
         turns=len(rows),
         turns_ok=len(ok),
         turns_failed=len(rows) - len(ok),
@@ -564,10 +575,12 @@ async def run_async(args):
         failure=failure,
         load_after=" ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?",
     )
-    return summary, rows
+    return summary, every
 
 
 def cmd_run(args):
+    if args.ramp is None:
+        args.ramp = max(1.2, 0.25 * args.calls)
     try:
         sys.setswitchinterval(0.0005)  # the receive thread gets the GIL quickly
     except Exception:  # noqa: BLE001
@@ -608,7 +621,10 @@ def render(runs, reference, meta):
     p("N SIP callers at once on loopback, each with an agent on its control socket that speaks one whole "
       "telephone sentence per turn (one `speak` with `last: true`, the 10 sentences of src/bench.rs `SENTENCES`, "
       "each call starting at a different one), waits for `speech.done`, pauses 0.3-1.2 s (uniform) and goes on, "
-      "for a fixed time. The driver (`scripts/load_bench.py`) is every caller itself, with its own RTP socket per call.")
+      "for a fixed time. The driver (`scripts/load_bench.py`) is every caller itself, with its own RTP socket per call. "
+      "The calls' first turns start at uniform moments of a ramp (0.25 s per call, at least 1.2 s: calls arriving at "
+      "4 per second); the figures are those of the steady state after it, and the turns begun during the ramp are "
+      "reported apart in the notes (`ramp`).")
     p("")
     p(f"* **First sound**: from sending a turn's `speak` to the first RTP packet at that call's socket (kernel "
       f"receive timestamp) whose payload is sound: mean absolute value of the decoded mu-law samples above "
@@ -630,7 +646,7 @@ def render(runs, reference, meta):
     p(f"Machine: {meta.get('cpu', '?')}, nproc {meta.get('nproc', '?')}, Linux {meta.get('kernel', '?')}; load average "
       f"{meta.get('load_before', '?')} before; Python {sys.version.split()[0]}, websockets {getattr(websockets, '__version__', '?')}  ")
     secs = sorted({r["seconds"] for r in runs})
-    p(f"Workload: {', '.join(f'{s:g}' for s in secs)} s per run after one warm-up turn; server "
+    p(f"Workload: {', '.join(f'{s:g}' for s in secs)} s per run after one warm-up turn and the ramp; server "
       f"`{meta.get('server_args', '?')}`; everything on 127.0.0.1")
     ref_p50 = None
     if reference:
@@ -705,6 +721,8 @@ def render(runs, reference, meta):
           f"server ttfa_ms p50 {fmt(r['server_ttfa_ms_p50'])}; machine busy {fmt(r.get('machine_busy_pct'))}% of "
           f"{r.get('machine_cores', '?')} cores (% of a core: server {fmt(r['server_cpu_pct'])}, driver "
           f"{fmt(r['driver_cpu_pct'])}, other processes {fmt(other_cpu_pct(r))})"
+          + (f"; ramp {r['ramp_s']:g} s: {r['ramp_turns']} turns, first sound p50 {fmt(r['ramp_first_sound_ms']['p50'])}, "
+             f"max {fmt(r['ramp_first_sound_ms']['max'])} ms" if r.get("ramp_s") is not None else "")
           + ("; " + "; ".join(extra) if extra else "") + ".")
     p("")
     p("<details><summary>summary JSON</summary>")
@@ -760,6 +778,8 @@ def main():
     r.add_argument("--turn-timeout", type=float, default=30.0, help="seconds to wait for a turn's speech.done (default 30)")
     r.add_argument("--sentences-from", default=str(ROOT / "src" / "bench.rs"), help="the file with `SENTENCES` (default src/bench.rs)")
     r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--ramp", type=float, default=None,
+                   help="seconds over which the calls' first turns start, not measured (default 0.25 s per call, at least 1.2)")
     r.add_argument("--api-token", default=os.environ.get("VOXLINE_API_TOKEN"))
     g = sub.add_parser("render", help="the markdown section from the runs' JSON files")
     g.add_argument("--results", nargs="+", required=True)

@@ -167,14 +167,19 @@ fn engine_windows_equal_the_whole_sentence_synthesis() {
     for (first, rest) in [(1, 1), (2, 3), (3, 2), (8, 32), (16, 64), (1000, 1000)] {
         let cfg = StreamConfig { first_chunk_frames: first, chunk_frames: rest };
         let cs = chunks(&joe_engine(cfg), text, Some(42));
-        // Chunks are the windows: `first` frames, then `rest`, up to a sentence's ragged end.
+        // Chunks are the windows (`first` frames, then growing to `rest`:
+        // `StreamConfig::window_at`), up to a sentence's ragged end.
+        let mut cursor = 0;
         for (i, c) in cs.iter().enumerate() {
             let starts = i == 0 || cs[i - 1].sentence != c.sentence;
             let ends = i + 1 == cs.len() || cs[i + 1].sentence != c.sentence;
-            if !ends {
-                let frames = if starts { first } else { rest };
-                assert_eq!(c.samples.len(), frames * 256, "{first}/{rest}: chunk {i}");
+            if starts {
+                cursor = 0;
             }
+            if !ends {
+                assert_eq!(c.samples.len(), cfg.window_at(cursor) * 256, "{first}/{rest}: chunk {i}");
+            }
+            cursor += c.samples.len() / 256;
         }
         let a = audio(&cs);
         assert_eq!(a.len(), whole.len(), "{first}/{rest}: length");

@@ -209,16 +209,18 @@ impl Playout {
     /// The next audio for utterance `id` is expected at `ready_at`: if it has
     /// not started, hold it at least until its buffered audio (and what is
     /// queued before it) lasts until then, so it does not start only to stall.
-    pub fn cover(&mut self, id: UtteranceId, ready_at: Instant, now: Instant) {
-        let Some(lead) = self.lead(id, now) else { return };
-        let Some(u) = self.utterance_mut(id) else { return };
+    /// Returns when it may start (its hold's end), if it had not started.
+    pub fn cover(&mut self, id: UtteranceId, ready_at: Instant, now: Instant) -> Option<Instant> {
+        let lead = self.lead(id, now)?;
+        let u = self.utterance_mut(id)?;
         u.gated = false;
-        let (false, Some(first)) = (u.started, u.first_audio) else { return };
+        let (false, Some(first)) = (u.started, u.first_audio) else { return None };
         let pending_hold = (first + u.hold).saturating_duration_since(now);
         let audio = lead.saturating_sub(pending_hold);
         if let Some(start) = ready_at.checked_sub(audio) {
             u.hold = u.hold.max(start.saturating_duration_since(first));
         }
+        Some((first + u.hold).max(now))
     }
 
     /// Adds mu-law audio to utterance `id`; returns false when it is not queued
@@ -306,6 +308,15 @@ impl Playout {
             }
         }
         None
+    }
+
+    /// Frames utterance `id` has been starved of so far (sent as underruns
+    /// after it started); `None` when it is not queued.
+    pub fn underruns_of(&self, id: UtteranceId) -> Option<u32> {
+        self.queue.iter().find_map(|item| match item {
+            Item::Utterance(u) if u.id == id => Some(u.underruns),
+            _ => None,
+        })
     }
 
     /// Whether anything (audio still to come, marks) is queued.

@@ -335,11 +335,11 @@ fn cover_holds_an_utterance_until_its_next_audio_can_follow() {
     p.push(1, &speech(5, 0x10), t0); // 100 ms
     p.hold(1, Duration::from_millis(20));
     // The next chunk is only expected 300 ms from now: start 200 ms from now.
-    p.cover(1, t0 + Duration::from_millis(300), t0);
+    assert_eq!(p.cover(1, t0 + Duration::from_millis(300), t0), Some(t0 + Duration::from_millis(200)));
     assert_eq!(p.tick(t0 + 9 * TICK).kind, FrameKind::Silence);
     assert_eq!(p.tick(t0 + 10 * TICK).kind, FrameKind::Speech);
     // Once started it cannot be held back.
-    p.cover(1, t0 + Duration::from_secs(5), t0);
+    assert_eq!(p.cover(1, t0 + Duration::from_secs(5), t0), None);
     assert_eq!(p.tick(t0 + 11 * TICK).kind, FrameKind::Speech);
 }
 
@@ -362,4 +362,28 @@ fn a_gated_utterance_waits_for_word_of_its_next_audio_or_its_end() {
         p.tick(t0 + i * TICK);
     }
     assert_eq!(p.tick(t0 + 16 * TICK).kind, FrameKind::Speech, "a complete utterance is never gated");
+}
+
+#[test]
+fn only_starvation_after_the_start_counts_against_an_utterance() {
+    // Held and gated, an utterance waits in silence: the caller hears no gap.
+    let t0 = Instant::now();
+    let mut p = Playout::new();
+    p.begin(1, t0);
+    p.push(1, &speech(3, 0x10), t0);
+    p.hold(1, Duration::from_millis(40));
+    p.gate(1);
+    for i in 0..10 {
+        p.tick(t0 + i * TICK);
+    }
+    assert_eq!(p.underruns_of(1), Some(0), "waiting to start is not an underrun");
+    p.cover(1, t0 + 10 * TICK, t0 + 10 * TICK);
+    for i in 10..13 {
+        assert_eq!(p.tick(t0 + i * TICK).kind, FrameKind::Speech);
+    }
+    // Started, its three frames played, the next chunk late by two ticks.
+    assert_eq!(p.tick(t0 + 13 * TICK).kind, FrameKind::Underrun);
+    assert_eq!(p.tick(t0 + 14 * TICK).kind, FrameKind::Underrun);
+    assert_eq!(p.underruns_of(1), Some(2));
+    assert_eq!(p.underruns_of(2), None, "not queued");
 }

@@ -1,14 +1,15 @@
 //! What the scheduler knows about time: how fast the engine is, how busy the
-//! workers are, and from that each stream's next deadline and each new
-//! utterance's prefill (how long its first audio is held back so the rest
-//! arrives in time).
+//! workers are, and from that each stream's next deadline and how long a new
+//! utterance holds its first audio back.
 //!
-//! The prefill is per utterance, from what is predicted for it: the next
-//! chunk's compute at the current load, against the audio the first chunk
-//! already buffered. Lateness actually seen (a chunk that arrived after its
-//! stream's audio ran out) adds to it, decaying with a half-life of
-//! [`LATE_HALF_LIFE`], so one slow moment is forgotten within seconds
-//! instead of raising every later utterance's wait.
+//! A new utterance does not start until its second chunk is under way
+//! (`Playout::gate`, then `Playout::cover` with that chunk's predicted
+//! compute), so it needs no prediction of queueing: it waits exactly as long
+//! as the scheduler makes its second chunk wait. Beyond that it holds back
+//! only for lateness actually heard (a stream's playout starved while its
+//! chunk was computed), decaying with a half-life of [`LATE_HALF_LIFE`], so
+//! one slow moment is forgotten within seconds instead of raising every
+//! later utterance's wait.
 //!
 //! Sans-IO: every method takes `now`.
 
@@ -25,9 +26,6 @@ pub const MAX_PREFILL: Duration = Duration::from_millis(400);
 /// Before any measurement: compute per second of audio, and a later chunk's audio.
 const PRIOR_RTF: f64 = 0.25;
 const PRIOR_CHUNK: Duration = Duration::from_millis(750);
-/// The utilization the predictions assume at most (beyond it, admission
-/// control acts).
-const MAX_UTILIZATION: f64 = 0.9;
 
 /// An exponentially weighted mean.
 #[derive(Debug, Clone, Copy)]
@@ -130,14 +128,6 @@ impl Pacing {
         Duration::from_secs_f64(self.first_compute.value.unwrap_or(PRIOR_RTF * PRIOR_CHUNK.as_secs_f64() / 2.0))
     }
 
-    /// Predicted wall time at `now`'s load for chunk `index` of a stream
-    /// whose deadline has come: its compute, after waiting for a worker to
-    /// finish what it is running (on average, the load times one chunk).
-    pub fn chunk_time(&self, now: Instant, index: u32) -> Duration {
-        let u = self.utilization(now).min(MAX_UTILIZATION);
-        self.compute(index) + self.batch_item().mul_f64(u)
-    }
-
     /// Compute of chunk `index` of a stream (no waiting).
     pub fn compute_of(&self, index: u32) -> Duration {
         self.compute(index)
@@ -164,25 +154,26 @@ impl Pacing {
     /// Beyond the chunk's own time it keeps two workers' chunks (one running,
     /// one a new turn's first chunk, due on arrival, that may take the worker
     /// first) and the margin, so a playing stream stays ahead of new turns.
-    pub fn deadline(&self, now: Instant, lead: Duration, index: u32) -> Instant {
+    /// A second chunk (`index` 1) is due no later than the utterance's first
+    /// was (`first_due`): the utterance starts only once that chunk is under
+    /// way, so both chunks are the work between its text and its first
+    /// sound, and a turn that arrived earlier finishes both before a later
+    /// turn's first chunk runs.
+    pub fn deadline(&self, now: Instant, lead: Duration, index: u32, first_due: Instant) -> Instant {
         let need = self.compute(index) + self.batch_item() * 2 + MARGIN;
-        now + lead.saturating_sub(need)
+        let due = now + lead.saturating_sub(need);
+        if index == 1 {
+            due.min(first_due)
+        } else {
+            due
+        }
     }
 
-    /// How long a new utterance whose first chunk buffered `lead` of audio
-    /// holds back before playing, so its next chunk arrives in time, with
-    /// `backlog` chunks of other streams due ahead of it.
-    pub fn prefill(&self, now: Instant, lead: Duration, backlog: usize) -> Duration {
-        self.required_lead(now, backlog).saturating_sub(lead).min(MAX_PREFILL)
-    }
-
-    /// The audio a new utterance should have buffered before it plays: its
-    /// second chunk's predicted time (behind `backlog` chunks due before it,
-    /// shared by the workers), the margin, and recent lateness.
-    pub fn required_lead(&self, now: Instant, backlog: usize) -> Duration {
-        let late = Duration::from_secs_f64(self.late_now(now));
-        let queued = self.batch_item() * backlog as u32 / self.workers as u32;
-        self.chunk_time(now, 1) + queued + MARGIN + late
+    /// How long a new utterance holds back beyond its second chunk's
+    /// predicted time: the lateness heard lately (decayed), at most
+    /// [`MAX_PREFILL`].
+    pub fn hold(&self, now: Instant) -> Duration {
+        Duration::from_secs_f64(self.late_now(now)).min(MAX_PREFILL)
     }
 
     /// When a new utterance's first chunk is due: at once when its call is
@@ -230,68 +221,79 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_machine_needs_no_prefill() {
-        let t0 = Instant::now() + Duration::from_secs(100);
+    fn an_idle_machine_holds_nothing_back() {
+        let t0 = Instant::now();
         let p = measured(t0);
-        // Second chunk ~112 ms (+ 40 ms margin) against 190 ms already buffered.
-        assert_eq!(p.prefill(t0 + Duration::from_secs(60), ms(190), 0), Duration::ZERO);
+        assert_eq!(p.hold(t0 + Duration::from_secs(60)), Duration::ZERO);
     }
 
     #[test]
-    fn load_raises_the_prefill_and_it_falls_when_load_leaves() {
+    fn load_alone_holds_nothing_back() {
+        // Busy workers delay a new utterance's second chunk, which the gate
+        // waits for; the hold itself stays zero while nothing is heard late.
         let t0 = Instant::now();
         let mut p = measured(t0);
-        // Both workers busy for 5 s.
         for i in 0..100 {
             p.chunk_done(t0 + ms(50 * i), 2, ms(750), ms(112));
         }
         let busy = t0 + ms(5000);
         assert!(p.utilization(busy) > 0.5, "{}", p.utilization(busy));
-        let loaded = p.prefill(busy, ms(190), 0);
-        assert!(loaded > ms(30), "{loaded:?}");
-        let queued = p.prefill(busy, ms(190), 6);
-        assert!(queued >= loaded + ms(300), "six chunks due ahead on two workers: {queued:?} vs {loaded:?}");
-        let idle = busy + Duration::from_secs(30);
-        assert!(p.utilization(idle) < 0.01);
-        assert_eq!(p.prefill(idle, ms(190), 0), Duration::ZERO);
+        assert_eq!(p.hold(busy), Duration::ZERO);
     }
 
     #[test]
-    fn one_late_chunk_raises_the_prefill_only_briefly() {
+    fn one_late_chunk_raises_the_hold_only_briefly() {
         let t0 = Instant::now();
         let mut p = measured(t0);
         p.late(t0, ms(300));
-        let just_after = p.prefill(t0 + ms(100), ms(190), 0);
-        assert!(just_after >= ms(200), "right after a 300 ms miss the prefill covers it: {just_after:?}");
-        let later = p.prefill(t0 + Duration::from_secs(10), ms(190), 0);
-        assert_eq!(later, Duration::ZERO, "forgotten 10 s later");
-        assert!(p.prefill(t0, ms(0), 0) <= MAX_PREFILL);
+        let just_after = p.hold(t0 + ms(100));
+        assert!(just_after >= ms(280), "right after a 300 ms gap the hold covers it: {just_after:?}");
+        let a_half_life_on = p.hold(t0 + LATE_HALF_LIFE);
+        assert!(a_half_life_on <= ms(151) && a_half_life_on >= ms(149), "{a_half_life_on:?}");
+        assert!(p.hold(t0 + Duration::from_secs(20)) < ms(1), "forgotten 20 s later");
+        p.late(t0, Duration::from_secs(5));
+        assert_eq!(p.hold(t0), MAX_PREFILL, "never more than the cap");
     }
 
     #[test]
     fn the_second_chunk_is_predicted_from_second_chunks() {
-        // Piper's second chunk also runs the flow over the rest of the
-        // sentence: 150 ms where the real-time factor says 112.
+        // A second chunk that costs more than the real-time factor says
+        // (150 ms where it says 112) is predicted as such.
         let t0 = Instant::now();
         let mut p = measured(t0);
         for _ in 0..30 {
             p.chunk_done(t0, 1, ms(750), ms(150));
             p.chunk_done(t0, 2, ms(750), ms(112));
         }
-        let later = Duration::from_secs(60);
-        let second = p.chunk_time(t0 + later, 1);
+        let second = p.compute_of(1);
         assert!(second > ms(140) && second < ms(160), "{second:?}");
-        assert!(p.chunk_time(t0 + later, 2) < ms(130));
-        assert!(p.prefill(t0 + later, ms(150), 0) >= ms(30), "150 ms buffered cannot cover 150 ms + margin");
+        assert!(p.compute_of(2) < ms(130));
     }
 
     #[test]
     fn a_running_streams_deadline_is_when_its_audio_runs_low() {
         let t0 = Instant::now();
         let p = measured(t0);
-        let d = p.deadline(t0, ms(600), 2);
+        let d = p.deadline(t0, ms(600), 2, t0);
         let need = p.compute(2) + p.batch_item() * 2 + MARGIN;
         assert_eq!(d, t0 + ms(600) - need);
-        assert_eq!(p.deadline(t0, ms(10), 2), t0, "starved: due now");
+        assert_eq!(p.deadline(t0, ms(10), 2, t0), t0, "starved: due now");
+    }
+
+    #[test]
+    fn a_second_chunk_keeps_its_utterances_first_deadline() {
+        // A turn that arrived at t0 got its first chunk at +60 ms with 185 ms
+        // of audio; its second chunk is due when the turn was, so it goes
+        // before a turn that arrived at +30 ms (due then).
+        let t0 = Instant::now();
+        let p = measured(t0);
+        let second = p.deadline(t0 + ms(60), ms(185), 1, t0);
+        assert_eq!(second, t0);
+        let mut q = super::super::scheduler::Queue::new();
+        q.push(2, "v", t0 + ms(30), false);
+        q.push(1, "v", second, false);
+        assert_eq!(q.take(t0 + ms(60), |_| 1, Duration::ZERO), [1], "the earlier turn's second chunk first");
+        // Later chunks are due by their own audio only.
+        assert!(p.deadline(t0 + ms(60), ms(900), 2, t0) > t0 + ms(60));
     }
 }

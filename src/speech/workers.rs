@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::admission::Admission;
-use super::pacing::{Pacing, MARGIN, MAX_PREFILL};
+use super::pacing::{Pacing, MARGIN};
 use super::pcmu::PcmuStream;
 use super::scheduler::{Policy, Queue};
 use super::voices::Voices;
@@ -30,8 +30,11 @@ pub(crate) struct Job {
     pub fresh: bool,
     started: Option<Started>,
     chunks: u32,
-    /// When its audio so far runs out (estimated at the last chunk).
-    dry_at: Option<Instant>,
+    /// Underrun frames of its utterance already reported to the pacing model.
+    starved: u32,
+    /// When its first chunk was due (its second chunk keeps that deadline:
+    /// [`Pacing::deadline`]).
+    first_due: Instant,
 }
 
 struct Started {
@@ -42,7 +45,7 @@ struct Started {
 
 impl Job {
     pub fn new(id: StreamId, call: Arc<CallMedia>, voice: String, request: SynthRequest, cancel: CancelToken, arrived: Instant, fresh: bool) -> Self {
-        Self { id, call, voice, request: Some(request), cancel, arrived, fresh, started: None, chunks: 0, dry_at: None }
+        Self { id, call, voice, request: Some(request), cancel, arrived, fresh, started: None, chunks: 0, starved: 0, first_due: arrived }
     }
 
     fn dead(&self) -> bool {
@@ -98,6 +101,8 @@ impl Shared {
         let mut state = lock(&self.state);
         // First come, first served: the arrival order is the only order.
         let deadline = if self.policy == Policy::Fcfs { job.arrived } else { deadline };
+        let mut job = job;
+        job.first_due = deadline;
         state.queue.push(job.id, job.voice.clone(), deadline, false);
         state.jobs.insert(job.id, job);
         drop(state);
@@ -206,6 +211,7 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         return Vec::new();
     }
     let t0 = Instant::now();
+    let mut first_audio = Vec::new();
     {
         // An utterance whose second chunk starts only now: if it has not begun
         // playing, it waits until that chunk can follow its first without a gap.
@@ -216,7 +222,11 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         // The batch's other members are costed as chunks of their own.
         let ready_at = t0 + second + batch_item * (jobs.len() as u32 - 1) + MARGIN / 2;
         for job in jobs.iter().filter(|j| j.chunks == 1) {
-            lock(&job.call.playout).cover(job.id, ready_at, t0);
+            let starts = lock(&job.call.playout).cover(job.id, ready_at, t0);
+            if let Some(starts) = starts.filter(|_| job.fresh) {
+                // Its first audio is now known: admission's measure of load.
+                first_audio.push(starts.saturating_duration_since(job.arrived));
+            }
         }
     }
     let results: Vec<Result<Option<PcmChunk>, SynthError>> = if jobs.len() == 1 {
@@ -228,12 +238,10 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         engine.next_chunks(&mut streams)
     };
     let compute = t0.elapsed();
+    let results_len = results.len();
     let now = Instant::now();
     // The pacing model, read once for the batch.
-    let required = {
-        let state = lock(&shared.state);
-        state.pacing.required_lead(now, state.queue.due_by(now))
-    };
+    let hold = lock(&shared.state).pacing.hold(now);
     let total_audio: Duration = results.iter().filter_map(|r| r.as_ref().ok().and_then(|c| c.as_ref())).map(|c| c.duration()).sum();
     let mut observed = Vec::new();
     let mut going_on = Vec::new();
@@ -254,15 +262,14 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         job.chunks += 1;
         let Some(started) = job.started.as_mut() else { continue };
         let phone = started.phone.convert(&chunk);
-        let (alive, lead, wait) = {
+        let (alive, lead, starved) = {
             let mut playout = lock(&job.call.playout);
+            // Frames the caller heard as gaps while this chunk was computed.
+            let starved = playout.underruns_of(job.id).unwrap_or(job.starved);
             playout.words(job.id, phone.words);
             let alive = playout.push(job.id, &phone.pcmu, now);
-            let mut wait = Duration::ZERO;
             if first {
-                let buffered = playout.lead(job.id, now).unwrap_or_default();
-                wait = required.saturating_sub(buffered).min(MAX_PREFILL);
-                playout.hold(job.id, wait);
+                playout.hold(job.id, hold);
                 if !chunk.last {
                     // It starts once its second chunk is under way (`cover`).
                     playout.gate(job.id);
@@ -271,20 +278,31 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
             if chunk.last {
                 playout.finish(job.id);
             }
-            (alive, playout.lead(job.id, now).unwrap_or_default(), wait)
+            (alive, playout.lead(job.id, now).unwrap_or_default(), starved)
         };
         // A share of the batch's time, by audio.
         let share = if total_audio.is_zero() { compute } else { compute.mul_f64(chunk.duration().as_secs_f64() / total_audio.as_secs_f64()) };
         if !chunk.duration().is_zero() {
             crate::metrics::metrics().synthesis_rtf.observe(share.as_secs_f64() / chunk.duration().as_secs_f64());
         }
-        let late = job.dry_at.and_then(|dry| now.checked_duration_since(dry));
+        // Late only if the caller heard it: an utterance that has not started
+        // (held for its prefill or gated until this chunk) cannot be.
+        let late = (starved > job.starved).then(|| crate::media::FRAME * (starved - job.starved));
+        job.starved = starved;
         if let Some(late) = late {
             tracing::debug!(call = %job.call.id, utterance = job.id, chunk = job.chunks, late_ms = late.as_millis() as u64,
                 compute_ms = share.as_millis() as u64, batch = total_audio.as_millis() as u64, "chunk arrived after its audio ran out");
         }
-        observed.push((job.chunks - 1, chunk.duration(), share, late, (first && job.fresh).then(|| now.saturating_duration_since(job.arrived) + wait)));
-        job.dry_at = Some(now + lead);
+        if first && job.fresh {
+            tracing::debug!(call = %job.call.id, utterance = job.id, queued_ms = t0.saturating_duration_since(job.arrived).as_millis() as u64,
+                compute_ms = compute.as_millis() as u64, batch = results_len, hold_ms = hold.as_millis() as u64,
+                audio_ms = chunk.duration().as_millis() as u64, "first chunk of a new turn");
+            if chunk.last {
+                // Complete at once: it plays now.
+                first_audio.push(now.saturating_duration_since(job.arrived));
+            }
+        }
+        observed.push((job.chunks - 1, chunk.duration(), share, late));
         if !alive || job.dead() {
             // Cleared (barge-in) or hung up: stop computing audio nobody hears.
             job.cancel.cancel();
@@ -296,17 +314,17 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         going_on.push((job, lead));
     }
     let mut state = lock(&shared.state);
-    for (index, audio, share, late, first_audio) in observed {
+    for (index, audio, share, late) in observed {
         state.pacing.chunk_done(now, index, audio, share);
         if let Some(late) = late {
             state.pacing.late(now, late);
         }
-        if let Some(latency) = first_audio {
-            state.admission.first_audio(now, latency);
-        }
+    }
+    for latency in first_audio {
+        state.admission.first_audio(now, latency);
     }
     going_on.into_iter().map(|(job, lead)| {
-        let deadline = state.pacing.deadline(now, lead, job.chunks);
+        let deadline = state.pacing.deadline(now, lead, job.chunks, job.first_due);
         (job, deadline)
     }).collect()
 }

@@ -47,7 +47,7 @@ pub struct StreamConfig {
     /// Latent frames in a sentence's first window (one frame is `hop` samples,
     /// 256 for Piper voices: 11.6 ms at 22.05 kHz).
     pub first_chunk_frames: usize,
-    /// Latent frames in every later window.
+    /// Latent frames in later windows at most (they grow to it: [`StreamConfig::window_at`]).
     pub chunk_frames: usize,
 }
 
@@ -75,6 +75,20 @@ impl StreamConfig {
         Self {
             first_chunk_frames: usize::MAX / 4,
             chunk_frames: usize::MAX / 4,
+        }
+    }
+
+    /// Frames in the window that starts at frame `cursor` of a sentence:
+    /// the first window, then windows as long as everything before them
+    /// (16, 16, 32, 64, 64... by default) up to `chunk_frames`. Each window
+    /// then costs a fraction of the audio already buffered ahead of it, so
+    /// the utterance can start as soon as its second window is under way,
+    /// and the first sound waits for two short windows, not a long one.
+    pub fn window_at(&self, cursor: usize) -> usize {
+        if cursor == 0 {
+            self.first_chunk_frames
+        } else {
+            cursor.clamp(self.first_chunk_frames.min(self.chunk_frames), self.chunk_frames)
         }
     }
 
@@ -311,7 +325,7 @@ impl PiperStream {
         let cfg = self.config;
         let model = &self.voice.model;
         let st = self.current.as_mut().expect("a sentence is in progress");
-        let size = if st.cursor == 0 { cfg.first_chunk_frames } else { cfg.chunk_frames };
+        let size = cfg.window_at(st.cursor);
         let start = st.cursor;
         let end = start.saturating_add(size).min(st.frames);
         // The frames whose push makes the window's samples final.
@@ -557,4 +571,29 @@ fn alignments(sentence: &PhonemeSentence, ids: &PhonemeIds, durations: &[u32], h
 /// Decodes `z` whole (the reference for the streaming tests).
 pub fn decode_whole(voice: &PiperVoice, z: &Tensor, g: Option<&Tensor>) -> Result<Vec<f32>, PiperError> {
     Ok(voice.model.decode(z, g)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamConfig;
+
+    #[test]
+    fn windows_grow_to_the_chunk_size() {
+        let cfg = StreamConfig::default();
+        let mut cursor = 0;
+        let mut sizes = Vec::new();
+        while cursor < 300 {
+            let n = cfg.window_at(cursor);
+            sizes.push(n);
+            cursor += n;
+        }
+        assert_eq!(sizes, [16, 16, 32, 64, 64, 64, 64]);
+        let rt = StreamConfig::realtime();
+        assert_eq!([0, 8, 16, 32, 64].map(|c| rt.window_at(c)), [8, 8, 16, 32, 32]);
+        // A first window longer than the rest: the rest keep their size.
+        let odd = StreamConfig { first_chunk_frames: 3, chunk_frames: 2 };
+        assert_eq!([0, 3, 5].map(|c| odd.window_at(c)), [3, 2, 2]);
+        let whole = StreamConfig::whole_sentence();
+        assert!(whole.window_at(0) > 1_000_000);
+    }
 }
