@@ -10,6 +10,7 @@
 //! POST   /calls/{id}/hangup         -> 202
 //! DELETE /calls/{id}                same as hangup
 //! GET    /calls/{id}/caller-audio   the caller's last 10 s as a 16-bit 8 kHz WAV
+//! POST   /v1/audio/speech           OpenAI-compatible TTS, streamed (see `tts_api`)
 //! ```
 //! Errors are JSON `{"error": {"code": "...", "message": "..."}}`.
 
@@ -43,6 +44,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/events", get(super::events::upgrade))
         .route("/v1/webrtc/offer", post(super::webrtc::offer))
         .route("/v1/voices", get(voices))
+        .route("/v1/audio/speech", post(super::tts_api::speech))
         .route("/v1/capacity", get(capacity))
         .route("/metrics", get(prometheus_metrics))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));

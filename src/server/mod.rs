@@ -29,6 +29,7 @@ pub mod lifecycle;
 pub mod outbound;
 pub mod sip;
 pub mod state;
+pub mod tts_api;
 pub mod web;
 pub mod webhook;
 pub mod webrtc;

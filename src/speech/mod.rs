@@ -7,6 +7,7 @@
 //! | which chunk runs next: earliest deadline first, batched by voice | [`scheduler`] |
 //! | deadlines and prefill from the engine's speed and the load | [`pacing`] |
 //! | the threads that run chunks and feed each call's playout | `workers.rs` |
+//! | where a chunk goes: a call's playout, or a listener outside any call ([`Speech::stream`]) | `sink.rs` |
 //! | engine chunk -> 8 kHz mu-law and word offsets | [`pcmu`] |
 //! | whether one more call fits, and `GET /v1/capacity` | [`admission`] |
 //! | the voices a call may pick | `voices.rs` |
@@ -18,6 +19,7 @@ pub mod admission;
 pub mod pacing;
 pub mod pcmu;
 pub mod scheduler;
+mod sink;
 mod voices;
 mod workers;
 
@@ -34,6 +36,8 @@ pub use admission::{Capacity, Refusal};
 use admission::{Admission, Load};
 pub use pcmu::PcmuStream;
 pub use scheduler::Policy;
+pub use sink::Synthesized;
+use sink::Sink;
 pub use voices::{VoiceCatalog, VoiceLoader};
 use workers::{lock, Job, Shared};
 
@@ -132,10 +136,30 @@ impl Speech {
         let mut request = SynthRequest::new(text);
         request.options = options;
         let voice = voice.map_or(default, str::to_owned);
-        let job = Job::new(utterance, call.clone(), voice, request, cancel, now, ahead.is_zero());
+        let job = Job::new(utterance, Sink::call(call.clone()), voice, request, cancel, now, ahead.is_zero());
         let deadline = lock(&self.shared.state).pacing.first_deadline(now, ahead);
         self.shared.submit(job, deadline);
         utterance
+    }
+
+    /// Synthesizes `text` for a listener outside any call (the TTS API): the
+    /// engine's chunks at its own rate, in order, as the workers compute
+    /// them. The stream is scheduled with the calls' utterances (its first
+    /// chunk due now, later ones as if it were heard in real time), so it
+    /// takes its turn and cannot starve a call. Dropping the receiver
+    /// cancels it.
+    pub fn stream(&self, text: &str, voice: Option<&str>, options: SynthOptions) -> tokio::sync::mpsc::UnboundedReceiver<Synthesized> {
+        let id = self.next_utterance.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let (sink, rx) = Sink::listener();
+        let mut request = SynthRequest::new(text);
+        request.options = options;
+        let voice = voice.map_or_else(|| self.voice(), str::to_owned);
+        // Not a caller's turn: its first audio is not admission's measure.
+        let job = Job::new(id, sink, voice, request, CancelToken::new(), now, false);
+        let deadline = lock(&self.shared.state).pacing.first_deadline(now, Duration::ZERO);
+        self.shared.submit(job, deadline);
+        rx
     }
 
     /// Whether one more call may come in (`live_calls` are up now).

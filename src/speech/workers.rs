@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 
 use super::admission::Admission;
 use super::pacing::{Pacing, MARGIN};
-use super::pcmu::PcmuStream;
 use super::scheduler::{Policy, Queue};
+use super::sink::Sink;
 use super::voices::Voices;
 use super::StreamId;
-use crate::media::CallMedia;
 use crate::synth::{CancelToken, Engine, PcmChunk, SynthError, SynthRequest, SynthStream};
 
 /// One live utterance.
 pub(crate) struct Job {
     pub id: StreamId,
-    pub call: Arc<CallMedia>,
+    /// Where its audio goes: a call, or a listener outside any (the TTS API).
+    pub sink: Sink,
     /// The voice's name (the batching group).
     pub voice: String,
     pub request: Option<SynthRequest>,
@@ -40,21 +40,25 @@ pub(crate) struct Job {
 struct Started {
     engine: Arc<dyn Engine>,
     stream: Box<dyn SynthStream>,
-    phone: PcmuStream,
 }
 
 impl Job {
-    pub fn new(id: StreamId, call: Arc<CallMedia>, voice: String, request: SynthRequest, cancel: CancelToken, arrived: Instant, fresh: bool) -> Self {
-        Self { id, call, voice, request: Some(request), cancel, arrived, fresh, started: None, chunks: 0, starved: 0, first_due: arrived }
+    pub fn new(id: StreamId, sink: Sink, voice: String, request: SynthRequest, cancel: CancelToken, arrived: Instant, fresh: bool) -> Self {
+        Self { id, sink, voice, request: Some(request), cancel, arrived, fresh, started: None, chunks: 0, starved: 0, first_due: arrived }
     }
 
     fn dead(&self) -> bool {
-        self.cancel.is_cancelled() || self.call.is_closed()
+        self.cancel.is_cancelled() || self.sink.closed()
     }
 
     /// No more audio for it: the playout plays what it has.
     fn finish(&self) {
-        lock(&self.call.playout).finish(self.id);
+        self.sink.finish(self.id);
+    }
+
+    /// It failed: finished, and a listener told why.
+    fn fail(&self, error: &dyn std::fmt::Display) {
+        self.sink.fail(self.id, &error.to_string());
     }
 }
 
@@ -178,10 +182,11 @@ fn start(shared: &Shared, job: &mut Job) -> bool {
         return true;
     }
     let Some(request) = job.request.take() else { return false };
+    let sink = &mut job.sink;
     let started = shared.voices.engine(Some(&job.voice)).and_then(|engine| {
         let stream = engine.start(request, job.cancel.clone())?;
-        let phone = PcmuStream::new(engine.info().sample_rate)?;
-        Ok(Started { engine, stream, phone })
+        sink.prepare(engine.info().sample_rate)?;
+        Ok(Started { engine, stream })
     });
     match started {
         Ok(s) => {
@@ -191,7 +196,8 @@ fn start(shared: &Shared, job: &mut Job) -> bool {
             true
         }
         Err(e) => {
-            tracing::warn!(call = %job.call.id, utterance = job.id, error = %e, "synthesis failed to start");
+            tracing::warn!(call = %job.sink.name(), utterance = job.id, error = %e, "synthesis failed to start");
+            job.fail(&e);
             false
         }
     }
@@ -201,11 +207,7 @@ fn start(shared: &Shared, job: &mut Job) -> bool {
 /// their next deadlines.
 fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
     jobs.retain_mut(|job| {
-        let ok = start(shared, job);
-        if !ok {
-            job.finish();
-        }
-        ok
+        start(shared, job)
     });
     if jobs.is_empty() {
         return Vec::new();
@@ -222,7 +224,7 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
         // The batch's other members are costed as chunks of their own.
         let ready_at = t0 + second + batch_item * (jobs.len() as u32 - 1) + MARGIN / 2;
         for job in jobs.iter().filter(|j| j.chunks == 1) {
-            let starts = lock(&job.call.playout).cover(job.id, ready_at, t0);
+            let starts = job.sink.cover(job.id, ready_at, t0);
             if let Some(starts) = starts.filter(|_| job.fresh) {
                 // Its first audio is now known: admission's measure of load.
                 first_audio.push(starts.saturating_duration_since(job.arrived));
@@ -253,62 +255,47 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
                 continue;
             }
             Err(e) => {
-                tracing::warn!(call = %job.call.id, utterance = job.id, error = %e, "synthesis failed");
-                job.finish();
+                tracing::warn!(call = %job.sink.name(), utterance = job.id, error = %e, "synthesis failed");
+                job.fail(&e);
                 continue;
             }
         };
         let first = job.chunks == 0;
         job.chunks += 1;
-        let Some(started) = job.started.as_mut() else { continue };
-        let phone = started.phone.convert(&chunk);
-        let (alive, lead, starved) = {
-            let mut playout = lock(&job.call.playout);
-            // Frames the caller heard as gaps while this chunk was computed.
-            let starved = playout.underruns_of(job.id).unwrap_or(job.starved);
-            playout.words(job.id, phone.words);
-            let alive = playout.push(job.id, &phone.pcmu, now);
-            if first {
-                playout.hold(job.id, hold);
-                if !chunk.last {
-                    // It starts once its second chunk is under way (`cover`).
-                    playout.gate(job.id);
-                }
-            }
-            if chunk.last {
-                playout.finish(job.id);
-            }
-            (alive, playout.lead(job.id, now).unwrap_or_default(), starved)
-        };
+        let (audio, last) = (chunk.duration(), chunk.last);
+        let delivered = job.sink.deliver(job.id, chunk, first, hold, now);
+        let (alive, lead) = (delivered.alive, delivered.lead);
+        // Frames the caller heard as gaps while this chunk was computed.
+        let starved = delivered.starved.unwrap_or(job.starved);
         // A share of the batch's time, by audio.
-        let share = if total_audio.is_zero() { compute } else { compute.mul_f64(chunk.duration().as_secs_f64() / total_audio.as_secs_f64()) };
-        if !chunk.duration().is_zero() {
-            crate::metrics::metrics().synthesis_rtf.observe(share.as_secs_f64() / chunk.duration().as_secs_f64());
+        let share = if total_audio.is_zero() { compute } else { compute.mul_f64(audio.as_secs_f64() / total_audio.as_secs_f64()) };
+        if !audio.is_zero() {
+            crate::metrics::metrics().synthesis_rtf.observe(share.as_secs_f64() / audio.as_secs_f64());
         }
         // Late only if the caller heard it: an utterance that has not started
         // (held for its prefill or gated until this chunk) cannot be.
         let late = (starved > job.starved).then(|| crate::media::FRAME * (starved - job.starved));
         job.starved = starved;
         if let Some(late) = late {
-            tracing::debug!(call = %job.call.id, utterance = job.id, chunk = job.chunks, late_ms = late.as_millis() as u64,
+            tracing::debug!(call = %job.sink.name(), utterance = job.id, chunk = job.chunks, late_ms = late.as_millis() as u64,
                 compute_ms = share.as_millis() as u64, batch = total_audio.as_millis() as u64, "chunk arrived after its audio ran out");
         }
         if first && job.fresh {
-            tracing::debug!(call = %job.call.id, utterance = job.id, queued_ms = t0.saturating_duration_since(job.arrived).as_millis() as u64,
+            tracing::debug!(call = %job.sink.name(), utterance = job.id, queued_ms = t0.saturating_duration_since(job.arrived).as_millis() as u64,
                 compute_ms = compute.as_millis() as u64, batch = results_len, hold_ms = hold.as_millis() as u64,
-                audio_ms = chunk.duration().as_millis() as u64, "first chunk of a new turn");
-            if chunk.last {
+                audio_ms = audio.as_millis() as u64, "first chunk of a new turn");
+            if last {
                 // Complete at once: it plays now.
                 first_audio.push(now.saturating_duration_since(job.arrived));
             }
         }
-        observed.push((job.chunks - 1, chunk.duration(), share, late));
+        observed.push((job.chunks - 1, audio, share, late));
         if !alive || job.dead() {
             // Cleared (barge-in) or hung up: stop computing audio nobody hears.
             job.cancel.cancel();
             continue;
         }
-        if chunk.last {
+        if last {
             continue;
         }
         going_on.push((job, lead));
