@@ -1,0 +1,184 @@
+//! `voxline serve`: its flags, and the server they configure.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+use voxline::synth::Engine;
+
+use crate::VoiceArgs;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Read settings from this TOML file; flags and environment variables
+    /// override it (docs/configuration.md, "Configuration file").
+    #[arg(long, env = "VOXLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// SIP listen address (UDP).
+    #[arg(long, env = "VOXLINE_SIP", default_value = "0.0.0.0:5060")]
+    pub sip: std::net::SocketAddr,
+    /// HTTP API listen address.
+    #[arg(long, env = "VOXLINE_HTTP", default_value = "0.0.0.0:8080")]
+    pub http: std::net::SocketAddr,
+    /// Address to advertise in SDP and Contact (the public address behind NAT).
+    #[arg(long, env = "VOXLINE_EXTERNAL_IP")]
+    pub external_ip: Option<std::net::IpAddr>,
+    /// RTP port range, LOW-HIGH (an even port for RTP, the next for RTCP).
+    #[arg(long, env = "VOXLINE_RTP_PORTS", default_value = "10000-20000", value_parser = parse_range)]
+    pub rtp_ports: (u16, u16),
+    /// Spoken to every answered call; empty for none.
+    #[arg(long, env = "VOXLINE_GREETING", default_value = "Hello! You are connected to voxline.")]
+    pub greeting: String,
+    /// Ring this many milliseconds (180 Ringing) before answering; 0 answers at once.
+    #[arg(long, env = "VOXLINE_RING_MS", default_value_t = 0)]
+    pub ring_ms: u64,
+    /// Require this bearer token on the HTTP API and WebSockets (recommended
+    /// whenever --http is reachable from other machines).
+    #[arg(long, env = "VOXLINE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// POST incoming calls (and later lifecycle events) to this http:// URL; its JSON answer may accept or reject the call.
+    #[arg(long, env = "VOXLINE_WEBHOOK")]
+    pub webhook: Option<String>,
+    /// Sent as `Authorization: Bearer` with webhook requests.
+    #[arg(long, env = "VOXLINE_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
+    /// How long a call rings waiting for an agent's accept/reject (webhook or
+    /// events socket with decide=true) before it is answered with the greeting.
+    #[arg(long, env = "VOXLINE_DECISION_TIMEOUT_MS", default_value_t = 3000)]
+    pub decision_timeout_ms: u64,
+    /// STUN server for browsers' calls (WebRTC ICE), e.g. stun:stun.example.com:3478; repeatable.
+    #[arg(long, env = "VOXLINE_STUN", value_delimiter = ',')]
+    pub stun: Vec<String>,
+    /// TURN server for browsers behind strict NATs, e.g. turn:turn.example.com:3478?transport=udp; repeatable.
+    #[arg(long, env = "VOXLINE_TURN", value_delimiter = ',')]
+    pub turn: Vec<String>,
+    /// TURN user name.
+    #[arg(long, env = "VOXLINE_TURN_USERNAME")]
+    pub turn_username: Option<String>,
+    /// TURN password.
+    #[arg(long, env = "VOXLINE_TURN_PASSWORD", hide_env_values = true)]
+    pub turn_password: Option<String>,
+    /// Only these local addresses become WebRTC host candidates (default: every interface but
+    /// loopback); a loopback address allows a browser on the same machine. Repeatable.
+    #[arg(long, env = "VOXLINE_WEBRTC_IP", value_delimiter = ',')]
+    pub webrtc_ip: Vec<std::net::IpAddr>,
+    /// UDP ports for WebRTC ICE, LOW-HIGH (default: any).
+    #[arg(long, env = "VOXLINE_WEBRTC_PORTS", value_parser = parse_range)]
+    pub webrtc_ports: Option<(u16, u16)>,
+    /// Serve the demo page from this folder instead of the copy built into the binary.
+    #[arg(long, env = "VOXLINE_WEB_DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
+    /// Calls beyond this get 503.
+    #[arg(long, env = "VOXLINE_MAX_CALLS", default_value_t = 1000)]
+    pub max_calls: usize,
+    /// End a call after this many seconds without RTP from the caller (0: never).
+    #[arg(long, env = "VOXLINE_RTP_TIMEOUT", default_value_t = 60)]
+    pub rtp_timeout: u64,
+    /// On SIGTERM/SIGINT, let live calls go on this many seconds (each ends
+    /// with BYE once its current speech has played), then end the rest.
+    #[arg(long, env = "VOXLINE_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
+    /// NAT handling: latch the caller's media source from its first packet.
+    #[arg(long, env = "VOXLINE_NAT")]
+    pub nat: bool,
+    /// Do not send silence between utterances (RTP stops; timestamps still advance).
+    #[arg(long)]
+    pub no_silence: bool,
+    /// Synthesis threads shared by all calls; 0 = one per core.
+    #[arg(long, env = "VOXLINE_SYNTH_WORKERS", default_value_t = 0)]
+    pub synth_workers: usize,
+    /// How synthesis work is ordered: `deadline` (earliest deadline first,
+    /// chunk by chunk, batched across calls) or `fcfs` (whole utterances in
+    /// arrival order; kept for comparison).
+    #[arg(long, env = "VOXLINE_SYNTH_SCHEDULER", default_value = "deadline", value_parser = voxline::speech::Policy::from_name)]
+    pub synth_scheduler: voxline::speech::Policy,
+    /// First audio of a new turn should reach the caller within this (p99);
+    /// calls that would push it further are refused (503, Retry-After).
+    #[arg(long, env = "VOXLINE_FIRST_AUDIO_TARGET_MS", default_value_t = 300)]
+    pub first_audio_target_ms: u64,
+    /// Take every call however loaded the synthesizer is (no 503 for load).
+    #[arg(long, env = "VOXLINE_NO_ADMISSION")]
+    pub no_admission: bool,
+    #[command(flatten)]
+    pub voice: VoiceArgs,
+}
+
+pub fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 10000-20000")?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|e| format!("{e}"))?, b.trim().parse().map_err(|e| format!("{e}"))?);
+    if a > b || (a != 0 && b - a < 1) {
+        return Err(format!("empty port range {a}-{b}"));
+    }
+    Ok((a, b))
+}
+
+/// Runs the server until it is drained or killed.
+pub fn run(args: ServeArgs) -> Result<()> {
+    use std::io::Write as _;
+    use voxline::media::{rtp_in::SourcePolicy, MediaConfig};
+    use voxline::server::{serve, ServerConfig};
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (engine, catalog): (Arc<dyn Engine>, _) = if args.voice.engine == "piper" {
+        let engine = args.voice.engine()?;
+        let catalog = args.voice.catalog(&engine)?;
+        (Arc::new(engine), catalog)
+    } else {
+        (args.voice.any_engine()?, voxline::speech::VoiceCatalog::none())
+    };
+    let media_ip = args.sip.ip();
+    let config = ServerConfig {
+        sip_listen: args.sip,
+        http_listen: args.http,
+        external_ip: args.external_ip,
+        media_ip,
+        rtp_ports: args.rtp_ports,
+        greeting: Some(args.greeting).filter(|g| !g.trim().is_empty()),
+        max_calls: args.max_calls,
+        ring: std::time::Duration::from_millis(args.ring_ms),
+        rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        speech: voxline::speech::SpeechConfig {
+            workers: if args.synth_workers == 0 { cores } else { args.synth_workers },
+            policy: args.synth_scheduler,
+            first_audio_target: std::time::Duration::from_millis(args.first_audio_target_ms),
+            admission: !args.no_admission,
+        },
+        media: MediaConfig {
+            send_silence: !args.no_silence,
+            source_policy: if args.nat { SourcePolicy::Latch { window: std::time::Duration::from_secs(5) } } else { SourcePolicy::Strict },
+        },
+        answer_policy: voxline_sdp::AnswerPolicy::default(),
+        // No version: it would tell an attacker which bugs to try.
+        user_agent: "voxline".into(),
+        api_token: args.api_token.filter(|t| !t.is_empty()),
+        synth: args.voice.options(),
+        webhook: args.webhook.filter(|w| !w.is_empty()),
+        webhook_token: args.webhook_token.filter(|t| !t.is_empty()),
+        decision_timeout: std::time::Duration::from_millis(args.decision_timeout_ms),
+        webrtc: voxline::server::WebRtcConfig {
+            ice_servers: args
+                .stun
+                .iter()
+                .map(|url| voxline::server::IceServer { url: url.clone(), username: String::new(), credential: String::new() })
+                .chain(args.turn.iter().map(|url| voxline::server::IceServer {
+                    url: url.clone(),
+                    username: args.turn_username.clone().unwrap_or_default(),
+                    credential: args.turn_password.clone().unwrap_or_default(),
+                }))
+                .collect(),
+            ips: args.webrtc_ip.clone(),
+            ports: args.webrtc_ports,
+            external_ip: args.external_ip,
+        },
+        web_dir: args.web_dir.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores.min(4)).enable_all().build()?;
+    runtime.block_on(serve(config, engine, catalog, |bound| {
+        // One machine-readable line for scripts and tests, then a human one.
+        println!("ready sip={} http={}", bound.sip, bound.http);
+        let _ = std::io::stdout().flush();
+        eprintln!("voxline: answering SIP on udp:{}, HTTP API on http://{}", bound.sip, bound.http);
+    }))
+}
