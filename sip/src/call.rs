@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::dialog::Dialog;
+use crate::info_dtmf::InfoDtmf;
 use crate::message::Echo;
 use crate::transaction::{due, soonest, Timers, TransactionKey};
+use crate::transfer::Transfer;
 use crate::transmit::Transmit;
 use crate::uac::Uac;
 
@@ -129,9 +131,33 @@ pub(crate) struct Call {
     /// `hangup` was called while waiting for the ACK: BYE goes out when it arrives
     /// (RFC 3261 15: no BYE before the ACK or its timeout).
     pub bye_after_ack: bool,
+    /// Our REFER and what its NOTIFYs said (the latest transfer).
+    pub transfer: Option<Transfer>,
+    /// DTMF digits to send as INFO.
+    pub info_dtmf: InfoDtmf,
 }
 
 impl Call {
+    pub(crate) fn new(state: CallState, dialog: Dialog, role: Role) -> Self {
+        Call {
+            state,
+            dialog,
+            role,
+            reinvite: None,
+            pending_ack: None,
+            bye_after_ack: false,
+            transfer: None,
+            info_dtmf: InfoDtmf::default(),
+        }
+    }
+
+    /// True once a transfer of the call succeeded (its end is the transfer's).
+    pub(crate) fn transferred(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| t.stage == crate::transfer::Stage::Succeeded)
+    }
+
     /// The INVITE of a call we answer.
     pub(crate) fn invite(&self) -> Option<&InviteContext> {
         match &self.role {
@@ -145,10 +171,13 @@ impl Call {
             Role::Uac(uac) => uac.give_up,
             Role::Uas(_) => None,
         };
-        soonest(
-            give_up,
+        [
             self.pending_ack.as_ref().map(PendingAck::next_deadline),
-        )
+            self.transfer.as_ref().and_then(Transfer::next_deadline),
+            self.info_dtmf.next_deadline(),
+        ]
+        .into_iter()
+        .fold(give_up, soonest)
     }
 
     /// Runs the 2xx retransmission; true when the ACK never came.

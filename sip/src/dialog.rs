@@ -62,8 +62,24 @@ pub(crate) struct Extra<'a> {
     pub to: Option<&'a str>,
     /// Headers after CSeq: Contact, credentials, the application's own.
     pub headers: &'a [rsip::Header],
-    /// An `application/sdp` body.
-    pub sdp: Option<&'a str>,
+    /// A body: its Content-Type and text (`application/sdp`, `application/dtmf-relay`).
+    pub body: Option<Body<'a>>,
+}
+
+/// A request body and its type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Body<'a> {
+    pub content_type: &'a str,
+    pub text: &'a str,
+}
+
+impl<'a> Body<'a> {
+    pub(crate) fn sdp(text: &'a str) -> Self {
+        Body {
+            content_type: "application/sdp",
+            text,
+        }
+    }
 }
 
 impl Dialog {
@@ -229,10 +245,10 @@ impl Dialog {
         headers.push(rsip::Header::UserAgent(h::UserAgent::from(
             config.user_agent.clone(),
         )));
-        let body = extra.sdp.unwrap_or_default();
-        if extra.sdp.is_some() {
+        let body = extra.body.map_or("", |b| b.text);
+        if let Some(b) = extra.body {
             headers.push(rsip::Header::ContentType(h::ContentType::from(
-                "application/sdp",
+                b.content_type,
             )));
         }
         headers.push(rsip::Header::ContentLength(h::ContentLength::from(

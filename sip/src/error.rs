@@ -28,4 +28,12 @@ pub enum SipError {
     /// which value is wrong.
     #[error("cannot place the call: {0}")]
     InvalidCallRequest(String),
+    /// [`Endpoint::transfer`](crate::Endpoint::transfer) needs a `sip:`, `sips:` or `tel:`
+    /// URI as the target.
+    #[error("cannot transfer to `{0}`: use a sip:, sips: or tel: URI")]
+    InvalidTarget(String),
+    /// [`Endpoint::send_dtmf_info`](crate::Endpoint::send_dtmf_info) sends `0-9 * # A-D` and
+    /// waits on `w`; nothing else.
+    #[error("`{0}` is not a DTMF digit: use 0-9, *, #, A-D, or w to wait")]
+    InvalidDigit(char),
 }

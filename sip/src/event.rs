@@ -47,6 +47,48 @@ pub enum EndReason {
     Failed,
     /// We hung up a call we placed before it was answered (CANCEL).
     LocalCancel,
+    /// A transfer we asked for ([`Endpoint::transfer`](crate::Endpoint::transfer)) reached its
+    /// target, and the call ended with a BYE (ours, or the transferee's).
+    Transferred,
+}
+
+/// How a transfer we asked for ([`Endpoint::transfer`](crate::Endpoint::transfer)) goes:
+/// the REFER's response, then the status lines of the transferee's call to the target
+/// (`message/sipfrag` NOTIFYs, RFC 3515).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferUpdate {
+    /// The transferee accepted the REFER (2xx, normally `202 Accepted`) and calls the target.
+    Accepted {
+        /// The REFER's status.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// A NOTIFY reported a provisional response of the target (`100 Trying`, `180 Ringing`).
+    Progress {
+        /// The target's status.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// A NOTIFY reported the target's 2xx: the transfer worked. The endpoint sends BYE; the
+    /// call ends with [`EndReason::Transferred`].
+    Succeeded {
+        /// The target's status.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// The REFER was refused or unanswered (408), the target refused the call (the NOTIFY's
+    /// status), the transferee ended the subscription without a final status (487), or no
+    /// NOTIFY came in time (408). The call goes on.
+    Failed {
+        /// The status.
+        status: u16,
+        /// Its reason phrase, or what happened instead.
+        reason: String,
+    },
 }
 
 /// Something the application should know or act on. Every [`Event::IncomingCall`], and every
@@ -136,5 +178,24 @@ pub enum Event {
         call: CallHandle,
         /// One of `0-9`, `*`, `#`, `A-D`.
         digit: char,
+    },
+    /// A transfer we asked for moved on; see [`TransferUpdate`].
+    Transfer {
+        /// The call.
+        call: CallHandle,
+        /// What happened.
+        update: TransferUpdate,
+    },
+    /// A DTMF INFO we sent ([`Endpoint::send_dtmf_info`](crate::Endpoint::send_dtmf_info)) got
+    /// an error response or none (408); the digits still queued were dropped.
+    DtmfInfoFailed {
+        /// The call.
+        call: CallHandle,
+        /// The INFO's final status, or 408.
+        status: u16,
+        /// Its reason phrase, or what happened instead.
+        reason: String,
+        /// The digits that were not sent, in order (the refused one not included).
+        dropped: String,
     },
 }

@@ -46,8 +46,11 @@
 //! - `digest`: answering `401`/`407` challenges (RFC 7616, MD5 and SHA-256);
 //! - `call`, `uac`: one call's state, the 2xx retransmission of the core (13.3.1.4), and for
 //!   a call we place, where its INVITE stands;
+//! - `transfer`, `info_dtmf`: requests we send inside a call's dialog: a blind transfer
+//!   (REFER and its NOTIFYs, RFC 3515) and DTMF as INFO (`application/dtmf-relay`);
 //! - `endpoint`: routing of datagrams, the RFC 8.2 checks, the application actions
-//!   (`incoming`: requests we receive; `outgoing`: calls we place).
+//!   (`incoming`: requests we receive; `outgoing`: calls we place; `transfer`, `info`: REFER
+//!   and INFO in a dialog).
 //!
 //! Only UDP is supported, and no DNS: calls go to IP addresses.
 
@@ -60,14 +63,16 @@ mod digest;
 mod endpoint;
 mod error;
 mod event;
+mod info_dtmf;
 mod message;
 mod transaction;
+mod transfer;
 mod transmit;
 mod uac;
 
 pub use config::EndpointConfig;
 pub use endpoint::{Endpoint, Stats, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 pub use error::SipError;
-pub use event::{CallHandle, EndReason, Event};
+pub use event::{CallHandle, EndReason, Event, TransferUpdate};
 pub use transmit::Transmit;
 pub use uac::{CallRequest, Credentials};

@@ -24,7 +24,7 @@ fn options_outside_a_dialog_gets_our_capabilities() {
     assert_eq!(r.first_line(), "SIP/2.0 200 OK");
     assert_eq!(
         r.header("Allow").unwrap(),
-        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY"
     );
     assert_eq!(r.header("Accept").unwrap(), "application/sdp");
     assert_eq!(r.headers("Supported"), vec![String::new()]);
@@ -79,9 +79,7 @@ fn methods_we_do_not_implement_get_405_with_allow() {
         "REGISTER",
         "SUBSCRIBE",
         "MESSAGE",
-        "REFER",
         "PUBLISH",
-        "NOTIFY",
         "UPDATE",
         "PRACK",
         "FOO",
@@ -92,7 +90,7 @@ fn methods_we_do_not_implement_get_405_with_allow() {
         assert_eq!(r.first_line(), "SIP/2.0 405 Method Not Allowed", "{method}");
         assert_eq!(
             r.header("Allow").unwrap(),
-            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY"
         );
         assert_eq!(r.cseq().1, method);
     }

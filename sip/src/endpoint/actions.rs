@@ -19,7 +19,7 @@ pub const RETRY_AFTER_SECS: u32 = 30;
 pub const HANGUP_BEFORE_ANSWER: u16 = 480;
 
 impl Endpoint {
-    fn call_in(
+    pub(super) fn call_in(
         &mut self,
         call: CallHandle,
         action: &'static str,

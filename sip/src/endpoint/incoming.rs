@@ -55,6 +55,8 @@ impl Endpoint {
             Method::Invite => self.on_invite(now, source, &request),
             Method::Bye => self.on_bye(now, source, &request),
             Method::Info => self.on_info(now, source, &request),
+            Method::Notify => self.on_notify(now, source, &request),
+            Method::Refer => self.on_refer_request(now, source, &request),
             _ => self.on_options(now, source, &request),
         }
     }
@@ -63,7 +65,12 @@ impl Endpoint {
     fn precheck(&self, request: &Request) -> Option<Reply<'static>> {
         if !matches!(
             request.method,
-            Method::Invite | Method::Bye | Method::Options | Method::Info
+            Method::Invite
+                | Method::Bye
+                | Method::Options
+                | Method::Info
+                | Method::Notify
+                | Method::Refer
         ) {
             return Some(
                 Reply::new(405).header(rsip::Header::Allow(h::Allow::from(message::ALLOW))),
@@ -145,22 +152,14 @@ impl Endpoint {
         self.transmits.extend(tx.respond_provisional(trying));
         self.invite_servers.insert(key.clone(), tx);
         self.dialogs.insert(dialog.id.clone(), handle);
-        self.calls.insert(
-            handle,
-            Call {
-                state: CallState::Early,
-                dialog,
-                role: Role::Uas(InviteContext {
-                    key,
-                    echo: request.echo.clone(),
-                    source,
-                    cseq: request.cseq.seq,
-                }),
-                reinvite: None,
-                pending_ack: None,
-                bye_after_ack: false,
-            },
-        );
+        let role = Role::Uas(InviteContext {
+            key,
+            echo: request.echo.clone(),
+            source,
+            cseq: request.cseq.seq,
+        });
+        self.calls
+            .insert(handle, Call::new(CallState::Early, dialog, role));
         tracing::debug!(%handle, "incoming call");
         let headers = request
             .headers
@@ -241,7 +240,7 @@ impl Endpoint {
 
     /// Answers a non-INVITE request inside a transaction, so retransmissions get the same
     /// response.
-    fn respond_in_transaction(
+    pub(super) fn respond_in_transaction(
         &mut self,
         now: Instant,
         source: SocketAddr,
@@ -258,7 +257,7 @@ impl Endpoint {
 
     /// Checks that an in-dialog request names a live dialog and is in order; answers 481 or
     /// 500 otherwise.
-    fn in_dialog(&mut self, source: SocketAddr, request: &Request) -> Option<CallHandle> {
+    pub(super) fn in_dialog(&mut self, source: SocketAddr, request: &Request) -> Option<CallHandle> {
         let Some(handle) = self.dialog_call(request) else {
             self.respond_stateless(request, source, Reply::new(481));
             return None;
@@ -292,7 +291,11 @@ impl Endpoint {
                 self.fail_invite(now, &ctx, &tag, Reply::new(487));
             }
         }
-        self.end_call(handle, crate::event::EndReason::RemoteBye);
+        let reason = match self.calls.get(&handle) {
+            Some(call) if call.transferred() => crate::event::EndReason::Transferred,
+            _ => crate::event::EndReason::RemoteBye,
+        };
+        self.end_call(handle, reason);
     }
 
     /// INFO (RFC 6086): 200; DTMF digits become events.

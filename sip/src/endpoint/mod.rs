@@ -7,7 +7,9 @@ mod actions;
 
 pub use actions::{HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 mod incoming;
+mod info;
 mod outgoing;
+mod transfer;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, VecDeque};
@@ -68,7 +70,7 @@ pub struct Endpoint {
     servers: BTreeMap<TransactionKey, ServerNonInviteTransaction>,
     /// INVITE client transactions (our calls) by branch.
     invite_clients: BTreeMap<String, ClientInviteTransaction>,
-    /// Non-INVITE client transactions (BYE, CANCEL) by branch.
+    /// Non-INVITE client transactions (BYE, CANCEL, REFER, INFO) by branch.
     clients: BTreeMap<String, ClientNonInviteTransaction>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -197,12 +199,12 @@ impl Endpoint {
                 continue;
             };
             let outcome = tx.on_timeout(now, &self.timers, &mut self.transmits);
-            let call = tx.call;
+            let (call, method) = (tx.call, tx.method);
             if tx.is_terminated() {
                 self.clients.remove(&branch);
             }
             if let Some(outcome) = outcome {
-                self.on_bye_outcome(call, outcome);
+                self.on_client_outcome(now, call, method, &branch, outcome, "");
             }
         }
         let due: Vec<CallHandle> = due_keys(&self.calls, now, Call::next_deadline);
@@ -210,6 +212,8 @@ impl Endpoint {
             if self.on_give_up(now, handle) {
                 continue;
             }
+            self.on_transfer_timeout(now, handle);
+            self.send_next_info(now, handle);
             let Some(call) = self.calls.get_mut(&handle) else {
                 continue;
             };
@@ -314,9 +318,36 @@ impl Endpoint {
         let Some(tx) = tx else {
             return self.unexpected_response(&response);
         };
-        let call = tx.call;
+        let (call, method) = (tx.call, tx.method);
         if let Some(outcome) = tx.on_response(now, response.status) {
-            self.on_bye_outcome(call, outcome);
+            let branch = response.branch.clone().unwrap_or_default();
+            self.on_client_outcome(now, call, method, &branch, outcome, &response.reason);
+        }
+    }
+
+    /// A non-INVITE client transaction of `call` finished: to its method's owner.
+    fn on_client_outcome(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        method: &str,
+        branch: &str,
+        outcome: Outcome,
+        reason: &str,
+    ) {
+        let response = match outcome {
+            Outcome::Final(status) => Some((status, reason)),
+            Outcome::Timeout => None,
+        };
+        let done = Completed {
+            call,
+            branch,
+            response,
+        };
+        match method {
+            "REFER" => self.on_refer_outcome(now, done),
+            "INFO" => self.on_info_outcome(now, done),
+            _ => self.on_bye_outcome(call, outcome),
         }
     }
 
@@ -332,13 +363,19 @@ impl Endpoint {
     /// Our BYE (or CANCEL) finished: the call ends now if it was waiting for that.
     fn on_bye_outcome(&mut self, call: CallHandle, outcome: Outcome) {
         tracing::debug!(%call, ?outcome, "BYE transaction finished");
-        if self
+        let Some(c) = self
             .calls
             .get(&call)
-            .is_some_and(|c| c.state == crate::call::CallState::Terminating)
-        {
-            self.end_call(call, EndReason::LocalBye);
-        }
+            .filter(|c| c.state == crate::call::CallState::Terminating)
+        else {
+            return;
+        };
+        let reason = if c.transferred() {
+            EndReason::Transferred
+        } else {
+            EndReason::LocalBye
+        };
+        self.end_call(call, reason);
     }
 
     /// Sends BYE in the call's dialog through a new client transaction.
@@ -395,6 +432,14 @@ impl Endpoint {
         let transmit = reply.build(echo, source, &self.config.user_agent);
         self.transmits.push_back(transmit);
     }
+}
+
+/// A REFER or INFO client transaction that finished.
+struct Completed<'a> {
+    call: CallHandle,
+    branch: &'a str,
+    /// The final response's status and reason phrase; `None` when Timer F fired.
+    response: Option<(u16, &'a str)>,
 }
 
 /// Keys whose deadline has passed, in key order.

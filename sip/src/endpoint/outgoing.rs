@@ -19,7 +19,7 @@ use rand::Rng;
 
 use super::Endpoint;
 use crate::call::{Call, CallState, Role};
-use crate::dialog::{Dialog, Extra};
+use crate::dialog::{Body, Dialog, Extra};
 use crate::digest::{self, Challenge};
 use crate::error::SipError;
 use crate::event::{CallHandle, EndReason, Event};
@@ -58,14 +58,7 @@ impl Endpoint {
         let uac = Uac::new(now, headers, request);
         self.calls.insert(
             handle,
-            Call {
-                state: CallState::Calling,
-                dialog,
-                role: Role::Uac(uac),
-                reinvite: None,
-                pending_ack: None,
-                bye_after_ack: false,
-            },
+            Call::new(CallState::Calling, dialog, Role::Uac(uac)),
         );
         self.send_invite(now, handle);
         tracing::debug!(%handle, "calling");
@@ -83,7 +76,7 @@ impl Endpoint {
         headers.extend(uac.credentials_headers());
         let extra = Extra {
             headers: &headers,
-            sdp: Some(&uac.sdp_offer),
+            body: Some(Body::sdp(&uac.sdp_offer)),
             ..Extra::default()
         };
         let (transmit, cseq) = dialog.request("INVITE", &branch, extra, &self.config);

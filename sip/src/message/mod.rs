@@ -18,6 +18,8 @@ mod method;
 mod name_addr;
 mod request;
 mod response;
+mod sipfrag;
+mod subscription_state;
 mod uri;
 mod via;
 
@@ -30,5 +32,7 @@ pub(crate) use method::Method;
 pub(crate) use name_addr::NameAddr;
 pub(crate) use request::{Echo, Rejection, Request};
 pub(crate) use response::Response;
+pub(crate) use sipfrag::FragStatus;
+pub(crate) use subscription_state::{is_refer_event, SubState, SubscriptionState};
 pub(crate) use uri::{SipUri, Uri};
 pub(crate) use via::MAGIC_COOKIE;
