@@ -82,7 +82,7 @@ impl PendingAck {
             initial,
             next: now + timers.t1,
             interval: timers.t1,
-            give_up: now + timers.transaction_timeout(),
+            give_up: now + timers.ack_timeout,
         }
     }
 
@@ -90,7 +90,7 @@ impl PendingAck {
         self.next.min(self.give_up)
     }
 
-    /// Retransmits when due. True when 64*T1 passed without an ACK.
+    /// Retransmits when due. True when the ACK timeout passed without an ACK.
     pub(crate) fn on_timeout(
         &mut self,
         now: Instant,

@@ -20,10 +20,15 @@ pub struct EndpointConfig {
     pub t2: Duration,
     /// Datagrams larger than this are dropped unread (65 535 covers any UDP datagram).
     pub max_message: usize,
+    /// How long a 2xx waits for its ACK before the call ends (RFC 3261 13.3.1.4: 64*T1,
+    /// 32 s). A server on a public address shortens it, so INVITEs that never complete
+    /// the handshake (spoofed or abandoned) hold nothing for long.
+    pub ack_timeout: Duration,
 }
 
 impl EndpointConfig {
-    /// The RFC 3261 defaults (T1 500 ms, T2 4 s), 64 KiB messages, `voxline/0.1`.
+    /// The RFC 3261 defaults (T1 500 ms, T2 4 s, ACK timeout 64*T1), 64 KiB messages,
+    /// `voxline/0.1`.
     pub fn new(local_addr: SocketAddr) -> Self {
         EndpointConfig {
             local_addr,
@@ -32,6 +37,7 @@ impl EndpointConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             max_message: 64 * 1024,
+            ack_timeout: Duration::from_secs(32),
         }
     }
 

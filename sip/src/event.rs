@@ -35,7 +35,9 @@ pub enum EndReason {
     /// Our BYE (from [`Endpoint::hangup`](crate::Endpoint::hangup)) got a final response or
     /// timed out (Timer F).
     LocalBye,
-    /// Our 2xx to the INVITE (or re-INVITE) was never acknowledged within 64*T1; we sent BYE.
+    /// Our 2xx to the INVITE (or re-INVITE) was never acknowledged within the ACK timeout
+    /// ([`EndpointConfig::ack_timeout`](crate::EndpointConfig::ack_timeout), RFC 3261's 64*T1
+    /// by default); we sent BYE.
     AckTimeout,
     /// The caller cancelled before we answered (we sent 200 to the CANCEL and 487 to the
     /// INVITE).
@@ -47,6 +49,10 @@ pub enum EndReason {
     Failed,
     /// We hung up a call we placed before it was answered (CANCEL).
     LocalCancel,
+    /// We gave up on a call answered but not acknowledged
+    /// ([`Endpoint::abandon`](crate::Endpoint::abandon)): no more 2xx retransmissions, and no
+    /// BYE (the dialog was never confirmed).
+    Abandoned,
     /// A transfer we asked for ([`Endpoint::transfer`](crate::Endpoint::transfer)) reached its
     /// target, and the call ended with a BYE (ours, or the transferee's).
     Transferred,

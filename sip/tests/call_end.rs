@@ -36,6 +36,36 @@ fn no_ack_within_64_t1_sends_bye_and_ends_with_ack_timeout() {
 }
 
 #[test]
+fn a_shorter_ack_timeout_ends_the_call_sooner() {
+    let mut config = config();
+    config.ack_timeout = Duration::from_secs(8);
+    let mut ep = voxline_sip::Endpoint::with_seed(config, 7);
+    let start = Instant::now();
+    let (call, _ok) = answered_call(&mut ep, start, "c5s");
+    let sent = run_until(&mut ep, start, Duration::from_secs(8));
+    let (last_time, bye) = sent.last().unwrap();
+    assert_eq!(*last_time, Duration::from_secs(8));
+    assert_eq!(bye.method(), "BYE");
+    assert_eq!(events(&mut ep), vec![Event::CallEnded { call, reason: EndReason::AckTimeout }]);
+    // 0.5, 1.5, 3.5 and 7.5 s.
+    assert_eq!(sent.iter().filter(|(_, s)| s.status() == 200).count(), 4);
+}
+
+#[test]
+fn an_abandoned_call_sends_nothing_more() {
+    let mut ep = endpoint();
+    let start = Instant::now();
+    let (call, _ok) = answered_call(&mut ep, start, "c5a");
+    ep.abandon(start + Duration::from_millis(100), call).unwrap();
+    assert_eq!(events(&mut ep), vec![Event::CallEnded { call, reason: EndReason::Abandoned }]);
+    assert_eq!(ep.call_count(), 0);
+    let sent = run_until(&mut ep, start, Duration::from_secs(40));
+    assert!(sent.is_empty(), "no 200 retransmission and no BYE: {:?}", sent.iter().map(|(t, _)| t).collect::<Vec<_>>());
+    // Only an answered, unacknowledged call can be abandoned.
+    assert!(matches!(ep.abandon(start, call), Err(SipError::UnknownCall(_))));
+}
+
+#[test]
 fn hangup_sends_bye_with_route_cseq_and_tags_retransmitted_until_200() {
     let mut ep = endpoint();
     let start = Instant::now();

@@ -93,6 +93,17 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Forgets a call answered but not yet acknowledged: its 2xx is no longer retransmitted
+    /// and it ends at once with [`EndReason::Abandoned`], without BYE (RFC 3261 15: no BYE
+    /// before the ACK). A server flooded with INVITEs that never complete the handshake
+    /// frees their resources this way. An error when the call is not waiting for its ACK.
+    pub fn abandon(&mut self, _now: Instant, call: CallHandle) -> Result<(), SipError> {
+        let c = self.call_in(call, "abandon", |c| c.state == CallState::Accepted)?;
+        c.pending_ack = None;
+        self.end_call(call, EndReason::Abandoned);
+        Ok(())
+    }
+
     /// Rejects a call not yet answered with a final error `status` (300-699) and an optional
     /// reason phrase (default: the standard one). Extra headers by status: 488 carries
     /// `Warning: 399 <host> "<reason>"`, 503 carries `Retry-After: 30`, 405 carries Allow,

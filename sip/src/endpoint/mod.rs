@@ -96,6 +96,7 @@ impl Endpoint {
         let timers = Timers {
             t1: config.t1,
             t2: config.t2,
+            ack_timeout: config.ack_timeout,
         };
         Endpoint {
             config,
@@ -218,7 +219,8 @@ impl Endpoint {
                 continue;
             };
             if call.on_timeout(now, &self.timers, &mut self.transmits) {
-                // 13.3.1.4: no ACK within 64*T1 -> end the dialog with BYE.
+                // 13.3.1.4: no ACK within 64*T1 (or the configured ACK timeout) -> end the
+                // dialog with BYE.
                 tracing::debug!(%handle, "no ACK for 2xx; sending BYE");
                 call.pending_ack = None;
                 self.send_bye(now, handle);

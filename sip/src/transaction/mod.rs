@@ -27,6 +27,8 @@ pub(crate) struct Timers {
     pub t1: Duration,
     /// T2: maximum retransmit interval for non-INVITE requests and INVITE responses (4 s).
     pub t2: Duration,
+    /// How long a 2xx is retransmitted waiting for its ACK (64*T1 by default).
+    pub ack_timeout: Duration,
 }
 
 impl Timers {
@@ -46,6 +48,7 @@ impl Timers {
 pub(crate) const RFC_TIMERS: Timers = Timers {
     t1: Duration::from_millis(500),
     t2: Duration::from_secs(4),
+    ack_timeout: Duration::from_secs(32),
 };
 
 /// The earlier of two optional deadlines.

@@ -84,6 +84,7 @@ mod tests {
         let timers = Timers {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
+            ack_timeout: Duration::from_secs(32),
         };
         let now = Instant::now();
         let mut tx = ServerNonInviteTransaction::new();
