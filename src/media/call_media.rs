@@ -80,6 +80,8 @@ pub enum MediaEvent {
     PeerReport(PeerReport),
     /// The call is over (published by the call's owner, not the media plane).
     Ended { reason: String },
+    /// A transfer's progress, a failed DTMF INFO (published by the SIP task).
+    Signal(super::CallSignal),
 }
 
 /// Counters, readable while the call runs.

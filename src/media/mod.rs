@@ -17,6 +17,7 @@ pub mod ports;
 pub mod rtcp;
 pub mod rtp_in;
 pub mod rtp_out;
+pub mod signal;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub use leg::{MediaLeg, TrackQueue};
 pub use pacer::Pacer;
 pub use playout::{trim_edges, ClearedUtterance, FrameKind, Playout, PlayoutEvent, UtteranceId, MAX_LEAD, MAX_TAIL};
 pub use ports::PortAllocator;
+pub use signal::CallSignal;
 
 /// One packet's worth of time.
 pub const FRAME: Duration = Duration::from_millis(20);

@@ -17,6 +17,8 @@ pub enum SipCommand {
     Decide { call: String, decision: Decision },
     /// Place a call (`POST /v1/calls`); the reply is why the SIP core refused it, if it did.
     Dial { call: Box<Dial>, reply: oneshot::Sender<Result<(), String>> },
+    /// A transfer or INFO DTMF in the call's dialog (the agent's control socket).
+    InDialog { call: SipHandle, request: super::control::InDialog },
 }
 
 /// A call to place: everything is ready but the INVITE.

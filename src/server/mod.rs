@@ -28,6 +28,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod outbound;
 pub mod sip;
+pub mod sip_dialog;
 pub mod state;
 pub mod tts_api;
 pub mod web;

@@ -75,6 +75,7 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
                 SipCommand::Dial { call, reply } => {
                     let _ = reply.send(outbound.dial(&server, &mut endpoint, *call));
                 }
+                SipCommand::InDialog { call, request } => super::sip_dialog::request(&server, &mut endpoint, call, request),
             },
         }
         // Events first (answers queue more datagrams), then everything out.
@@ -166,6 +167,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                     voxline_sip::EndReason::Rejected => "rejected",
                     voxline_sip::EndReason::Failed => "failed",
                     voxline_sip::EndReason::LocalCancel => "local_cancel",
+                    voxline_sip::EndReason::Transferred => "transferred",
                     _ => "ended",
                 };
                 tracing::info!(call = %c.id, reason, "call ended");
@@ -179,6 +181,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                 c.events.publish(MediaEvent::Dtmf { digit, duration_ms: 0 });
             }
         }
+        Event::Transfer { .. } | Event::DtmfInfoFailed { .. } => super::sip_dialog::on_event(server, event),
         #[allow(unreachable_patterns)]
         other => tracing::debug!(?other, "SIP event ignored"),
     }

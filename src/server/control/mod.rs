@@ -17,6 +17,7 @@
 //!   audio or another call.
 
 pub mod dialect;
+pub mod in_dialog;
 pub mod protocol;
 mod relay;
 pub mod session;
@@ -35,6 +36,7 @@ use super::state::Server;
 use crate::media::{ClearedUtterance, DtmfSendError, UtteranceId};
 use crate::synth::{Preset, SynthOptions};
 pub use dialect::Dialect;
+pub use in_dialog::InDialog;
 pub use protocol::{CallEvent, Request, MAX_FRAME};
 pub use session::{CallPort, Defaults, Out, Session};
 pub use transport::{AgentFrame, AgentMessage, ControlTransport, Gone};
@@ -119,6 +121,16 @@ impl CallPort for LiveCall {
 
     fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), DtmfSendError> {
         self.call.media.send_dtmf(digits, duration)
+    }
+
+    fn is_sip(&self) -> bool {
+        self.call.sip().is_some()
+    }
+
+    fn in_dialog(&mut self, request: InDialog) {
+        if let Some(call) = self.call.sip() {
+            let _ = self.server.sip.send(super::commands::SipCommand::InDialog { call, request });
+        }
     }
 
     fn hangup(&mut self) {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::media::UtteranceId;
+use crate::media::{CallSignal, UtteranceId};
 
 /// Frames larger than this are refused with an error event.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -37,8 +37,9 @@ pub enum Request {
     Speak(SpeakRequest),
     /// Defaults for this socket's later turns.
     Configure { voice: Option<String>, preset: Option<String>, segment: Option<String> },
-    /// RFC 4733 digits to the caller (0-9 * # A-D; `w` waits 0.5 s).
-    SendDtmf { digits: String, duration_ms: Option<u64> },
+    /// Digits to the caller (0-9 * # A-D; `w` waits 0.5 s), as RFC 4733
+    /// telephone-events in the RTP stream or as SIP INFO requests.
+    SendDtmf { digits: String, duration_ms: Option<u64>, method: DtmfMethod },
     Flush,
     /// Barge-in: drop queued text and unplayed audio.
     Clear,
@@ -46,6 +47,19 @@ pub enum Request {
     Hangup,
     /// Caller audio as binary frames (`pcmu` bytes or `pcm16` little-endian, 8 kHz).
     CallerAudio { enabled: bool, format: Option<String> },
+    /// Blind transfer of a SIP call to `to` (REFER).
+    Transfer { to: String },
+}
+
+/// How `send_dtmf` sends its digits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfMethod {
+    /// RFC 4733 telephone-events in the call's RTP stream.
+    #[default]
+    Rfc4733,
+    /// One SIP INFO per digit (`application/dtmf-relay`), SIP calls only.
+    Info,
 }
 
 /// voxline's own inbound messages.
@@ -77,6 +91,8 @@ enum Inbound {
         digits: String,
         #[serde(default)]
         duration_ms: Option<u64>,
+        #[serde(default)]
+        method: DtmfMethod,
     },
     Flush,
     Clear,
@@ -89,6 +105,9 @@ enum Inbound {
         #[serde(default)]
         format: Option<String>,
     },
+    Transfer {
+        to: String,
+    },
 }
 
 impl From<Inbound> for Request {
@@ -98,12 +117,13 @@ impl From<Inbound> for Request {
                 Request::Speak(SpeakRequest { text, turn, flush: flush || last, last, voice, preset, preemptible: false })
             }
             Inbound::Configure { voice, preset, segment } => Request::Configure { voice, preset, segment },
-            Inbound::SendDtmf { digits, duration_ms } => Request::SendDtmf { digits, duration_ms },
+            Inbound::SendDtmf { digits, duration_ms, method } => Request::SendDtmf { digits, duration_ms, method },
             Inbound::Flush => Request::Flush,
             Inbound::Clear => Request::Clear,
             Inbound::Mark { name } => Request::Mark { name },
             Inbound::Hangup => Request::Hangup,
             Inbound::CallerAudio { enabled, format } => Request::CallerAudio { enabled, format },
+            Inbound::Transfer { to } => Request::Transfer { to },
         }
     }
 }
@@ -160,11 +180,34 @@ pub enum CallEvent {
     Error { code: &'static str, message: String },
     #[serde(rename = "call.ended")]
     Ended { reason: String },
+    /// The transferee accepted the REFER (202) or reported the target's
+    /// provisional status (100 Trying, 180 Ringing).
+    #[serde(rename = "transfer.progress")]
+    TransferProgress { status: u16, reason: String },
+    /// The target answered; the call ends (`call.ended` with `transferred`).
+    #[serde(rename = "transfer.done")]
+    TransferDone { status: u16, reason: String },
+    /// The transfer did not happen; the call goes on.
+    #[serde(rename = "transfer.failed")]
+    TransferFailed { status: u16, reason: String },
 }
 
 impl CallEvent {
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
         CallEvent::Error { code, message: message.into() }
+    }
+
+    /// What the agent hears of a signalling outcome.
+    pub fn signal(signal: CallSignal) -> Self {
+        match signal {
+            CallSignal::TransferProgress { status, reason } => CallEvent::TransferProgress { status, reason },
+            CallSignal::TransferDone { status, reason } => CallEvent::TransferDone { status, reason },
+            CallSignal::TransferFailed { status, reason } => CallEvent::TransferFailed { status, reason },
+            CallSignal::DtmfFailed { status, reason, dropped } => {
+                CallEvent::error("dtmf_failed", format!("the caller answered a DTMF INFO with {status} {reason}; digits not sent: `{dropped}`"))
+            }
+            CallSignal::Refused { reason } => CallEvent::error("refused", reason),
+        }
     }
 
 }
@@ -183,6 +226,12 @@ mod tests {
             Err(CallEvent::Error { code, .. }) => code,
             other => panic!("{other:?}"),
         };
+        assert_eq!(
+            parse_native(r#"{"type":"send_dtmf","digits":"12","method":"info"}"#).unwrap(),
+            Request::SendDtmf { digits: "12".into(), duration_ms: None, method: DtmfMethod::Info }
+        );
+        assert_eq!(parse_native(r#"{"type":"transfer","to":"sip:bob@192.0.2.1"}"#).unwrap(), Request::Transfer { to: "sip:bob@192.0.2.1".into() });
+        assert_eq!(bad(r#"{"type":"send_dtmf","digits":"1","method":"sms"}"#), "invalid_message");
         assert_eq!(bad("{"), "malformed_json");
         assert_eq!(bad(r#"{"type":"speak"}"#), "invalid_message");
         assert_eq!(bad(r#"{"type":"speak","text":"a","bogus":1}"#), "invalid_message");
@@ -195,5 +244,7 @@ mod tests {
         let e = CallEvent::Cleared { turn: None, heard_text: String::new(), heard_ms: 0, dropped_text: "rest".into(), dropped_utterances: 2 };
         assert_eq!(serde_json::to_value(&e).unwrap()["turn"], Value::Null);
         assert_eq!(serde_json::to_string(&CallEvent::Ended { reason: "remote_bye".into() }).unwrap(), r#"{"type":"call.ended","reason":"remote_bye"}"#);
+        let e = CallEvent::signal(CallSignal::TransferFailed { status: 503, reason: "Service Unavailable".into() });
+        assert_eq!(serde_json::to_value(&e).unwrap(), json!({"type": "transfer.failed", "status": 503, "reason": "Service Unavailable"}));
     }
 }

@@ -79,7 +79,7 @@ pub fn parse(frame: &str) -> Option<Result<Request, CallEvent>> {
         RelayInbound::Text { token, last, preemptible, .. } => {
             Ok(Request::Speak(SpeakRequest { text: token, flush: last, last, preemptible, ..Default::default() }))
         }
-        RelayInbound::SendDigits { digits } => Ok(Request::SendDtmf { digits, duration_ms: None }),
+        RelayInbound::SendDigits { digits } => Ok(Request::SendDtmf { digits, duration_ms: None, method: Default::default() }),
         RelayInbound::End { handoff_data } => {
             tracing::info!(handoff = handoff_data.as_deref().unwrap_or(""), "agent ended the session");
             Ok(Request::Hangup)

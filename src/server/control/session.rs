@@ -13,7 +13,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::protocol::{CallEvent, Request, SpeakRequest};
+use super::in_dialog::{InDialog, INFO_DTMF_DURATION_MS};
+use super::protocol::{CallEvent, DtmfMethod, Request, SpeakRequest};
 use crate::media::{ClearedUtterance, DtmfSendError, MediaEvent, PlayoutEvent, UtteranceId};
 use crate::synth::{Preset, SynthOptions, MAX_REQUEST_CHARS};
 use crate::text::{Policy, Segmenter, SegmenterConfig};
@@ -34,6 +35,11 @@ pub trait CallPort {
     /// Audio queued and not yet sent.
     fn queued(&self) -> Duration;
     fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), DtmfSendError>;
+    /// Whether the call is a SIP call (transfer and INFO DTMF need one).
+    fn is_sip(&self) -> bool;
+    /// Asks the SIP task for a blind transfer (REFER) or DTMF as SIP INFO; the outcome comes
+    /// back as [`MediaEvent::Signal`].
+    fn in_dialog(&mut self, request: InDialog);
     fn hangup(&mut self);
     fn caller_audio(&mut self, enabled: bool);
     fn has_voice(&self, voice: &str) -> bool;
@@ -249,7 +255,12 @@ impl<P: CallPort> Session<P> {
                 };
                 vec![CallEvent::Configured { voice: self.voice(None), preset: self.base_options().preset.unwrap_or_default().name(), segment }]
             }
-            Request::SendDtmf { digits, duration_ms } => {
+            Request::SendDtmf { digits, duration_ms, method: DtmfMethod::Info } => {
+                let duration = Duration::from_millis(duration_ms.unwrap_or(INFO_DTMF_DURATION_MS));
+                self.in_dialog("DTMF over SIP INFO", InDialog::info_dtmf(digits, duration)?)?
+            }
+            Request::Transfer { to } => self.in_dialog("transfer", InDialog::transfer(to)?)?,
+            Request::SendDtmf { digits, duration_ms, .. } => {
                 let duration = Duration::from_millis(duration_ms.unwrap_or(100));
                 match self.port.send_dtmf(&digits, duration) {
                     Ok(()) => vec![],
@@ -284,6 +295,15 @@ impl<P: CallPort> Session<P> {
                 vec![]
             }
         })
+    }
+
+    /// Hands a request for the call's SIP dialog to its port; a WebRTC call has no dialog.
+    fn in_dialog(&mut self, what: &str, request: InDialog) -> Result<Vec<CallEvent>, CallEvent> {
+        if !self.port.is_sip() {
+            return Err(CallEvent::error("unsupported", format!("{what} needs a SIP call; this one is WebRTC")));
+        }
+        self.port.in_dialog(request);
+        Ok(vec![])
     }
 
     /// The segmentation a turn opened now would get.
@@ -455,6 +475,7 @@ impl<P: CallPort> Session<P> {
             }
             MediaEvent::PeerReport(_) => vec![],
             MediaEvent::Ended { reason } => vec![CallEvent::Ended { reason }],
+            MediaEvent::Signal(signal) => vec![CallEvent::signal(signal)],
         };
         events.into_iter().map(Out::Event).collect()
     }

@@ -1,6 +1,7 @@
 //! The session against a fake call, with fake time.
 
 use super::*;
+use crate::media::CallSignal;
 
 /// A call that records what the session asked of it.
 #[derive(Default)]
@@ -14,6 +15,9 @@ struct FakeCall {
     caller_audio: Option<bool>,
     /// What `clear` reports (utterances queued in the playout).
     playing: Vec<ClearedUtterance>,
+    /// A WebRTC call (no SIP dialog).
+    webrtc: bool,
+    in_dialog: Vec<InDialog>,
 }
 
 impl CallPort for &mut FakeCall {
@@ -37,6 +41,12 @@ impl CallPort for &mut FakeCall {
             return Err(DtmfSendError::NotNegotiated);
         }
         Ok(())
+    }
+    fn is_sip(&self) -> bool {
+        !self.webrtc
+    }
+    fn in_dialog(&mut self, request: InDialog) {
+        self.in_dialog.push(request);
     }
     fn hangup(&mut self) {
         self.hangups += 1;
@@ -160,7 +170,7 @@ fn bad_requests_get_errors_and_change_nothing() {
     assert_eq!(code(s.request(t0, speak(&"a".repeat(MAX_REQUEST_CHARS + 1), true))), "text_too_long");
     let preset = Request::Configure { voice: None, preset: Some("warp".into()), segment: None };
     assert_eq!(code(s.request(t0, preset)), "invalid_message");
-    assert_eq!(code(s.request(t0, Request::SendDtmf { digits: "x".into(), duration_ms: None })), "unsupported");
+    assert_eq!(code(s.request(t0, Request::SendDtmf { digits: "x".into(), duration_ms: None, method: DtmfMethod::Rfc4733 })), "unsupported");
     let format = Request::CallerAudio { enabled: true, format: Some("opus".into()) };
     assert_eq!(code(s.request(t0, format)), "invalid_message");
     assert!(s.port.spoken.is_empty());
@@ -213,4 +223,46 @@ fn an_adopted_greeting_is_reported_as_the_turn_greeting() {
     let ids: Vec<UtteranceId> = s.port.spoken.iter().map(|u| u.0).collect();
     let out = events(s.media(started(ids[0], t0)));
     assert!(matches!(&out[..], [CallEvent::SpeechStarted { turn, .. }] if turn == "turn-1"), "{out:?}");
+}
+
+#[test]
+fn transfer_and_info_dtmf_go_to_the_sip_dialog_and_their_outcomes_come_back() {
+    let mut call = FakeCall::default();
+    let t0 = Instant::now();
+    let mut s = Session::new(&mut call, SynthOptions::default(), Defaults::default());
+    assert!(s.request(t0, Request::Transfer { to: "sip:bob@192.0.2.1".into() }).is_empty());
+    let info = Request::SendDtmf { digits: "1#".into(), duration_ms: None, method: DtmfMethod::Info };
+    assert!(s.request(t0, info).is_empty());
+    let bad = s.request(t0, Request::Transfer { to: "bob".into() });
+    assert!(matches!(&bad[..], [CallEvent::Error { code: "invalid_message", .. }]), "{bad:?}");
+    let progress = s.media(MediaEvent::Signal(CallSignal::TransferProgress { status: 100, reason: "Trying".into() }));
+    assert_eq!(events(progress), vec![CallEvent::TransferProgress { status: 100, reason: "Trying".into() }]);
+    let done = s.media(MediaEvent::Signal(CallSignal::TransferDone { status: 200, reason: "OK".into() }));
+    assert_eq!(events(done), vec![CallEvent::TransferDone { status: 200, reason: "OK".into() }]);
+    let failed = s.media(MediaEvent::Signal(CallSignal::DtmfFailed { status: 481, reason: "Gone".into(), dropped: "#".into() }));
+    assert!(matches!(&events(failed)[..], [CallEvent::Error { code: "dtmf_failed", .. }]));
+    assert_eq!(
+        s.port.in_dialog,
+        vec![
+            InDialog::Transfer { to: "sip:bob@192.0.2.1".into() },
+            InDialog::Dtmf { digits: "1#".into(), duration: Duration::from_millis(160) }
+        ]
+    );
+}
+
+#[test]
+fn a_webrtc_call_cannot_transfer_or_send_info() {
+    let mut call = FakeCall { webrtc: true, ..Default::default() };
+    let t0 = Instant::now();
+    let mut s = Session::new(&mut call, SynthOptions::default(), Defaults::default());
+    for request in [
+        Request::Transfer { to: "sip:bob@192.0.2.1".into() },
+        Request::SendDtmf { digits: "1".into(), duration_ms: None, method: DtmfMethod::Info },
+    ] {
+        match &s.request(t0, request)[..] {
+            [CallEvent::Error { code: "unsupported", message }] => assert!(message.contains("SIP call"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(s.port.in_dialog.is_empty());
 }
