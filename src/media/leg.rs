@@ -2,11 +2,12 @@
 //!
 //! - [`MediaLeg::Udp`]: a SIP call's RTP and RTCP sockets; the pacer sends
 //!   on them directly (non-blocking).
-//! - [`MediaLeg::Track`]: a browser's WebRTC track. The pacer puts the packet
-//!   in a fixed-size queue (no allocation, no waiting: a full queue drops its
-//!   oldest packet) and wakes the task that writes the track (SRTP, on the
-//!   tokio runtime). Our RTCP is not sent there: the WebRTC stack reports for
-//!   itself.
+//! - [`MediaLeg::Track`]: a browser's WebRTC track, or a Twilio Media
+//!   Stream's WebSocket. The pacer puts the packet in a fixed-size queue (no
+//!   allocation, no waiting: a full queue drops its oldest packet) and wakes
+//!   the task that writes it on (SRTP on the track, or its payload as a
+//!   `media` message; on the tokio runtime). Our RTCP is not sent there: the
+//!   WebRTC stack reports for itself, and Twilio's stream has none.
 
 use std::collections::VecDeque;
 use std::io;

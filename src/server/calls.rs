@@ -23,6 +23,8 @@ pub enum Leg {
     Sip(SipHandle),
     /// A browser over WebRTC: notifying this closes the peer connection.
     WebRtc(Arc<tokio::sync::Notify>),
+    /// A Twilio Media Stream: notifying this closes the WebSocket.
+    Twilio(Arc<tokio::sync::Notify>),
 }
 
 /// Who called whom.
@@ -103,6 +105,8 @@ pub struct Call {
     /// Voice and preset chosen for the call when it was accepted.
     synth: Mutex<(Option<String>, Option<Preset>)>,
     greeting: Mutex<Option<Greeting>>,
+    /// Notified when the call's speech is cleared (Twilio's leg sends `clear`).
+    pub speech_cleared: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,6 +146,7 @@ impl Call {
             sdp_session,
             synth: Mutex::new((None, None)),
             greeting: Mutex::new(None),
+            speech_cleared: tokio::sync::Notify::new(),
         }
     }
 
@@ -171,15 +176,16 @@ impl Call {
     pub fn sip(&self) -> Option<SipHandle> {
         match self.leg {
             Leg::Sip(handle) => Some(handle),
-            Leg::WebRtc(_) => None,
+            Leg::WebRtc(_) | Leg::Twilio(_) => None,
         }
     }
 
-    /// `"sip"` or `"webrtc"`.
+    /// `"sip"`, `"webrtc"` or `"twilio"`.
     pub fn transport(&self) -> &'static str {
         match self.leg {
             Leg::Sip(_) => "sip",
             Leg::WebRtc(_) => "webrtc",
+            Leg::Twilio(_) => "twilio",
         }
     }
 
@@ -200,11 +206,13 @@ impl Call {
         token
     }
 
-    /// Cancels every synthesis job of the call (barge-in, hangup).
+    /// Cancels every synthesis job of the call (barge-in, hangup), and
+    /// tells a leg that buffers audio downstream to drop it ([`Call::speech_cleared`]).
     pub fn cancel_speech(&self) {
         for token in lock(&self.cancels).drain(..) {
             token.cancel();
         }
+        self.speech_cleared.notify_one();
     }
 
     pub fn add_task(&self, task: JoinHandle<()>) {

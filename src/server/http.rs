@@ -11,6 +11,7 @@
 //! DELETE /calls/{id}                same as hangup
 //! GET    /calls/{id}/caller-audio   the caller's last 10 s as a 16-bit 8 kHz WAV
 //! POST   /v1/audio/speech           OpenAI-compatible TTS, streamed (see `tts_api`)
+//! GET    /v1/twilio/media-stream    Twilio Media Streams WebSocket (see `twilio`)
 //! ```
 //! Errors are JSON `{"error": {"code": "...", "message": "..."}}`.
 
@@ -45,6 +46,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/webrtc/offer", post(super::webrtc::offer))
         .route("/v1/voices", get(voices))
         .route("/v1/audio/speech", post(super::tts_api::speech))
+        .route("/v1/twilio/media-stream", get(super::twilio::upgrade))
         .route("/v1/capacity", get(capacity))
         .route("/metrics", get(prometheus_metrics))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authorize));
@@ -173,7 +175,7 @@ async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Resu
 /// `GET /metrics`: Prometheus text exposition (docs/configuration.md, "Metrics").
 async fn prometheus_metrics(State(server): State<Arc<Server>>) -> Response {
     let m = crate::metrics::metrics();
-    for transport in ["sip", "webrtc"] {
+    for transport in ["sip", "webrtc", "twilio"] {
         let n = server.calls.all().iter().filter(|c| c.transport() == transport).count();
         m.calls_active.with_label_values(&[transport]).set(n as i64);
     }

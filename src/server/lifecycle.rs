@@ -28,6 +28,16 @@ pub enum LifecycleEvent {
     Ringing { call: String, status: u16 },
     #[serde(rename = "call.answered")]
     Answered { call: String },
+    /// A Twilio Media Stream started (`call.answered` follows): Twilio's ids,
+    /// and the `<Parameter>`s of its `<Stream>`.
+    #[serde(rename = "call.stream_started")]
+    StreamStarted {
+        call: String,
+        call_sid: String,
+        stream_sid: String,
+        account_sid: String,
+        custom_parameters: BTreeMap<String, String>,
+    },
     /// A call we placed was refused (the callee's final status) or got no
     /// answer (408); `call.ended` follows.
     #[serde(rename = "call.failed")]

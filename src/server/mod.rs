@@ -11,7 +11,7 @@
 //! `decision` (the leaves); `state` (the shared [`Server`]); `drain`; `call_media`
 //! (starting an answered call's media); the transports and sockets that use
 //! them: `sip` (and `outbound`, the calls we place, which it drives), `control`,
-//! `webrtc`, `events`, `web`; `http` (the router).
+//! `webrtc`, `twilio` (Media Streams), `events`, `web`, `tts_api` (OpenAI-compatible speech); `http` (the router).
 //! This file only starts them.
 
 pub mod call_media;
@@ -31,6 +31,7 @@ pub mod sip;
 pub mod sip_dialog;
 pub mod state;
 pub mod tts_api;
+pub mod twilio;
 pub mod web;
 pub mod webhook;
 pub mod webrtc;

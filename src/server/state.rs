@@ -91,14 +91,15 @@ impl Server {
         });
     }
 
-    /// Ends a call from our side: BYE for SIP, closing the peer connection for WebRTC.
+    /// Ends a call from our side: BYE for SIP, closing the peer connection
+    /// for WebRTC, closing the WebSocket for a Twilio Media Stream.
     pub fn hangup(&self, call: &Call, reason: &'static str) {
         match &call.leg {
             Leg::Sip(handle) => {
                 let _ = self.sip.send(SipCommand::Hangup { call: *handle, reason });
             }
-            Leg::WebRtc(close) => {
-                tracing::info!(call = %call.id, reason, "hanging up the WebRTC call");
+            Leg::WebRtc(close) | Leg::Twilio(close) => {
+                tracing::info!(call = %call.id, transport = call.transport(), reason, "hanging up");
                 close.notify_one();
             }
         }

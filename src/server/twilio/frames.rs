@@ -1,0 +1,107 @@
+//! Between Twilio's `media` payloads (base64 mu-law, no RTP) and the RTP
+//! packets the call's media plane speaks: the pacer's packets lose their
+//! header on the way out; the caller's frames get one on the way in, so the
+//! same reception path (caller audio, last-heard time) as for SIP applies.
+//!
+//! Base64 (RFC 4648, standard alphabet, padded) is written here: these two
+//! functions are the project's only use of it.
+
+use crate::media::RATE;
+
+/// Our RTP header (no CSRCs, no extension: the pacer writes none).
+const RTP_HEADER: usize = 12;
+/// PCMU's static payload type.
+const PCMU: u8 = 0;
+/// The SSRC given to a Twilio caller's frames.
+const TWILIO_SSRC: u32 = 0x7477_696c;
+
+/// The mu-law payload of one of our RTP packets; `None` for anything but
+/// PCMU audio (telephone-events: Twilio's stream carries audio only).
+pub fn payload_of(packet: &[u8]) -> Option<&[u8]> {
+    let audio = packet.len() > RTP_HEADER && packet[0] >> 6 == 2 && packet[1] & 0x7f == PCMU;
+    audio.then(|| &packet[RTP_HEADER..])
+}
+
+/// An RTP packet carrying the caller's frame number `chunk` (from 1), sent
+/// `timestamp_ms` after the stream started.
+pub fn caller_packet(chunk: u32, timestamp_ms: u32, payload: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(RTP_HEADER + payload.len());
+    packet.extend_from_slice(&[0x80, PCMU]);
+    packet.extend_from_slice(&(chunk as u16).to_be_bytes());
+    packet.extend_from_slice(&timestamp_ms.wrapping_mul(RATE / 1000).to_be_bytes());
+    packet.extend_from_slice(&TWILIO_SSRC.to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `None` when `text` is not padded standard base64.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.as_bytes();
+    if text.len() % 4 != 0 {
+        return None;
+    }
+    let value = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|v| v as u32);
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for (i, group) in text.chunks(4).enumerate() {
+        let last = i + 1 == text.len() / 4;
+        let pad = group.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &group[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648s_test_vectors() {
+        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded);
+            assert_eq!(base64_decode(encoded).as_deref(), Some(plain.as_bytes()));
+        }
+        let frame: Vec<u8> = (0..160u16).map(|i| (i * 7) as u8).collect();
+        assert_eq!(base64_decode(&base64_encode(&frame)), Some(frame));
+        assert_eq!(base64_decode("Zm9"), None, "not a multiple of 4");
+        assert_eq!(base64_decode("Zm9v!A=="), None, "not in the alphabet");
+        assert_eq!(base64_decode("Zg==Zm9v"), None, "padding only at the end");
+    }
+
+    #[test]
+    fn our_pcmu_packets_lose_their_header_and_the_callers_frames_get_one() {
+        let packet = caller_packet(3, 40, &[0xff; 160]);
+        assert_eq!(packet.len(), 172);
+        assert_eq!(&packet[2..4], &[0, 3], "sequence number from the chunk");
+        assert_eq!(u32::from_be_bytes(packet[4..8].try_into().unwrap()), 320, "40 ms at 8 kHz");
+        assert_eq!(payload_of(&packet), Some(&[0xff; 160][..]));
+        let mut event = packet.clone();
+        event[1] = 101;
+        assert_eq!(payload_of(&event), None, "telephone-events stay off the stream");
+    }
+}
