@@ -7,10 +7,11 @@
 //!   16 kHz with our `StreamResampler` and transcribed by pocketsphinx (en-us).
 //!   The word error rate over the set must be within 0.05 of the reference's,
 //!   measured in the same run (the reference's noise is unseeded, so its WER is
-//!   the mean over REF_TAKES renditions). pocketsphinx's en-us model is
-//!   wideband; through 8 kHz mu-law and back it gets most words wrong for either
-//!   runtime, so the phone path is compared with a looser margin (0.10) and
-//!   proven bit-exactly instead by the next test.
+//!   the mean over REF_TAKES renditions), and under an absolute ceiling
+//!   (0.25). The phone path (8 kHz mu-law and back, its empty high band filled
+//!   with faint noise, as the SIP tests do, for pocketsphinx's wideband model)
+//!   must be within 0.10 of the reference's and under 0.55; it is also proven
+//!   bit-exactly by the next test.
 //! * `cli_phone_path_is_bit_exact`: `voxline say --rate 8000 --mulaw --raw -o -`
 //!   writes exactly the bytes of the library's engine output pushed through
 //!   `StreamResampler(22050 -> 8000)` and `encode_mulaw`; the mu-law WAV form is
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::asr::{require_pocketsphinx, transcribe, word_edits, words};
+use common::asr::{fill_high_band, require_pocketsphinx, transcribe, word_edits, words};
 use common::harness::OutputWithin;
 use common::*;
 use voxline::audio::{decode_mulaw, encode_mulaw, read_wav, write_wav_file, StreamResampler, WavFormat};
@@ -90,10 +91,13 @@ fn resample(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
     out
 }
 
-/// The call path and back: model rate -> 8 kHz -> PCMU -> linear -> 16 kHz.
+/// The call path and back: model rate -> 8 kHz -> PCMU -> linear -> 16 kHz,
+/// its empty band above 4 kHz filled with faint noise as a wideband
+/// microphone's would be (pocketsphinx's wideband model otherwise misreads
+/// band-limited speech almost entirely, and both runtimes would score near 1).
 fn through_phone(samples: &[f32], rate: u32) -> Vec<f32> {
     let pcmu = encode_mulaw(&resample(samples, rate, PHONE_RATE));
-    resample(&decode_mulaw(&pcmu), PHONE_RATE, ASR_RATE)
+    fill_high_band(&resample(&decode_mulaw(&pcmu), PHONE_RATE, ASR_RATE))
 }
 
 /// A scratch directory for this run, removed when the test passes.
@@ -232,8 +236,17 @@ fn wer_matches_reference_runtime() {
         "phone path: voxline's WER {p_ours:.3} exceeds the reference runtime's {p_ref:.3} + 0.10 (audio kept in {})",
         dir.display()
     );
+    // Absolute ceilings, so the comparison cannot pass with both runtimes
+    // unintelligible (measured: voxline 0.10 wideband, 0.32 phone; the
+    // reference's takes 0.12-0.20 and 0.36-0.49).
+    assert!(w_ours <= MAX_WER_16K, "16 kHz: voxline's WER {w_ours:.3} is over the ceiling {MAX_WER_16K} (audio kept in {})", dir.display());
+    assert!(p_ours <= MAX_WER_PHONE, "phone path: voxline's WER {p_ours:.3} is over the ceiling {MAX_WER_PHONE} (audio kept in {})", dir.display());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The most words in a hundred pocketsphinx may get wrong, whatever the reference scores.
+const MAX_WER_16K: f64 = 0.25;
+const MAX_WER_PHONE: f64 = 0.55;
 
 #[test]
 fn cli_phone_path_is_bit_exact() {
