@@ -283,7 +283,7 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG").unwrap_or_else(|_| "warn,voxline::cdr=info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -44,6 +44,7 @@ pub const KEYS: &[Key] = &[
     key("calls", "max_calls", "max_calls"),
     key("calls", "decision_timeout_ms", "decision_timeout_ms"),
     key("calls", "drain_timeout", "drain_timeout"),
+    key("calls", "call_records", "call_records"),
     key("webhook", "url", "webhook"),
     key("webhook", "token", "webhook_token"),
     key("webrtc", "stun", "stun"),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use voxline::synth::Engine;
 
@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// End a call after this many seconds without RTP from the caller (0: never).
     #[arg(long, env = "VOXLINE_RTP_TIMEOUT", default_value_t = 60)]
     pub rtp_timeout: u64,
+    /// Append one JSON line per ended call to this file (`-`: standard
+    /// output); without it, records are logged on the target `voxline::cdr`.
+    #[arg(long, env = "VOXLINE_CALL_RECORDS")]
+    pub call_records: Option<PathBuf>,
     /// On SIGTERM/SIGINT, let live calls go on this many seconds (each ends
     /// with BYE once its current speech has played), then end the rest.
     #[arg(long, env = "VOXLINE_DRAIN_TIMEOUT", default_value_t = 30)]
@@ -139,6 +143,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ring: std::time::Duration::from_millis(args.ring_ms),
         rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        call_records: voxline::server::call_records::CallRecords::new(args.call_records.as_deref())
+            .with_context(|| format!("--call-records: cannot append to {:?}", args.call_records))?,
         speech: voxline::speech::SpeechConfig {
             workers: if args.synth_workers == 0 { cores } else { args.synth_workers },
             policy: args.synth_scheduler,

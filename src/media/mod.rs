@@ -17,6 +17,7 @@ pub mod ports;
 pub mod rtcp;
 pub mod rtp_in;
 pub mod rtp_out;
+pub mod speech_tally;
 pub mod signal;
 
 use std::time::Duration;

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::speech_tally::SpeechTally;
 use super::{FRAME, FRAME_BYTES, SILENCE_PCMU};
 
 /// Identifies an utterance within a call.
@@ -153,6 +154,7 @@ pub struct Playout {
     /// The previous frame was speech (so the next utterance needs no marker).
     in_talkspurt: bool,
     underruns: u64,
+    tally: SpeechTally,
 }
 
 impl Playout {
@@ -259,13 +261,24 @@ impl Playout {
     /// Drops every queued utterance and mark (barge-in); the next tick is silence.
     pub fn clear(&mut self) -> Vec<ClearedUtterance> {
         self.in_talkspurt = false;
-        self.queue
+        let cleared: Vec<ClearedUtterance> = self
+            .queue
             .drain(..)
             .filter_map(|item| match item {
                 Item::Utterance(u) => Some(ClearedUtterance { utterance: u.id, played: FRAME * u.sent_frames, started: u.started, heard: u.heard }),
                 Item::Mark(_) => None,
             })
-            .collect()
+            .collect();
+        // A started utterance still queued was being heard: the caller was cut off.
+        if cleared.iter().any(|c| c.started) {
+            self.tally.barge_in();
+        }
+        cleared
+    }
+
+    /// Utterances played, first-audio waits and barge-ins so far (the call record's).
+    pub fn tally(&self) -> &SpeechTally {
+        &self.tally
     }
 
     /// Audio queued and not yet sent.
@@ -380,6 +393,7 @@ impl Playout {
                         u.started = true;
                         let waited = u.first_audio.map_or(Duration::ZERO, |f| now.saturating_duration_since(f));
                         let first_audio = (!self.in_talkspurt).then(|| now.saturating_duration_since(u.queued));
+                        self.tally.started(first_audio);
                         self.events.push(PlayoutEvent::Started { utterance: u.id, at: now, waited, first_audio });
                     }
                     if u.complete && !followed {

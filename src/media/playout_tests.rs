@@ -151,6 +151,24 @@ fn clear_reports_what_was_played_and_silences_the_next_tick() {
 }
 
 #[test]
+fn the_tally_counts_utterances_heard_and_only_clears_that_cut_speech() {
+    let t0 = Instant::now();
+    let mut p = Playout::new();
+    p.begin(1, t0);
+    p.push(1, &speech(3, 0x10), t0 + 3 * TICK);
+    p.finish(1);
+    p.tick(t0 + 3 * TICK);
+    p.begin(2, t0 + 10 * TICK);
+    p.clear();
+    assert_eq!(p.tally().barge_ins, 1, "utterance 1 was playing");
+    p.begin(3, t0 + 20 * TICK);
+    p.clear();
+    assert_eq!(p.tally().barge_ins, 1, "nothing was playing");
+    assert_eq!(p.tally().utterances, 1);
+    assert_eq!(p.tally().first_audio_max(), Some(3 * TICK), "from the text to its first frame");
+}
+
+#[test]
 fn words_are_reported_with_the_frame_that_carries_their_start() {
     let t0 = Instant::now();
     let mut p = Playout::new();

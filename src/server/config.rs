@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub ring: Duration,
     /// End a call when no RTP arrived for this long.
     pub rtp_timeout: Option<Duration>,
+    /// Where each ended call's record goes ([`super::call_records`]).
+    pub call_records: super::call_records::CallRecords,
     /// How long live calls may go on after SIGTERM/SIGINT ([`super::drain`]).
     pub drain_timeout: Duration,
     /// Synthesis workers, scheduling and admission.

@@ -8,13 +8,14 @@
 //!
 //! Modules, leaves first (each imports only those above it):
 //! `config`, `error`, `fanout`, `lifecycle`, `webhook`, `calls`, `commands`,
-//! `decision` (the leaves); `state` (the shared [`Server`]); `drain`; `call_media`
+//! `decision`, `call_records` (the leaves); `state` (the shared [`Server`]); `drain`; `call_media`
 //! (starting an answered call's media); the transports and sockets that use
 //! them: `sip` (and `outbound`, the calls we place, which it drives), `control`,
 //! `webrtc`, `twilio` (Media Streams), `events`, `web`, `tts_api` (OpenAI-compatible speech); `http` (the router).
 //! This file only starts them.
 
 pub mod call_media;
+pub mod call_records;
 pub mod calls;
 pub mod commands;
 pub mod config;

@@ -105,9 +105,11 @@ impl Server {
         }
     }
 
-    /// The call is over: its sockets hear `call.ended`, and so do the events socket and webhook.
+    /// The call is over: its record is written, its sockets hear
+    /// `call.ended`, and so do the events socket and webhook.
     pub fn ended(self: &Arc<Self>, call: &Call, reason: &str) {
         metrics().calls_total.with_label_values(&[call.transport(), call.direction.name(), reason]).inc();
+        self.config.call_records.write(&super::call_records::CallRecord::of(call, reason));
         call.events.publish(MediaEvent::Ended { reason: reason.into() });
         self.lifecycle(LifecycleEvent::Ended { call: call.id.clone(), reason: reason.into() });
     }
