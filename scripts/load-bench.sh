@@ -112,6 +112,8 @@ else
 fi
 admission=()
 grep -q -- '--no-admission' <<<"$serve_help" && admission=(--no-admission)
+# Every caller is this machine's one address: no per-source INVITE limit.
+grep -q -- '--invite-rate' <<<"$serve_help" && admission+=(--invite-rate 0)
 label() { # scheduler
     if [ "${#schedulers[@]}" = 1 ]; then
         echo "fcfs (only scheduler in this build)"

@@ -87,6 +87,12 @@ bin="$bindir/voxline"
 probe="$bindir/voxline-rtp-probe"
 { [ -x "$bin" ] && [ -x "$probe" ]; } || die "no $bin or $probe (build them, or drop --no-build)"
 "$bin" serve --help >/dev/null 2>&1 || die "$bin has no 'serve' subcommand"
+# sipp sets every call up from one address at --rate: no per-source INVITE
+# limit, and room for every call set up at once to be unacknowledged.
+door=()
+if "$bin" serve --help 2>/dev/null | grep -q -- '--invite-rate'; then
+    door=(--invite-rate 0 --max-unconfirmed 4000)
+fi
 export VOXLINE_MODELS="${VOXLINE_MODELS:-$root/models}"
 "$bin" fetch-voice >&2
 
@@ -276,7 +282,7 @@ run_one() { # SENDER N ORDER
     if [ "$sender" = voxline ]; then
         say "[$tag] starting voxline serve"
         spawn "$tag-server" $((budget + 120)) "$bin" serve --sip 127.0.0.1:0 --http 127.0.0.1:0 --rtp-ports 20000-29999 \
-            --rtp-timeout 0 --max-calls 2000 --greeting "$greeting"
+            --rtp-timeout 0 --max-calls 2000 --greeting "$greeting" "${door[@]}"
         server_pid="$SPAWNED" server_child="$CHILD"
         for _ in $(seq 1200); do
             grep -q '^ready ' "$work/$tag-server.out" 2>/dev/null && break

@@ -629,9 +629,10 @@ fn retransmitted_invite_makes_one_call() {
     assert!(a.mean_interval_ms() > 18.0, "packets twice as often as one stream: mean {:.1} ms", a.mean_interval_ms());
 }
 
-/// No ACK: the 200 is sent again at 0.5, 1, 2, 4, 4, ... s intervals, then
-/// (64*T1 = 32 s after the first) the server gives up with a BYE; after that,
-/// no 200s, no RTP, no call.
+/// No ACK: the 200 is sent again at 0.5, 1, 2, 4 s intervals, then (the
+/// ACK timeout, 8 s by default, after the first) the server gives up with a
+/// BYE; after that, no 200s, no RTP, no call. And not one RTP packet went to
+/// the offer's address meanwhile: nothing proved it is the caller's.
 #[test]
 fn missing_ack_retransmits_200_then_sends_bye() {
     let slot = shared_slot();
@@ -645,7 +646,7 @@ fn missing_ack_retransmits_200_then_sends_bye() {
     let mut oks: Vec<Received> = Vec::new();
     let mut bye: Option<Received> = None;
     let mut slot = Some(slot);
-    while started.elapsed() < Duration::from_secs(40) {
+    while started.elapsed() < Duration::from_secs(15) {
         if started.elapsed() > Duration::from_secs(4) {
             slot.take(); // the greeting is synthesized; others may run
         }
@@ -662,7 +663,7 @@ fn missing_ack_retransmits_200_then_sends_bye() {
             panic!("the INVITE was rejected: {}", m.start_line);
         }
     }
-    let bye = bye.unwrap_or_else(|| panic!("no BYE within 40 s of an unACKed 200 ({} 200s seen)", oks.len()));
+    let bye = bye.unwrap_or_else(|| panic!("no BYE within 15 s of an unACKed 200 ({} 200s seen)", oks.len()));
     assert!(!oks.is_empty(), "no 200 for the INVITE");
     let t0 = oks[0].at;
     let times: Vec<f64> = oks.iter().map(|o| o.at.duration_since(t0).as_secs_f64()).collect();
@@ -675,8 +676,8 @@ fn missing_ack_retransmits_200_then_sends_bye() {
         assert_eq!(o.msg.to_tag(), oks[0].msg.to_tag(), "a retransmitted 200 with another To tag");
         assert_eq!(o.msg.body, oks[0].msg.body, "a retransmitted 200 with another body");
     }
-    // 0.5, 1, 2, 4, 4, ... (T1 doubling, capped at T2 = 4 s).
-    assert!(intervals.len() >= 7, "only {} retransmissions of the 200 before the BYE", intervals.len());
+    // 0.5, 1, 2, 4 (T1 doubling, capped at T2 = 4 s).
+    assert!(intervals.len() >= 3, "only {} retransmissions of the 200 before the BYE", intervals.len());
     for (k, &got) in intervals.iter().enumerate() {
         let want = (0.5 * 2f64.powi(k as i32)).min(4.0);
         assert!(
@@ -684,7 +685,7 @@ fn missing_ack_retransmits_200_then_sends_bye() {
             "interval {k} between 200s: {got:.3} s, expected about {want} s (all: {intervals:.2?})"
         );
     }
-    assert!((30.5..35.0).contains(&bye_after), "BYE {bye_after:.2} s after the first 200, expected about 32 s (64*T1)");
+    assert!((7.5..10.0).contains(&bye_after), "BYE {bye_after:.2} s after the first 200, expected about 8 s (--ack-timeout)");
 
     // The BYE belongs to the dialog the 200 made.
     let b = &bye.msg;
@@ -708,10 +709,7 @@ fn missing_ack_retransmits_200_then_sends_bye() {
     assert!(late.iter().all(|r| r.msg.method() != Some("BYE")), "the BYE was retransmitted although we answered it");
     server.wait_call_gone(&invite.call_id, Duration::from_secs(1));
     let packets = cap.stop();
-    if let Some(last) = packets.last() {
-        let lag = last.at.saturating_duration_since(bye.at).as_secs_f64();
-        assert!(lag < 1.0, "RTP went on {lag:.3} s after the BYE");
-    }
+    assert!(packets.is_empty(), "{} RTP packets went to an address that never acknowledged the call", packets.len());
 }
 
 /// A method the server does not do: 405 with Allow (and without the method).

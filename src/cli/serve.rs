@@ -75,6 +75,31 @@ pub struct ServeArgs {
     /// End a call after this many seconds without RTP from the caller (0: never).
     #[arg(long, env = "VOXLINE_RTP_TIMEOUT", default_value_t = 60)]
     pub rtp_timeout: u64,
+    /// End an answered call whose ACK has not come within this many seconds
+    /// (RFC 3261's 32 s is for lossy links; a caller that is there ACKs in a round trip).
+    #[arg(long, env = "VOXLINE_ACK_TIMEOUT", default_value_t = 8)]
+    pub ack_timeout: u64,
+    /// New INVITEs per second from one source address; beyond it (after
+    /// --invite-burst) they get 503 with Retry-After. 0: no limit (a trusted
+    /// proxy in front that limits for us).
+    #[arg(long, env = "VOXLINE_INVITE_RATE", default_value_t = 20.0)]
+    pub invite_rate: f64,
+    /// INVITEs one source may send at once before --invite-rate applies.
+    #[arg(long, env = "VOXLINE_INVITE_BURST", default_value_t = 50.0)]
+    pub invite_burst: f64,
+    /// Calls ringing or answered but not yet acknowledged, at most; a new
+    /// INVITE beyond it ends the oldest of them (a flood of INVITEs that
+    /// never ACK recycles its own slots, not those of real callers).
+    #[arg(long, env = "VOXLINE_MAX_UNCONFIRMED", default_value_t = 64)]
+    pub max_unconfirmed: usize,
+    /// Close an HTTP connection whose request headers have not all arrived
+    /// within this many seconds (also a keep-alive connection idle this long).
+    #[arg(long, env = "VOXLINE_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    pub http_header_timeout: u64,
+    /// Open HTTP connections (WebSockets included) from one client address, at
+    /// most; raise it when one agent host drives more calls than this.
+    #[arg(long, env = "VOXLINE_HTTP_MAX_CONNS_PER_IP", default_value_t = 256)]
+    pub http_max_conns_per_ip: usize,
     /// Append one JSON line per ended call to this file (`-`: standard
     /// output); without it, records are logged on the target `voxline::cdr`.
     #[arg(long, env = "VOXLINE_CALL_RECORDS")]
@@ -142,6 +167,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_calls: args.max_calls,
         ring: std::time::Duration::from_millis(args.ring_ms),
         rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
+        ack_timeout: std::time::Duration::from_secs(args.ack_timeout.max(1)),
+        flood: voxline::server::flood::FloodLimits {
+            invite_rate: args.invite_rate.max(0.0),
+            invite_burst: args.invite_burst.max(1.0),
+            max_unconfirmed: args.max_unconfirmed.max(1),
+        },
+        http_limits: voxline::server::listener::HttpLimits {
+            header_timeout: std::time::Duration::from_secs(args.http_header_timeout.max(1)),
+            max_per_ip: args.http_max_conns_per_ip.max(1),
+        },
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         call_records: voxline::server::call_records::CallRecords::new(args.call_records.as_deref())
             .with_context(|| format!("--call-records: cannot append to {:?}", args.call_records))?,

@@ -126,6 +126,8 @@ pub struct CallMedia {
     config: MediaConfig,
     subscribe_audio: AtomicBool,
     closed: AtomicBool,
+    /// Media may flow: false for an incoming SIP call until its ACK.
+    confirmed: AtomicBool,
     created: Instant,
     /// Spreads the calls' RTCP reports over the interval.
     rtcp_phase: u64,
@@ -165,8 +167,22 @@ impl CallMedia {
             config,
             subscribe_audio: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            confirmed: AtomicBool::new(true),
             created: now,
         })
+    }
+
+    /// Sends nothing until [`CallMedia::confirm`]: an incoming SIP call
+    /// answered but not acknowledged may come from a spoofed address, and
+    /// media to it would make us an amplifier. The clock runs on meanwhile
+    /// and the playout waits (the greeting starts when the ACK comes).
+    pub fn await_confirmation(&self) {
+        self.confirmed.store(false, Ordering::Relaxed);
+    }
+
+    /// The handshake completed (ACK): media may flow.
+    pub fn confirm(&self) {
+        self.confirmed.store(true, Ordering::Relaxed);
     }
 
     /// Our RTP address (a SIP call's).
@@ -347,6 +363,11 @@ impl CallMedia {
     /// One tick of the pacing clock: sends this call's next packet.
     pub(super) fn tick(&self, tick: u64, deadline: Instant, buf: &mut [u8; PACKET_LEN]) {
         let mut tx = lock(&self.tx);
+        if !self.confirmed.load(Ordering::Relaxed) {
+            // Not acknowledged yet: nothing goes out, nothing is consumed.
+            tx.sender.skip();
+            return;
+        }
         if !tx.remote.send {
             // On hold: the clock runs on, nothing is sent or consumed; DTMF waits.
             tx.dtmf.hold();

@@ -83,6 +83,37 @@ fn on_hold_nothing_is_sent() {
     call.close();
 }
 
+#[test]
+fn nothing_is_sent_before_the_handshake_completes_and_the_greeting_then_plays_whole() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let (rtp, rtcp) = pair();
+    let (events_tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let addr = peer.local_addr().unwrap();
+    let remote = RemoteMedia { rtp: addr, rtcp: addr, payload_type: 0, dtmf_payload_type: None, pcma: false, send: true };
+    let call = CallMedia::new("a".into(), MediaLeg::udp(rtp, rtcp), remote, MediaConfig::default(), events_tx);
+    call.await_confirmation();
+    {
+        let mut p = call.playout.lock().unwrap();
+        p.begin(1, Instant::now());
+        p.push(1, &[0x11; 160 * 3], Instant::now());
+        p.finish(1);
+    }
+    let pacer = Pacer::start().unwrap();
+    pacer.add(call.clone());
+    let mut buf = [0u8; 1500];
+    assert!(peer.recv_from(&mut buf).is_err(), "no RTP (nor RTCP) before the ACK");
+    call.confirm();
+    let mut speech = 0;
+    while speech < 3 {
+        let (n, _) = peer.recv_from(&mut buf).expect("media after the ACK");
+        if n == PACKET_LEN && Packet::unmarshal(&mut &buf[..n]).unwrap().payload[0] == 0x11 {
+            speech += 1;
+        }
+    }
+    call.close();
+}
+
 /// A call ticked by hand (no pacer thread), its packets read back from a
 /// local socket: one packet per tick while the call sends silence.
 struct Rig {

@@ -22,6 +22,12 @@ pub struct ServerConfig {
     pub ring: Duration,
     /// End a call when no RTP arrived for this long.
     pub rtp_timeout: Option<Duration>,
+    /// End an answered call whose ACK has not come within this.
+    pub ack_timeout: Duration,
+    /// INVITE rate per source and the cap on calls not yet acknowledged.
+    pub flood: super::flood::FloodLimits,
+    /// HTTP header-read (and keep-alive idle) timeout and connections per client address.
+    pub http_limits: super::listener::HttpLimits,
     /// Where each ended call's record goes ([`super::call_records`]).
     pub call_records: super::call_records::CallRecords,
     /// How long live calls may go on after SIGTERM/SIGINT ([`super::drain`]).

@@ -25,8 +25,10 @@ pub mod drain;
 pub mod error;
 pub mod events;
 pub mod fanout;
+pub mod flood;
 pub mod http;
 pub mod lifecycle;
+pub mod listener;
 pub mod outbound;
 pub mod sip;
 pub mod sip_dialog;
@@ -82,6 +84,7 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
     let mut sip_config = voxline_sip::EndpointConfig::new(sip_addr);
     sip_config.advertised = advertised;
     sip_config.user_agent = config.user_agent.clone();
+    sip_config.ack_timeout = config.ack_timeout;
     let endpoint = voxline_sip::Endpoint::new(sip_config);
     let (sip_tx, sip_rx) = mpsc::unbounded_channel();
     let webhook = config.webhook.as_deref().map(webhook::Webhook::new).transpose().context("--webhook")?;
@@ -100,7 +103,8 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
     let mut signals = drain::Signals::new().context("listening for SIGTERM/SIGINT")?;
     let mut sip_task = tokio::spawn(sip::run(server.clone(), sip_socket, endpoint, sip_rx));
     let app = http::router(server.clone());
-    let mut http_task = tokio::spawn(async move { axum::serve(http_listener, app).await });
+    let http_limits = server.config.http_limits;
+    let mut http_task = tokio::spawn(listener::serve(http_listener, app, http_limits));
     ready(Bound { sip: sip_addr, http: http_addr });
     tokio::select! {
         r = &mut sip_task => r.context("SIP task")?,

@@ -13,6 +13,7 @@ use voxline_sip::{Endpoint, Event};
 use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg, SipHandle};
 use super::commands::{Decision, SipCommand};
+use super::flood::{InviteRate, Unconfirmed};
 use super::lifecycle::LifecycleEvent;
 use super::outbound::Outbound;
 use super::state::Server;
@@ -23,6 +24,7 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
     let mut buf = vec![0u8; 65536];
     let mut ringing: Vec<Pending> = Vec::new();
     let mut outbound = Outbound::default();
+    let mut door = Door { rate: InviteRate::new(&server.config.flood), unconfirmed: Unconfirmed::new(server.config.flood.max_unconfirmed) };
     loop {
         let next_answer = ringing.iter().map(|p| p.at).min();
         let timeout = match (endpoint.poll_timeout(), next_answer) {
@@ -80,7 +82,7 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
         }
         // Events first (answers queue more datagrams), then everything out.
         while let Some(event) = endpoint.poll_event() {
-            handle_event(&server, &mut endpoint, event, &mut ringing, &mut outbound);
+            handle_event(&server, &mut endpoint, event, &mut ringing, &mut outbound, &mut door);
         }
         while let Some(t) = endpoint.poll_transmit() {
             crate::metrics::metrics().sip_sent(&t.payload);
@@ -91,13 +93,34 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
     }
 }
 
-fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, ringing: &mut Vec<Pending>, outbound: &mut Outbound) {
+/// What guards the door against INVITE floods ([`super::flood`]).
+struct Door {
+    rate: InviteRate,
+    /// Incoming calls ringing or answered, not yet acknowledged.
+    unconfirmed: Unconfirmed<SipHandle>,
+}
+
+fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, ringing: &mut Vec<Pending>, outbound: &mut Outbound, door: &mut Door) {
     let now = Instant::now();
     match event {
         Event::IncomingCall { call, call_id, from, to, request_uri, source, offer, headers } => {
+            if !door.rate.allow(source.ip(), now) {
+                tracing::info!(sip = %call, %source, "INVITE rate exceeded; 503");
+                let retry = door.rate.retry_after(source.ip()).as_secs() as u32;
+                if let Err(e) = endpoint.reject_busy(now, call, Some("Busy"), retry) {
+                    tracing::debug!(error = %e, "reject failed");
+                }
+                return;
+            }
+            for old in door.unconfirmed.make_room() {
+                evict(server, endpoint, ringing, old, now);
+            }
             match accept_call(server, endpoint, call, call_id, from, to, request_uri, source, offer.as_deref(), headers) {
-                Ok(Some(pending)) => ringing.push(pending),
-                Ok(None) => {}
+                Ok(Some(pending)) => {
+                    door.unconfirmed.add(call);
+                    ringing.push(pending);
+                }
+                Ok(None) => door.unconfirmed.add(call),
                 Err(Rejection::Status(status, reason)) => {
                     tracing::info!(sip = %call, status, reason = %reason, "call rejected");
                     if let Err(e) = endpoint.reject(now, call, status, Some(&reason)) {
@@ -112,8 +135,11 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
             }
         }
         Event::CallConfirmed { call: handle, answer } => {
+            door.unconfirmed.remove(handle);
             let Some(call) = server.calls.by_sip(handle) else { return };
             call.set_state(CallState::Active);
+            // Media flows from now on (nothing went to an unconfirmed address).
+            call.media.confirm();
             tracing::info!(call = %call.id, "call confirmed (ACK)");
             // Delayed offer: the ACK carries the answer to the offer in our 200.
             if call.media.remote().is_awaiting_answer() {
@@ -149,6 +175,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
             }
         }
         Event::CallCancelled { call } => {
+            door.unconfirmed.remove(call);
             if let Some(c) = server.calls.remove_sip(call) {
                 tracing::info!(call = %c.id, "call cancelled");
                 server.ended(&c, "cancelled");
@@ -158,6 +185,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
         Event::CallRinging { .. } | Event::CallAnswered { .. } | Event::CallFailed { .. } => outbound.on_event(server, event),
         Event::CallEnded { call, reason } => {
             outbound.forget(call);
+            door.unconfirmed.remove(call);
             if let Some(c) = server.calls.remove_sip(call) {
                 let reason = match reason {
                     voxline_sip::EndReason::RemoteBye => "remote_bye",
@@ -167,6 +195,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                     voxline_sip::EndReason::Rejected => "rejected",
                     voxline_sip::EndReason::Failed => "failed",
                     voxline_sip::EndReason::LocalCancel => "local_cancel",
+                    voxline_sip::EndReason::Abandoned => "abandoned",
                     voxline_sip::EndReason::Transferred => "transferred",
                     _ => "ended",
                 };
@@ -184,6 +213,27 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
         Event::Transfer { .. } | Event::DtmfInfoFailed { .. } => super::sip_dialog::on_event(server, event),
         #[allow(unreachable_patterns)]
         other => tracing::debug!(?other, "SIP event ignored"),
+    }
+}
+
+/// Makes room for a new INVITE by ending the oldest call that has not
+/// completed its handshake: ringing, it gets 503; answered, it is abandoned
+/// (no BYE before an ACK).
+fn evict(server: &Arc<Server>, endpoint: &mut Endpoint, ringing: &mut Vec<Pending>, old: SipHandle, now: Instant) {
+    let result = match ringing.iter().position(|p| p.sip == old) {
+        Some(i) => {
+            ringing.swap_remove(i);
+            endpoint.reject_busy(now, old, Some("Busy"), 5)
+        }
+        None => endpoint.abandon(now, old),
+    };
+    if let Err(e) = result {
+        tracing::debug!(sip = %old, error = %e, "evicting an unconfirmed call");
+    }
+    if let Some(c) = server.calls.remove_sip(old) {
+        tracing::info!(call = %c.id, "unacknowledged call evicted for a new INVITE");
+        server.ended(&c, "unconfirmed_evicted");
+        c.end();
     }
 }
 
@@ -241,6 +291,8 @@ fn accept_call(
     let id = new_call_id();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let media = CallMedia::new(id.clone(), MediaLeg::udp(rtp, rtcp), remote, server.config.media.clone(), events_tx);
+    // Nothing is sent to the offer's address before the caller's ACK proves it is there.
+    media.await_confirmation();
     let call = Arc::new(Call::new(id.clone(), Leg::Sip(handle), sip_call_id, from, to, headers, source, media.clone(), session));
     match &offered {
         Some((_, neg)) => {
