@@ -15,3 +15,5 @@ pub mod synth;
 pub mod audio;
 pub mod models;
 pub mod hub;
+#[doc(hidden)]
+pub mod fuzzing;

@@ -70,6 +70,9 @@ mod transfer;
 mod transmit;
 mod uac;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use config::EndpointConfig;
 pub use endpoint::{Endpoint, Stats, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 pub use error::SipError;

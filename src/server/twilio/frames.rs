@@ -6,7 +6,8 @@
 //! Base64 (RFC 4648, standard alphabet, padded) is written here: these two
 //! functions are the project's only use of it.
 
-use crate::media::RATE;
+use super::messages::Media;
+use crate::media::{FRAME, RATE};
 
 /// Our RTP header (no CSRCs, no extension: the pacer writes none).
 const RTP_HEADER: usize = 12;
@@ -32,6 +33,17 @@ pub fn caller_packet(chunk: u32, timestamp_ms: u32, payload: &[u8]) -> Vec<u8> {
     packet.extend_from_slice(&TWILIO_SSRC.to_be_bytes());
     packet.extend_from_slice(payload);
     packet
+}
+
+/// The RTP packet for Twilio's `media` message, the caller's `heard`-th
+/// (numbers it when Twilio's `chunk` is missing); `None` when its payload is
+/// not base64.
+pub fn caller_media_packet(media: &Media, heard: u32) -> Option<Vec<u8>> {
+    let payload = base64_decode(&media.payload)?;
+    let chunk = media.chunk.as_deref().and_then(|c| c.parse().ok()).unwrap_or(heard);
+    let frame_ms = FRAME.as_millis() as u32;
+    let at_ms = media.timestamp.as_deref().and_then(|t| t.parse().ok()).unwrap_or(chunk.saturating_sub(1) * frame_ms);
+    Some(caller_packet(chunk, at_ms, &payload))
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

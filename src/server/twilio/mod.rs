@@ -18,8 +18,8 @@
 //! `callSid`, `headers` the custom parameters), and hung up by the API,
 //! which closes the stream.
 
-mod frames;
-mod messages;
+pub(crate) mod frames;
+pub(crate) mod messages;
 mod session;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use tokio::sync::Notify;
 
-use super::frames::{base64_decode, base64_encode, caller_packet, payload_of};
+use super::frames::{base64_encode, caller_media_packet, payload_of};
 use super::messages::{FromTwilio, MarkName, OutMedia, ToTwilio};
-use crate::media::{MediaEvent, PlayoutEvent, TrackQueue, FRAME};
+use crate::media::{MediaEvent, PlayoutEvent, TrackQueue};
 use crate::server::calls::Call;
 use crate::server::fanout::Subscription;
 
@@ -129,16 +129,14 @@ impl<'a> Session<'a> {
         match message {
             FromTwilio::Media { media } => {
                 self.heard += 1;
-                let Some(payload) = base64_decode(&media.payload) else {
+                let Some(packet) = caller_media_packet(&media, self.heard) else {
                     self.bad_media += 1;
                     if self.bad_media == 1 {
                         tracing::warn!(call = %self.call.id, "a `media` payload is not base64; such frames are dropped");
                     }
                     return None;
                 };
-                let chunk = media.chunk.and_then(|c| c.parse().ok()).unwrap_or(self.heard);
-                let at_ms = media.timestamp.and_then(|t| t.parse().ok()).unwrap_or(chunk.saturating_sub(1) * FRAME.as_millis() as u32);
-                self.call.media.handle_leg_rtp(&caller_packet(chunk, at_ms, &payload));
+                self.call.media.handle_leg_rtp(&packet);
             }
             FromTwilio::Dtmf { dtmf } => {
                 if let Some(digit) = dtmf.digit.chars().next() {
