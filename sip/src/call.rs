@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::dialog::Dialog;
 use crate::info_dtmf::InfoDtmf;
 use crate::message::Echo;
+use crate::session_timer::Session;
 use crate::transaction::{due, soonest, Timers, TransactionKey};
 use crate::transfer::Transfer;
 use crate::transmit::Transmit;
@@ -135,6 +136,10 @@ pub(crate) struct Call {
     pub transfer: Option<Transfer>,
     /// DTMF digits to send as INFO.
     pub info_dtmf: InfoDtmf,
+    /// An UPDATE with an SDP offer waiting for the application's answer (RFC 3311).
+    pub update: Option<InviteContext>,
+    /// Session timer (RFC 4028) and what a refresh needs.
+    pub session: Session,
 }
 
 impl Call {
@@ -148,6 +153,8 @@ impl Call {
             bye_after_ack: false,
             transfer: None,
             info_dtmf: InfoDtmf::default(),
+            update: None,
+            session: Session::default(),
         }
     }
 
@@ -175,6 +182,7 @@ impl Call {
             self.pending_ack.as_ref().map(PendingAck::next_deadline),
             self.transfer.as_ref().and_then(Transfer::next_deadline),
             self.info_dtmf.next_deadline(),
+            self.session.next_deadline(),
         ]
         .into_iter()
         .fold(give_up, soonest)

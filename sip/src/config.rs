@@ -24,6 +24,13 @@ pub struct EndpointConfig {
     /// 32 s). A server on a public address shortens it, so INVITEs that never complete
     /// the handshake (spoofed or abandoned) hold nothing for long.
     pub ack_timeout: Duration,
+    /// Session timers (RFC 4028): the interval we ask for and grant, at most (whole seconds;
+    /// 1800 s by default). `None` turns them off: no `Supported: timer`, a `Require: timer`
+    /// gets 420, and Session-Expires is ignored.
+    pub session_expires: Option<Duration>,
+    /// The shortest session interval we accept (Min-SE; RFC 4028's 90 s by default): a
+    /// shorter Session-Expires gets `422` with this Min-SE.
+    pub min_se: Duration,
 }
 
 impl EndpointConfig {
@@ -38,6 +45,8 @@ impl EndpointConfig {
             t2: Duration::from_secs(4),
             max_message: 64 * 1024,
             ack_timeout: Duration::from_secs(32),
+            session_expires: Some(Duration::from_secs(1800)),
+            min_se: Duration::from_secs(90),
         }
     }
 
@@ -52,6 +61,15 @@ impl EndpointConfig {
                 IpAddr::V6(ip) => format!("[{ip}]:{}", self.local_addr.port()),
                 IpAddr::V4(ip) => format!("{ip}:{}", self.local_addr.port()),
             },
+        }
+    }
+
+    /// The session-timer policy in whole seconds.
+    pub(crate) fn session_policy(&self) -> crate::session_timer::Policy {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1);
+        crate::session_timer::Policy {
+            interval: self.session_expires.map(|d| secs(d).max(secs(self.min_se))),
+            min_se: secs(self.min_se),
         }
     }
 

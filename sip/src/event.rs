@@ -56,6 +56,9 @@ pub enum EndReason {
     /// A transfer we asked for ([`Endpoint::transfer`](crate::Endpoint::transfer)) reached its
     /// target, and the call ended with a BYE (ours, or the transferee's).
     Transferred,
+    /// The session timer ran out (RFC 4028): the peer was to refresh the session and did not
+    /// in time, or our own refresh failed; we sent BYE.
+    SessionExpired,
 }
 
 /// How a transfer we asked for ([`Endpoint::transfer`](crate::Endpoint::transfer)) goes:
@@ -162,13 +165,14 @@ pub enum Event {
         /// The call.
         call: CallHandle,
     },
-    /// An INVITE inside the dialog (session refresh or new offer); `100 Trying` is sent.
+    /// An INVITE inside the dialog (session refresh or new offer; `100 Trying` is sent), or an
+    /// UPDATE carrying an SDP offer (RFC 3311; an UPDATE without one is answered at once).
     /// Answer with [`Endpoint::answer_reinvite`](crate::Endpoint::answer_reinvite) or
     /// [`Endpoint::reject_reinvite`](crate::Endpoint::reject_reinvite).
     ReInvite {
         /// The call.
         call: CallHandle,
-        /// The SDP offer, if the re-INVITE has one.
+        /// The SDP offer, if the re-INVITE has one (an UPDATE always has).
         offer: Option<String>,
     },
     /// The call is over; the handle is no longer valid.

@@ -46,11 +46,13 @@
 //! - `digest`: answering `401`/`407` challenges (RFC 7616, MD5 and SHA-256);
 //! - `call`, `uac`: one call's state, the 2xx retransmission of the core (13.3.1.4), and for
 //!   a call we place, where its INVITE stands;
+//! - `session_timer`: RFC 4028 session timers: the interval and refresher a call agreed on,
+//!   when we refresh and when a refresh that never came ends the call;
 //! - `transfer`, `info_dtmf`: requests we send inside a call's dialog: a blind transfer
 //!   (REFER and its NOTIFYs, RFC 3515) and DTMF as INFO (`application/dtmf-relay`);
 //! - `endpoint`: routing of datagrams, the RFC 8.2 checks, the application actions
 //!   (`incoming`: requests we receive; `outgoing`: calls we place; `transfer`, `info`: REFER
-//!   and INFO in a dialog).
+//!   and INFO in a dialog; `session`: session refreshes and UPDATE, RFC 4028 and 3311).
 //!
 //! Only UDP is supported, and no DNS: calls go to IP addresses.
 
@@ -65,6 +67,7 @@ mod error;
 mod event;
 mod info_dtmf;
 mod message;
+mod session_timer;
 mod transaction;
 mod transfer;
 mod transmit;

@@ -101,7 +101,7 @@ fn answer_sends_200_with_sdp_and_contact_then_retransmits_until_ack() {
     assert_eq!(ok.body(), ANSWER);
     assert_eq!(
         ok.header("Allow").unwrap(),
-        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY"
+        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, UPDATE"
     );
     assert_eq!(ok.to, peer());
 

@@ -24,10 +24,10 @@ fn options_outside_a_dialog_gets_our_capabilities() {
     assert_eq!(r.first_line(), "SIP/2.0 200 OK");
     assert_eq!(
         r.header("Allow").unwrap(),
-        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY"
+        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, UPDATE"
     );
     assert_eq!(r.header("Accept").unwrap(), "application/sdp");
-    assert_eq!(r.headers("Supported"), vec![String::new()]);
+    assert_eq!(r.headers("Supported"), vec!["timer".to_string()]);
     assert!(r.to_tag().is_some());
     assert!(events(&mut ep).is_empty());
     assert_eq!(ep.call_count(), 0);
@@ -80,7 +80,6 @@ fn methods_we_do_not_implement_get_405_with_allow() {
         "SUBSCRIBE",
         "MESSAGE",
         "PUBLISH",
-        "UPDATE",
         "PRACK",
         "FOO",
         "invite",
@@ -90,7 +89,7 @@ fn methods_we_do_not_implement_get_405_with_allow() {
         assert_eq!(r.first_line(), "SIP/2.0 405 Method Not Allowed", "{method}");
         assert_eq!(
             r.header("Allow").unwrap(),
-            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY"
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, UPDATE"
         );
         assert_eq!(r.cseq().1, method);
     }
@@ -149,12 +148,13 @@ fn max_forwards_zero_gets_483() {
 fn unsupported_require_gets_420_listing_them() {
     let mut ep = endpoint();
     Req::invite("req", "z9hG4bK-req")
-        .header("Require: 100rel, timer")
+        .header("Require: 100rel, timer, precondition")
         .header("Proxy-Require: ignored-by-uas")
         .send(&mut ep, Instant::now());
     let r = one(&mut ep);
     assert_eq!(r.first_line(), "SIP/2.0 420 Bad Extension");
-    assert_eq!(r.header("Unsupported").unwrap(), "100rel, timer");
+    // Session timers are supported (RFC 4028): only the others are listed.
+    assert_eq!(r.header("Unsupported").unwrap(), "100rel, precondition");
     assert_eq!(ep.call_count(), 0);
 }
 

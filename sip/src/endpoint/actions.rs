@@ -79,7 +79,7 @@ impl Endpoint {
     pub fn answer(&mut self, now: Instant, call: CallHandle, sdp: &str) -> Result<(), SipError> {
         let (ctx, tag) = self.unanswered(call, "answer")?;
         let transmit =
-            self.success(&tag, sdp)
+            self.success(call, &tag, sdp)
                 .build(&ctx.echo, ctx.source, &self.config.user_agent);
         if let Some(tx) = self.invite_servers.get_mut(&ctx.key) {
             self.transmits
@@ -89,6 +89,7 @@ impl Endpoint {
             c.pending_ack = Some(PendingAck::new(now, transmit, ctx.cseq, true, &self.timers));
             c.state = CallState::Accepted;
         }
+        self.session_answered(now, call, Some(sdp));
         tracing::debug!(%call, "answered");
         Ok(())
     }
@@ -187,20 +188,23 @@ impl Endpoint {
     }
 
     /// Answers a pending re-INVITE with `200 OK` and `sdp` (retransmitted until its ACK, like
-    /// [`answer`](Self::answer)).
+    /// [`answer`](Self::answer)), or a pending UPDATE's offer with `200 OK` and `sdp`.
     pub fn answer_reinvite(
         &mut self,
         now: Instant,
         call: CallHandle,
         sdp: &str,
     ) -> Result<(), SipError> {
+        if self.answer_update(now, call, Ok(sdp)) {
+            return Ok(());
+        }
         let c = self.call_in(call, "answer a re-INVITE", |c| c.reinvite.is_some())?;
         let Some(ctx) = c.reinvite.take() else {
             return Err(SipError::UnknownCall(call));
         };
         let tag = c.dialog.id.local_tag.clone();
         let transmit =
-            self.success(&tag, sdp)
+            self.success(call, &tag, sdp)
                 .build(&ctx.echo, ctx.source, &self.config.user_agent);
         if let Some(tx) = self.invite_servers.get_mut(&ctx.key) {
             self.transmits
@@ -215,11 +219,12 @@ impl Endpoint {
                 &self.timers,
             ));
         }
+        self.session_answered(now, call, Some(sdp));
         Ok(())
     }
 
-    /// Rejects a pending re-INVITE with `status` (300-699, typically 488); the call goes on
-    /// with the previous session.
+    /// Rejects a pending re-INVITE (or UPDATE's offer) with `status` (300-699, typically 488);
+    /// the call goes on with the previous session.
     pub fn reject_reinvite(
         &mut self,
         now: Instant,
@@ -229,7 +234,11 @@ impl Endpoint {
         if !(300..=699).contains(&status) {
             return Err(SipError::InvalidStatus(status));
         }
+        if self.answer_update(now, call, Err(status)) {
+            return Ok(());
+        }
         let c = self.call_in(call, "reject a re-INVITE", |c| c.reinvite.is_some())?;
+        c.session.agreed = None;
         let Some(ctx) = c.reinvite.take() else {
             return Err(SipError::UnknownCall(call));
         };
@@ -239,16 +248,20 @@ impl Endpoint {
         Ok(())
     }
 
-    /// A 200 OK to an INVITE with SDP.
-    fn success<'a>(&self, tag: &'a str, sdp: &'a str) -> Reply<'a> {
-        Reply::new(200)
+    /// A 200 OK to an INVITE with SDP, and the session timer's headers.
+    fn success<'a>(&self, call: CallHandle, tag: &'a str, sdp: &'a str) -> Reply<'a> {
+        let mut reply = Reply::new(200)
             .tag(tag)
             .header(rsip::Header::Contact(h::Contact::from(
                 self.config.contact(),
             )))
             .header(rsip::Header::Allow(h::Allow::from(message::ALLOW)))
-            .header(rsip::Header::Supported(h::Supported::from("")))
-            .sdp(sdp)
+            .header(rsip::Header::Supported(h::Supported::from(self.supported())))
+            .sdp(sdp);
+        for header in self.session_reply_headers(call) {
+            reply = reply.header(header);
+        }
+        reply
     }
 
     /// A final error response with the headers its status calls for.

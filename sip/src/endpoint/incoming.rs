@@ -21,9 +21,6 @@ use crate::transaction::server_invite::ServerInviteTransaction;
 use crate::transaction::server_non_invite::ServerNonInviteTransaction;
 use crate::transaction::TransactionKey;
 
-/// Option tags we support in Require (none: no 100rel, no session timers).
-const SUPPORTED: &[&str] = &[];
-
 impl Endpoint {
     pub(super) fn on_request(&mut self, now: Instant, source: SocketAddr, request: Request) {
         tracing::trace!(method = %request.method, "request");
@@ -55,6 +52,7 @@ impl Endpoint {
             Method::Invite => self.on_invite(now, source, &request),
             Method::Bye => self.on_bye(now, source, &request),
             Method::Info => self.on_info(now, source, &request),
+            Method::Update => self.on_update(now, source, &request),
             Method::Notify => self.on_notify(now, source, &request),
             Method::Refer => self.on_refer_request(now, source, &request),
             _ => self.on_options(now, source, &request),
@@ -71,6 +69,7 @@ impl Endpoint {
                 | Method::Info
                 | Method::Notify
                 | Method::Refer
+                | Method::Update
         ) {
             return Some(
                 Reply::new(405).header(rsip::Header::Allow(h::Allow::from(message::ALLOW))),
@@ -83,7 +82,7 @@ impl Endpoint {
             .headers
             .all("Require")
             .flat_map(message::option_tags)
-            .filter(|tag| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(tag)))
+            .filter(|tag| !self.supported().eq_ignore_ascii_case(tag))
             .collect();
         if !unsupported.is_empty() {
             let value = unsupported.join(", ");
@@ -117,7 +116,7 @@ impl Endpoint {
     }
 
     /// Body checks for an INVITE we would answer with SDP (8.2.3, 21.4.7, 21.4.13).
-    fn offer_problem(request: &Request) -> Option<Reply<'static>> {
+    pub(super) fn offer_problem(request: &Request) -> Option<Reply<'static>> {
         if let Some(ct) = &request.content_type {
             if !request.body.is_empty() && !ct.is_sdp() {
                 return Some(
@@ -141,6 +140,10 @@ impl Endpoint {
         if let Some(reply) = Self::offer_problem(request) {
             return self.respond_stateless(request, source, reply);
         }
+        let agreed = match self.negotiate_session(request) {
+            Ok(agreed) => agreed,
+            Err(reply) => return self.respond_stateless(request, source, reply),
+        };
         let handle = CallHandle::new(self.next_call);
         self.next_call += 1;
         let tag = self.new_tag();
@@ -160,6 +163,7 @@ impl Endpoint {
         });
         self.calls
             .insert(handle, Call::new(CallState::Early, dialog, role));
+        self.keep_session(handle, agreed, request);
         tracing::debug!(%handle, "incoming call");
         let headers = request
             .headers
@@ -199,7 +203,14 @@ impl Endpoint {
                 Reply::new(500).reason("CSeq Out of Order"),
             );
         }
+        if self.our_offer_pending(handle) {
+            return self.respond_stateless(request, source, Reply::new(491));
+        }
+        let Some(call) = self.calls.get(&handle) else {
+            return;
+        };
         let busy = call.state != CallState::Confirmed
+            || call.update.is_some()
             || call.reinvite.is_some()
             || call.pending_ack.is_some();
         if busy {
@@ -215,6 +226,11 @@ impl Endpoint {
         if let Some(reply) = Self::offer_problem(request) {
             return self.respond_stateless(request, source, reply);
         }
+        let agreed = match self.negotiate_session(request) {
+            Ok(agreed) => agreed,
+            Err(reply) => return self.respond_stateless(request, source, reply),
+        };
+        self.keep_session(handle, agreed, request);
         let key = TransactionKey::for_request(request, None);
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
@@ -320,7 +336,7 @@ impl Endpoint {
             .header(rsip::Header::Allow(h::Allow::from(message::ALLOW)))
             .header(rsip::Header::Accept(h::Accept::from(message::ACCEPT)))
             .header(rsip::Header::Supported(h::Supported::from(
-                SUPPORTED.join(", "),
+                self.supported(),
             )));
         if request.to.tag().is_none() {
             return self.respond_stateless(request, source, reply);

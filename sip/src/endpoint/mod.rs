@@ -9,6 +9,7 @@ pub use actions::{HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 mod incoming;
 mod info;
 mod outgoing;
+mod session;
 mod transfer;
 
 use std::collections::hash_map::DefaultHasher;
@@ -215,6 +216,7 @@ impl Endpoint {
             }
             self.on_transfer_timeout(now, handle);
             self.send_next_info(now, handle);
+            self.on_session_timer(now, handle);
             let Some(call) = self.calls.get_mut(&handle) else {
                 continue;
             };
@@ -322,6 +324,10 @@ impl Endpoint {
         };
         let (call, method) = (tx.call, tx.method);
         if let Some(outcome) = tx.on_response(now, response.status) {
+            if method == "UPDATE" {
+                let status = matches!(outcome, Outcome::Final(_)).then_some(response.status);
+                return self.on_refresh_result(now, call, status, Some(&response));
+            }
             let branch = response.branch.clone().unwrap_or_default();
             self.on_client_outcome(now, call, method, &branch, outcome, &response.reason);
         }
@@ -349,6 +355,7 @@ impl Endpoint {
         match method {
             "REFER" => self.on_refer_outcome(now, done),
             "INFO" => self.on_info_outcome(now, done),
+            "UPDATE" => self.on_refresh_result(now, call, done.response.map(|r| r.0), None),
             _ => self.on_bye_outcome(call, outcome),
         }
     }

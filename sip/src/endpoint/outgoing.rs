@@ -67,12 +67,14 @@ impl Endpoint {
 
     /// Sends the call's next INVITE (the first, or one with credentials): a new branch, the
     /// next CSeq, a new client transaction.
-    fn send_invite(&mut self, now: Instant, handle: CallHandle) {
+    pub(super) fn send_invite(&mut self, now: Instant, handle: CallHandle) {
         let branch = self.new_branch();
+        let session = self.request_session_headers(handle);
         let Some(Placed { dialog, uac, .. }) = placed(&mut self.calls, handle) else {
             return;
         };
         let mut headers = uac.headers.clone();
+        headers.extend(session);
         headers.extend(uac.credentials_headers());
         let extra = Extra {
             headers: &headers,
@@ -98,6 +100,9 @@ impl Endpoint {
         let Some(handle) = found else {
             return self.unexpected_response(&response);
         };
+        if self.on_refresh_invite_response(now, handle, &response) {
+            return;
+        }
         let ack = (300..=699)
             .contains(&response.status)
             .then(|| self.error_ack(handle, &response))
@@ -109,6 +114,7 @@ impl Endpoint {
         match tx.on_response(now, response.status, ack, &self.timers, &mut self.transmits) {
             Some(Outcome::Provisional(status)) => self.on_provisional(now, handle, status),
             Some(Outcome::Success) => self.on_answer(now, handle, &response),
+            Some(Outcome::Failure(422)) if self.retry_with_min_se(now, handle, &response) => {}
             Some(Outcome::Failure(status)) => {
                 let refused = self.authenticate(now, handle, &response);
                 if let Some(reason) = refused {
@@ -202,6 +208,8 @@ impl Endpoint {
             return self.send_bye(now, handle);
         }
         *state = CallState::Confirmed;
+        let offer = uac.sdp_offer.clone();
+        self.session_established(now, handle, response, &offer);
         tracing::debug!(%handle, "answered");
         self.events.push_back(Event::CallAnswered {
             call: handle,
@@ -354,7 +362,7 @@ impl Endpoint {
             if tx.is_terminated() {
                 self.invite_clients.remove(&branch);
             }
-            if outcome == Some(Outcome::Timeout) {
+            if outcome == Some(Outcome::Timeout) && !self.refresh_timed_out(now, handle, &branch) {
                 self.attempt_over(handle, 408, "Request Timeout (no response to the INVITE)");
             }
         }

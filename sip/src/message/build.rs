@@ -11,7 +11,7 @@ use super::request::Echo;
 use crate::transmit::Transmit;
 
 /// The methods this user agent accepts, for Allow (RFC 3261 20.5).
-pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY";
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, UPDATE";
 /// The body types it accepts, for Accept (RFC 3261 20.1).
 pub(crate) const ACCEPT: &str = "application/sdp";
 

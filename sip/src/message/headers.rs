@@ -48,6 +48,9 @@ const KNOWN: &[(&str, &str)] = &[
     ("event", "Event"),
     ("o", "Event"),
     ("refer-to", "Refer-To"),
+    ("session-expires", "Session-Expires"),
+    ("x", "Session-Expires"),
+    ("min-se", "Min-SE"),
     ("r", "Refer-To"),
 ];
 
