@@ -47,6 +47,17 @@ pub struct ServeArgs {
     /// events socket with decide=true) before it is answered with the greeting.
     #[arg(long, env = "VOXLINE_DECISION_TIMEOUT_MS", default_value_t = 3000)]
     pub decision_timeout_ms: u64,
+    /// Agent-URL mode: connect every answered call to the agent's WebSocket
+    /// here (ws:// only), `?call=ID` added; a decision's `agent_url` overrides it.
+    #[arg(long, env = "VOXLINE_AGENT_URL")]
+    pub agent_url: Option<String>,
+    /// What --agent-url speaks: `native` or `conversationrelay`.
+    #[arg(long, env = "VOXLINE_AGENT_DIALECT", default_value = "native", value_parser = parse_dialect)]
+    pub agent_dialect: voxline::server::control::Dialect,
+    /// Hang up a call whose agent (agent-URL mode) is not connected within this
+    /// many milliseconds of the answer or of a dropped connection.
+    #[arg(long, env = "VOXLINE_AGENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub agent_timeout_ms: u64,
     /// STUN server for browsers' calls (WebRTC ICE), e.g. stun:stun.example.com:3478; repeatable.
     #[arg(long, env = "VOXLINE_STUN", value_delimiter = ',')]
     pub stun: Vec<String>,
@@ -142,6 +153,10 @@ pub fn parse_range(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
+fn parse_dialect(s: &str) -> Result<voxline::server::control::Dialect, String> {
+    voxline::server::control::Dialect::from_name(Some(s))
+}
+
 /// Runs the server until it is drained or killed.
 pub fn run(args: ServeArgs) -> Result<()> {
     use std::io::Write as _;
@@ -198,6 +213,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         webhook: args.webhook.filter(|w| !w.is_empty()),
         webhook_token: args.webhook_token.filter(|t| !t.is_empty()),
         decision_timeout: std::time::Duration::from_millis(args.decision_timeout_ms),
+        agent: voxline::server::control::AgentPolicy {
+            default: match args.agent_url.as_deref().filter(|u| !u.is_empty()) {
+                Some(url) => Some(voxline::server::control::AgentTarget::new(url, args.agent_dialect).map_err(anyhow::Error::msg).context("--agent-url")?),
+                None => None,
+            },
+            timeout: std::time::Duration::from_millis(args.agent_timeout_ms.max(1)),
+        },
         webrtc: voxline::server::WebRtcConfig {
             ice_servers: args
                 .stun

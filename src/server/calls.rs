@@ -105,6 +105,10 @@ pub struct Call {
     /// Voice and preset chosen for the call when it was accepted.
     synth: Mutex<(Option<String>, Option<Preset>)>,
     greeting: Mutex<Option<Greeting>>,
+    /// The agent voxline connects to for this call (a decision's `agent_url`).
+    agent: Mutex<Option<super::control::AgentTarget>>,
+    /// Why we ended the call, when that says more than our hangup did (`agent_unreachable`).
+    end_cause: Mutex<Option<&'static str>>,
     /// Notified when the call's speech is cleared (Twilio's leg sends `clear`).
     pub speech_cleared: tokio::sync::Notify,
 }
@@ -146,6 +150,8 @@ impl Call {
             sdp_session,
             synth: Mutex::new((None, None)),
             greeting: Mutex::new(None),
+            agent: Mutex::new(None),
+            end_cause: Mutex::new(None),
             speech_cleared: tokio::sync::Notify::new(),
         }
     }
@@ -162,6 +168,23 @@ impl Call {
 
     pub fn set_synth(&self, voice: Option<String>, preset: Option<Preset>) {
         *lock(&self.synth) = (voice, preset);
+    }
+
+    pub fn agent(&self) -> Option<super::control::AgentTarget> {
+        lock(&self.agent).clone()
+    }
+
+    pub fn set_agent(&self, agent: Option<super::control::AgentTarget>) {
+        *lock(&self.agent) = agent;
+    }
+
+    /// The reason `call.ended` gives instead of the transport's own.
+    pub fn end_cause(&self) -> Option<&'static str> {
+        *lock(&self.end_cause)
+    }
+
+    pub fn set_end_cause(&self, cause: &'static str) {
+        *lock(&self.end_cause) = Some(cause);
     }
 
     pub fn greeting(&self) -> Option<Greeting> {

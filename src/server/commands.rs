@@ -42,7 +42,8 @@ pub struct Dial {
 pub enum Decision {
     /// Answer now. `greeting`: `None` plays the configured greeting,
     /// `Some("")` none, anything else that text.
-    Accept { greeting: Option<String>, voice: Option<String>, preset: Option<Preset> },
+    /// `agent`: connect to this agent (agent-URL mode) rather than the server's default.
+    Accept { greeting: Option<String>, voice: Option<String>, preset: Option<Preset>, agent: Option<super::control::AgentTarget> },
     /// Refuse with a final response (4xx-6xx).
     Reject { status: u16, reason: Option<String> },
 }

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     /// How long a call rings waiting for an agent's accept or reject before
     /// the default (answer, greeting) applies.
     pub decision_timeout: Duration,
+    /// Agent-URL mode: the agent every call connects to, and how long it may be unreachable.
+    pub agent: super::control::AgentPolicy,
     /// How browsers reach us (ICE servers, candidate addresses).
     pub webrtc: WebRtcConfig,
     /// Serve the demo page from here (development) instead of the built-in copy.

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::commands::{Decision, SipCommand};
+use super::control::AgentTarget;
 use super::lifecycle::LifecycleEvent;
 use super::webhook::Webhook;
 use crate::speech::Speech;
@@ -26,6 +27,12 @@ enum DecisionMessage {
         voice: Option<String>,
         #[serde(default)]
         preset: Option<String>,
+        /// Agent-URL mode for this call: voxline connects to this `ws://` URL.
+        #[serde(default)]
+        agent_url: Option<String>,
+        /// `native` (default) or `conversationrelay`.
+        #[serde(default)]
+        agent_dialect: Option<String>,
     },
     Reject {
         call: String,
@@ -40,13 +47,16 @@ enum DecisionMessage {
 pub type Invalid = (&'static str, String);
 
 /// How an agent asked a call to start: its greeting, voice and preset
-/// (a decision's `accept`, a WebRTC offer, a call placed with `POST /v1/calls`).
+/// (a decision's `accept`, a WebRTC offer, a call placed with `POST /v1/calls`),
+/// and the agent voxline connects to (a decision's `agent_url`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CallChoices {
     /// `None`: the configured greeting; `Some("")`: none; else that text.
     pub greeting: Option<String>,
     pub voice: Option<String>,
     pub preset: Option<Preset>,
+    /// `None`: the server's `--agent-url`, if any.
+    pub agent: Option<AgentTarget>,
 }
 
 impl CallChoices {
@@ -58,7 +68,13 @@ impl CallChoices {
             return Err(("unknown_voice", format!("no voice `{v}`; available: {}", speech.voice_names().join(", "))));
         }
         let preset = preset.map(Preset::from_name).transpose().map_err(|e| ("invalid_message", e))?;
-        Ok(Self { greeting, voice, preset })
+        Ok(Self { greeting, voice, preset, agent: None })
+    }
+
+    /// Adds the agent a decision named (`agent_url`, `agent_dialect`).
+    pub fn with_agent(self, url: Option<&str>, dialect: Option<&str>) -> Result<Self, Invalid> {
+        let agent = AgentTarget::read(url, dialect).map_err(|e| ("invalid_message", e))?;
+        Ok(Self { agent, ..self })
     }
 }
 
@@ -66,9 +82,10 @@ impl CallChoices {
 pub fn parse_decision(speech: &Speech, value: Value) -> Result<(String, Decision), Invalid> {
     let message: DecisionMessage = serde_json::from_value(value).map_err(|e| ("invalid_message", e.to_string()))?;
     match message {
-        DecisionMessage::Accept { call, greeting, voice, preset } => {
-            let CallChoices { greeting, voice, preset } = CallChoices::read(speech, greeting, voice, preset.as_deref())?;
-            Ok((call, Decision::Accept { greeting, voice, preset }))
+        DecisionMessage::Accept { call, greeting, voice, preset, agent_url, agent_dialect } => {
+            let choices = CallChoices::read(speech, greeting, voice, preset.as_deref())?;
+            let CallChoices { greeting, voice, preset, agent } = choices.with_agent(agent_url.as_deref(), agent_dialect.as_deref())?;
+            Ok((call, Decision::Accept { greeting, voice, preset, agent }))
         }
         DecisionMessage::Reject { call, status, reason } => {
             let status = status.unwrap_or(486);
@@ -143,5 +160,19 @@ mod tests {
         assert_eq!(parse_greeting(Some(json!(false))), Ok(Some(String::new())));
         assert_eq!(parse_greeting(Some(json!("Hi."))), Ok(Some("Hi.".into())));
         assert_eq!(parse_greeting(Some(json!(3))).unwrap_err().0, "invalid_message");
+    }
+
+    #[test]
+    fn an_accept_may_name_the_agent_to_connect_to() {
+        let message: DecisionMessage =
+            serde_json::from_value(json!({"type": "accept", "call": "c1", "agent_url": "ws://127.0.0.1:9/a", "agent_dialect": "conversationrelay"})).unwrap();
+        let DecisionMessage::Accept { agent_url, agent_dialect, .. } = message else { panic!("an accept") };
+        let choices = CallChoices::default().with_agent(agent_url.as_deref(), agent_dialect.as_deref()).unwrap();
+        let agent = choices.agent.expect("an agent");
+        assert_eq!((agent.url.as_str(), agent.dialect), ("ws://127.0.0.1:9/a", crate::server::control::Dialect::ConversationRelay));
+        assert_eq!(CallChoices::default().with_agent(None, None).unwrap().agent, None);
+        let (code, message) = CallChoices::default().with_agent(Some("wss://agent.example/"), None).unwrap_err();
+        assert_eq!(code, "invalid_message");
+        assert!(message.contains("wss://"), "{message}");
     }
 }

@@ -84,7 +84,7 @@ struct Placed {
 pub async fn place(State(server): State<Arc<Server>>, body: Result<Json<PlaceCall>, JsonRejection>) -> Result<Response, ApiError> {
     use ApiError as E;
     let Json(body) = body.map_err(|e| E::bad_request("invalid_json", e.body_text()))?;
-    let CallChoices { greeting, voice, preset } = CallChoices::read(&server.speech, body.greeting, body.voice, body.preset.as_deref())
+    let CallChoices { greeting, voice, preset, .. } = CallChoices::read(&server.speech, body.greeting, body.voice, body.preset.as_deref())
         .map_err(|(code, message)| E::bad_request(code, message))?;
     let to = body.to.trim().trim_start_matches('<').trim_end_matches('>');
     let mut request = CallRequest::direct(to, String::new()).map_err(|e| E::bad_request("invalid_uri", e.to_string()))?;

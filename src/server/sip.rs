@@ -318,9 +318,10 @@ fn accept_call(
 /// Applies an agent's decision to a ringing call.
 fn decide(server: &Arc<Server>, endpoint: &mut Endpoint, pending: Pending, decision: Decision) {
     match decision {
-        Decision::Accept { greeting, voice, preset } => {
+        Decision::Accept { greeting, voice, preset, agent } => {
             tracing::info!(call = %pending.call.id, "accepted by the agent");
             pending.call.set_synth(voice, preset);
+            pending.call.set_agent(agent);
             answer_now(server, endpoint, pending, Some(greeting.unwrap_or_else(|| server.config.greeting.clone().unwrap_or_default())));
         }
         Decision::Reject { status, reason } => {

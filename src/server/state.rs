@@ -40,7 +40,13 @@ const DRAIN_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl Server {
     /// Publishes a lifecycle event to events sockets and the webhook.
+    /// An answered call is connected to its agent in agent-URL mode here, whatever its transport.
     pub fn lifecycle(self: &Arc<Self>, event: LifecycleEvent) {
+        if let LifecycleEvent::Answered { call } = &event {
+            if let Some(call) = self.calls.get(call) {
+                super::control::agent_url::connect(self, call);
+            }
+        }
         if let Some(hook) = &self.webhook {
             if !event.is_incoming() {
                 let server = self.clone();
@@ -107,7 +113,9 @@ impl Server {
 
     /// The call is over: its record is written, its sockets hear
     /// `call.ended`, and so do the events socket and webhook.
+    /// A cause the call recorded ([`Call::set_end_cause`]) replaces `reason`.
     pub fn ended(self: &Arc<Self>, call: &Call, reason: &str) {
+        let reason = call.end_cause().unwrap_or(reason);
         metrics().calls_total.with_label_values(&[call.transport(), call.direction.name(), reason]).inc();
         self.config.call_records.write(&super::call_records::CallRecord::of(call, reason));
         call.events.publish(MediaEvent::Ended { reason: reason.into() });

@@ -115,7 +115,7 @@ pub async fn offer(State(server): State<Arc<Server>>, body: Result<Json<OfferReq
         return Err(E::bad_request("invalid_sdp", format!("the offer is {} bytes; at most {MAX_SDP}", request.sdp.len())));
     }
     check_offer(&request.sdp).map_err(|m| E::bad_request("invalid_sdp", m))?;
-    let CallChoices { greeting, voice, preset } = CallChoices::read(&server.speech, request.greeting, request.voice, request.preset.as_deref())
+    let CallChoices { greeting, voice, preset, .. } = CallChoices::read(&server.speech, request.greeting, request.voice, request.preset.as_deref())
         .map_err(|(code, message)| E::bad_request(code, message))?;
     server.admit("webrtc", "offer").map_err(|refusal| E::busy(refusal.reason, Some(refusal.retry_after)))?;
     match answer(&server, request.sdp, voice, preset, greeting).await {

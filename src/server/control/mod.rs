@@ -10,12 +10,15 @@
 //!   socket speaks.
 //! - `session`: the turns, sans I/O.
 //! - `transport`: what carries the frames.
+//! - `agent_url`: agent-URL mode, the same loop over a socket voxline opens
+//!   to the agent, with its reconnect policy.
 //! - here: the upgrade and the loop that joins a transport, the call's
 //!   events and a session. The socket subscribes to its own call's events
 //!   only; a slow agent may miss caller audio (counted, `events_dropped`)
 //!   but never a speech or lifecycle event, and never holds up the call's
 //!   audio or another call.
 
+pub mod agent_url;
 pub mod dialect;
 pub mod in_dialog;
 pub mod protocol;
@@ -35,6 +38,7 @@ use super::error::ApiError;
 use super::state::Server;
 use crate::media::{ClearedUtterance, DtmfSendError, UtteranceId};
 use crate::synth::{Preset, SynthOptions};
+pub use agent_url::{AgentPolicy, AgentTarget};
 pub use dialect::Dialect;
 pub use in_dialog::InDialog;
 pub use protocol::{CallEvent, Request, MAX_FRAME};
@@ -154,8 +158,25 @@ impl CallPort for LiveCall {
     }
 }
 
+/// Why [`drive`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detached {
+    /// The call ended (the agent heard `call.ended` if it was still there).
+    CallEnded,
+    /// The agent closed the socket with a normal close (1000).
+    AgentClosed,
+    /// The agent went away otherwise: dropped, an error, another close code.
+    AgentLost,
+}
+
 /// Runs the control protocol for `call` over `socket` until either ends.
-pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut socket: T, dialect: Dialect, defaults: Defaults) {
+pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, socket: T, dialect: Dialect, defaults: Defaults) {
+    drive(server, call, socket, dialect, defaults).await;
+}
+
+/// [`run`], saying which side ended it: any socket, the agent's inbound
+/// one or the one voxline opened to it ([`agent_url`]).
+pub async fn drive<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut socket: T, dialect: Dialect, defaults: Defaults) -> Detached {
     let mut events = call.events.subscribe();
     let port = LiveCall { server: server.clone(), call: call.clone() };
     let mut session = Session::new(port, server.config.synth.clone(), defaults);
@@ -178,6 +199,7 @@ pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut 
         outcome = send(&mut socket, dialect, vec![Out::Event(CallEvent::Ended { reason: "ended".into() })]).await;
     }
     let mut backpressure = tokio::time::interval(Duration::from_millis(200));
+    let mut detached = Detached::AgentLost;
     while outcome == Ok(false) {
         let deadline = session.deadline();
         let wait = async {
@@ -197,7 +219,11 @@ pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut 
                 }
                 Some(AgentFrame::Binary) => vec![Out::Event(CallEvent::error("unsupported", "binary frames from the agent are not accepted"))],
                 Some(AgentFrame::Other) => vec![],
-                None => break,
+                Some(AgentFrame::Closed { normal: true }) => {
+                    detached = Detached::AgentClosed;
+                    break;
+                }
+                Some(AgentFrame::Closed { normal: false }) | None => break,
             },
             event = events.recv() => match event {
                 Some(e) => {
@@ -209,7 +235,10 @@ pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut 
                     }
                     out
                 }
-                None => break,
+                None => {
+                    detached = Detached::CallEnded;
+                    break;
+                }
             },
             () = wait => {
                 session.poll(Instant::now());
@@ -221,8 +250,10 @@ pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut 
     }
     if outcome == Ok(true) {
         socket.close().await;
+        detached = Detached::CallEnded;
     }
     session.close();
+    detached
 }
 
 /// Sends a batch of outputs; `Ok(true)` once `call.ended` went out.

@@ -1,13 +1,15 @@
 //! What carries the control protocol: the control WebSocket here, a WebRTC
-//! data channel in `webrtc.rs`.
+//! data channel in `webrtc.rs`, the agent's own WebSocket in `agent_url.rs`.
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{close_code, Message, Utf8Bytes, WebSocket};
 
 /// A frame from the agent, whatever carries it.
 #[derive(Debug)]
 pub enum AgentFrame {
     Text(String),
     Binary,
+    /// The agent closed the socket; `normal`: with code 1000.
+    Closed { normal: bool },
     /// Anything else (pings): nothing to do.
     Other,
 }
@@ -35,7 +37,8 @@ impl ControlTransport for WebSocket {
         match WebSocket::recv(self).await {
             Some(Ok(Message::Text(text))) => Some(AgentFrame::Text(text.as_str().to_owned())),
             Some(Ok(Message::Binary(_))) => Some(AgentFrame::Binary),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => None,
+            Some(Ok(Message::Close(frame))) => Some(AgentFrame::Closed { normal: frame.is_some_and(|f| f.code == close_code::NORMAL) }),
+            None | Some(Err(_)) => None,
             Some(Ok(_)) => Some(AgentFrame::Other),
         }
     }
