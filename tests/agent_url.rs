@@ -83,6 +83,20 @@ impl AgentConnection {
         }
     }
 
+    /// Reads until voxline closes the socket; the close code it gave.
+    fn closed_with(&mut self, timeout: Duration) -> Option<CloseCode> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            match self.ws.read() {
+                Ok(Message::Close(frame)) => return frame.map(|f| f.code),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("the socket ended without a close frame: {e}"),
+            }
+        }
+        panic!("voxline did not close the agent's socket within {timeout:?}")
+    }
+
     /// Closes with 1000 (the agent is done with the call).
     fn close_normally(mut self) {
         let _ = self.ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "done".into() }));
@@ -180,11 +194,16 @@ fn a_decision_names_the_agent_url_and_the_conversation_relay_dialect() {
     assert_eq!(setup["customParameters"]["X-Account"], "acme", "{setup}");
     agent.send(json!({"type": "text", "token": "Thanks for calling Acme, how can I help?", "last": true}));
     assert!(sound_packets(&media, Duration::from_millis(2500)) > 20, "the caller hears the relay agent");
+    let mut dialog = Dialog { invite, to_tag, contact: ok.msg.contact_uri(), server_media: ok.msg.sdp().expect("SDP").expect("it parses").audio_addr().expect("an audio address"), cseq: 1, id: id.clone() };
 
     // A bad agent URL in a decision is refused with a reason.
     decider.send(json!({"type": "accept", "call": id, "agent_url": "wss://agent.example/"}));
     let (_, error) = decider.wait_for("error", WAIT);
     assert_eq!(error["code"], "invalid_message", "{error}");
+
+    // The caller hangs up: the agent's socket is closed with 1000.
+    dialog.bye(&sip);
+    assert_eq!(agent.closed_with(WAIT), Some(CloseCode::Normal));
 }
 
 #[test]

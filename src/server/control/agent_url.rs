@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -186,8 +186,9 @@ impl ControlTransport for AgentSocket {
         self.0.send(message).await.map_err(|_| Gone)
     }
 
+    /// Closes with 1000: the call is over.
     async fn close(&mut self) {
-        let _ = self.0.close(None).await;
+        let _ = self.0.close(Some(CloseFrame { code: CloseCode::Normal, reason: "call ended".into() })).await;
     }
 }
 
