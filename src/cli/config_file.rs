@@ -34,6 +34,8 @@ pub const KEYS: &[Key] = &[
     key("sip", "external_ip", "external_ip"),
     key("sip", "ring_ms", "ring_ms"),
     key("sip", "ack_timeout", "ack_timeout"),
+    key("sip", "session_expires", "session_expires"),
+    key("sip", "min_se", "min_se"),
     key("sip", "invite_rate", "invite_rate"),
     key("sip", "invite_burst", "invite_burst"),
     key("sip", "max_unconfirmed", "max_unconfirmed"),

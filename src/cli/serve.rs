@@ -90,6 +90,15 @@ pub struct ServeArgs {
     /// (RFC 3261's 32 s is for lossy links; a caller that is there ACKs in a round trip).
     #[arg(long, env = "VOXLINE_ACK_TIMEOUT", default_value_t = 8)]
     pub ack_timeout: u64,
+    /// Session timers (RFC 4028): the session interval in seconds voxline asks
+    /// for and grants at most; the refresher re-INVITEs or UPDATEs at half of
+    /// it, and a call whose peer stops refreshing ends. 0: no session timers.
+    #[arg(long, env = "VOXLINE_SESSION_EXPIRES", default_value_t = 1800)]
+    pub session_expires: u64,
+    /// The shortest session interval accepted (Min-SE, seconds): a shorter
+    /// Session-Expires gets 422. RFC 4028 says 90; lower only for tests.
+    #[arg(long, env = "VOXLINE_MIN_SE", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_se: u64,
     /// New INVITEs per second from one source address; beyond it (after
     /// --invite-burst) they get 503 with Retry-After. 0: no limit (a trusted
     /// proxy in front that limits for us).
@@ -183,6 +192,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ring: std::time::Duration::from_millis(args.ring_ms),
         rtp_timeout: (args.rtp_timeout > 0).then(|| std::time::Duration::from_secs(args.rtp_timeout)),
         ack_timeout: std::time::Duration::from_secs(args.ack_timeout.max(1)),
+        session_expires: (args.session_expires > 0).then(|| std::time::Duration::from_secs(args.session_expires)),
+        min_se: std::time::Duration::from_secs(args.min_se),
         flood: voxline::server::flood::FloodLimits {
             invite_rate: args.invite_rate.max(0.0),
             invite_burst: args.invite_burst.max(1.0),

@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub rtp_timeout: Option<Duration>,
     /// End an answered call whose ACK has not come within this.
     pub ack_timeout: Duration,
+    /// Session timers (RFC 4028): the interval asked for and granted at most (`None`: off),
+    /// and the shortest accepted (Min-SE).
+    pub session_expires: Option<Duration>,
+    pub min_se: Duration,
     /// INVITE rate per source and the cap on calls not yet acknowledged.
     pub flood: super::flood::FloodLimits,
     /// HTTP header-read (and keep-alive idle) timeout and connections per client address.

@@ -85,6 +85,8 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
     sip_config.advertised = advertised;
     sip_config.user_agent = config.user_agent.clone();
     sip_config.ack_timeout = config.ack_timeout;
+    sip_config.session_expires = config.session_expires;
+    sip_config.min_se = config.min_se;
     let endpoint = voxline_sip::Endpoint::new(sip_config);
     let (sip_tx, sip_rx) = mpsc::unbounded_channel();
     let webhook = config.webhook.as_deref().map(webhook::Webhook::new).transpose().context("--webhook")?;

@@ -197,6 +197,7 @@ fn handle_event(server: &Arc<Server>, endpoint: &mut Endpoint, event: Event, rin
                     voxline_sip::EndReason::LocalCancel => "local_cancel",
                     voxline_sip::EndReason::Abandoned => "abandoned",
                     voxline_sip::EndReason::Transferred => "transferred",
+                    voxline_sip::EndReason::SessionExpired => "session_expired",
                     _ => "ended",
                 };
                 tracing::info!(call = %c.id, reason, "call ended");
