@@ -15,6 +15,7 @@ pub mod pacer;
 pub mod playout;
 pub mod ports;
 pub mod rtcp;
+pub mod rtp_header;
 pub mod rtp_in;
 pub mod rtp_out;
 pub mod speech_tally;

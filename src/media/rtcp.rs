@@ -76,30 +76,55 @@ pub struct PeerReport {
     pub goodbye: bool,
 }
 
+/// RTCP packet types (RFC 3550 12.1).
+const SR: u8 = 200;
+const RR: u8 = 201;
+const BYE: u8 = 203;
+/// Octets of one reception report block (RFC 3550 6.4.1).
+const BLOCK: usize = 24;
+
 /// Parses a compound RTCP packet from the peer; `None` for anything that is not RTCP.
+///
+/// Our own reader of the few parts we use (SR, RR, BYE; other packets skipped by their
+/// length) rather than `rtcp::packet::unmarshal`, which panics on a short transport-layer
+/// NACK, and others, from anyone who can reach the port (found by the `rtcp` fuzz target).
 pub fn parse(data: &[u8], our_ssrc: u32, now: SystemTime) -> Option<PeerReport> {
-    let packets = rtcp::packet::unmarshal(&mut &data[..]).ok()?;
     let mut out = PeerReport::default();
     let now_mid = ntp_middle(ntp_time(now));
-    for p in &packets {
-        let any = p.as_any();
-        let blocks: &[ReceptionReport] = if let Some(sr) = any.downcast_ref::<SenderReport>() {
-            out.sender_report = Some((sr.ssrc, ntp_middle(sr.ntp_time)));
-            &sr.reports
-        } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-            &rr.reports
-        } else {
-            if any.downcast_ref::<rtcp::goodbye::Goodbye>().is_some() {
-                out.goodbye = true;
+    let mut rest = data;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        // V=2, P, RC/FMT (5 bits); PT; length in 32-bit words minus one (6.4.1).
+        let header = rest.get(..4)?;
+        if header[0] >> 6 != 2 {
+            return None;
+        }
+        let count = usize::from(header[0] & 0x1f);
+        let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+        let body = rest.get(4..len)?;
+        rest = &rest[len..];
+        let blocks = match header[1] {
+            SR => {
+                let sr = body.get(..24)?;
+                out.sender_report = Some((be32(&sr[0..4]), be32(&sr[6..10])));
+                body.get(24..24 + count * BLOCK)?
             }
-            continue;
+            RR => body.get(4..4 + count * BLOCK)?,
+            BYE => {
+                out.goodbye = true;
+                continue;
+            }
+            _ => continue,
         };
-        for b in blocks.iter().filter(|b| b.ssrc == our_ssrc) {
-            out.fraction_lost = Some(b.fraction_lost as f32 / 256.0);
-            out.total_lost = Some(b.total_lost);
-            out.jitter_ms = Some(b.jitter as f32 / 8.0);
-            if b.last_sender_report != 0 {
-                let rtt = now_mid.wrapping_sub(b.last_sender_report).wrapping_sub(b.delay);
+        for b in blocks.chunks_exact(BLOCK).filter(|b| be32(&b[0..4]) == our_ssrc) {
+            out.fraction_lost = Some(f32::from(b[4]) / 256.0);
+            out.total_lost = Some(u32::from_be_bytes([0, b[5], b[6], b[7]]));
+            out.jitter_ms = Some(be32(&b[12..16]) as f32 / 8.0);
+            let (lsr, dlsr) = (be32(&b[16..20]), be32(&b[20..24]));
+            if lsr != 0 {
+                let rtt = now_mid.wrapping_sub(lsr).wrapping_sub(dlsr);
                 if rtt < 65536 * 60 {
                     out.rtt = Some(Duration::from_secs_f64(rtt as f64 / 65536.0));
                 }
@@ -107,6 +132,11 @@ pub fn parse(data: &[u8], our_ssrc: u32, now: SystemTime) -> Option<PeerReport> 
         }
     }
     Some(out)
+}
+
+/// A big-endian u32 from 4 octets.
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 #[cfg(test)]
@@ -158,19 +188,34 @@ mod tests {
             16000,
             100,
             16000,
-            Some(OurReception { remote_ssrc: 8, fraction_lost: 0, total_lost: 0, extended_max_seq: 42, jitter: 3, last_sr: None }),
+            Some(OurReception { remote_ssrc: 8, fraction_lost: 128, total_lost: 0x01_0203, extended_max_seq: 42, jitter: 16, last_sr: None }),
         );
         let packets = rtcp::packet::unmarshal(&mut &bytes[..]).unwrap();
         let sr = packets[0].as_any().downcast_ref::<SenderReport>().unwrap();
         assert_eq!((sr.ssrc, sr.rtp_time, sr.packet_count, sr.octet_count), (7, 16000, 100, 16000));
         assert_eq!(sr.reports[0].last_sequence_number, 42);
         let parsed = parse(&bytes, 8, now).unwrap();
-        assert_eq!(parsed.sender_report.map(|s| s.0), Some(7));
+        assert_eq!(parsed.sender_report, Some((7, ntp_middle(ntp_time(now)))));
+        assert_eq!((parsed.fraction_lost, parsed.total_lost, parsed.jitter_ms, parsed.rtt), (Some(0.5), Some(0x01_0203), Some(2.0), None));
+        assert!(!parsed.goodbye);
     }
 
     #[test]
     fn garbage_is_not_rtcp() {
         assert!(parse(&[], 1, SystemTime::now()).is_none());
         assert!(parse(&[0x80, 0xc8, 0, 50, 1, 2], 1, SystemTime::now()).is_none());
+    }
+
+    #[test]
+    fn a_short_transport_layer_nack_is_skipped_not_a_panic() {
+        // The `rtcp` fuzz target's reproducer (fuzz/regressions/rtcp/): a one-word NACK
+        // (PT 205) ahead of an SR; the rtcp crate's reader panicked on it.
+        let data = [
+            0x81, 0xcd, 0, 1, 0, 7, 0xfd, 0, 0x80, 0xc8, 0x12, 0x34, 0x56, 0x78, 0, 0x33, 0x19, 0x99, 0x81, 0x36, 0xff, 0xfb, 0xff, 0xff, 0x54, 0x32,
+            0x12, 0, 0x0c, 0, 0x25, 0xab, 6, 0xcd,
+        ];
+        assert_eq!(parse(&data, 1, SystemTime::now()), None, "the SR's length runs past the end");
+        let nack_then_bye = [0x81, 0xcd, 0, 1, 0, 7, 0xfd, 0, 0x81, 0xcb, 0, 1, 0, 0, 0, 9];
+        assert!(parse(&nack_then_bye, 1, SystemTime::now()).unwrap().goodbye);
     }
 }

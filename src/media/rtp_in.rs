@@ -5,8 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rtp::packet::Packet;
-use webrtc_util::marshal::Unmarshal;
+use super::rtp_header::RtpView;
 
 /// What to do with a datagram that arrived on the call's RTP port.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,15 +114,11 @@ impl RtpReceiver {
     }
 
     pub fn handle(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Inbound {
-        let Ok(packet) = Packet::unmarshal(&mut &data[..]) else {
+        let Some(packet) = RtpView::parse(data) else {
             self.stats.rejected += 1;
             return Inbound::Rejected(RejectReason::Malformed);
         };
-        if packet.header.version != 2 {
-            self.stats.rejected += 1;
-            return Inbound::Rejected(RejectReason::Malformed);
-        }
-        let ssrc = packet.header.ssrc;
+        let ssrc = packet.ssrc;
         match (self.policy, self.latched) {
             (_, Some((addr, latched_ssrc))) => {
                 if from != addr {
@@ -136,7 +131,7 @@ impl RtpReceiver {
                 // stream). Audio under a new SSRC takes over the statistics
                 // (RFC 3550 6.4: a new source); events under their own SSRC
                 // are accepted without disturbing them.
-                if ssrc != latched_ssrc && packet.header.payload_type == self.audio_pt {
+                if ssrc != latched_ssrc && packet.payload_type == self.audio_pt {
                     self.latched = Some((addr, ssrc));
                     self.stats.restart();
                 }
@@ -175,13 +170,13 @@ impl RtpReceiver {
         }
         self.last_packet = Some(now);
         if self.latched.is_some_and(|(_, latched)| latched == ssrc) {
-            self.stats.update(packet.header.sequence_number, packet.header.timestamp, data.len(), now);
+            self.stats.update(packet.sequence_number, packet.timestamp, data.len(), now);
         }
-        let pt = packet.header.payload_type;
+        let pt = packet.payload_type;
         if pt == self.audio_pt {
-            Inbound::Audio { payload: packet.payload.to_vec(), timestamp: packet.header.timestamp, marker: packet.header.marker }
+            Inbound::Audio { payload: packet.payload.to_vec(), timestamp: packet.timestamp, marker: packet.marker }
         } else if Some(pt) == self.dtmf_pt {
-            match self.dtmf.packet(packet.header.timestamp, &packet.payload) {
+            match self.dtmf.packet(packet.timestamp, packet.payload) {
                 Some((digit, duration)) => Inbound::Dtmf { digit, duration_ms: duration / 8 },
                 None => Inbound::Nothing,
             }
@@ -323,6 +318,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use rtp::header::Header;
+    use rtp::packet::Packet;
     use webrtc_util::marshal::Marshal;
 
     fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
@@ -418,6 +414,17 @@ mod tests {
         for data in [&[][..], &[0x80][..], &[0u8; 12][..], &[0xff; 40][..]] {
             assert!(matches!(rx.handle(addr("127.0.0.1:4000"), data, now), Inbound::Rejected(_)));
         }
+    }
+
+    #[test]
+    fn a_header_extension_overrunning_the_packet_from_anyone_is_not_a_panic() {
+        // The `rtp` fuzz target's reproducer (fuzz/regressions/rtp/): the rtp crate's
+        // reader panicked on it, before the source check.
+        let now = Instant::now();
+        let mut rx = RtpReceiver::new(addr("127.0.0.1:4000"), SourcePolicy::Strict, 0, None, now);
+        let data = [0xB1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0xab, 0xcd, 1, 2, 3, 0x5b, 0xbe, 0xde, 0, 1, 9, 9, 9, 9, 0xff, 0, 0, 4];
+        assert!(matches!(rx.handle(addr("203.0.113.66:4000"), &data, now), Inbound::Rejected(RejectReason::WrongSource)));
+        assert!(matches!(rx.handle(addr("127.0.0.1:4000"), &data, now), Inbound::Audio { ref payload, .. } if payload.is_empty()));
     }
 
     #[test]

@@ -41,8 +41,10 @@ pub fn caller_packet(chunk: u32, timestamp_ms: u32, payload: &[u8]) -> Vec<u8> {
 pub fn caller_media_packet(media: &Media, heard: u32) -> Option<Vec<u8>> {
     let payload = base64_decode(&media.payload)?;
     let chunk = media.chunk.as_deref().and_then(|c| c.parse().ok()).unwrap_or(heard);
+    // Without Twilio's timestamp, the chunk's place on a 20 ms grid; like the RTP
+    // timestamp it becomes, it wraps (any u32 `chunk` is Twilio's to send).
     let frame_ms = FRAME.as_millis() as u32;
-    let at_ms = media.timestamp.as_deref().and_then(|t| t.parse().ok()).unwrap_or(chunk.saturating_sub(1) * frame_ms);
+    let at_ms = media.timestamp.as_deref().and_then(|t| t.parse().ok()).unwrap_or(chunk.saturating_sub(1).wrapping_mul(frame_ms));
     Some(caller_packet(chunk, at_ms, &payload))
 }
 
@@ -115,5 +117,16 @@ mod tests {
         let mut event = packet.clone();
         event[1] = 101;
         assert_eq!(payload_of(&event), None, "telephone-events stay off the stream");
+    }
+
+    #[test]
+    fn a_huge_chunk_number_without_a_timestamp_wraps_instead_of_overflowing() {
+        // Found by the `twilio` fuzz target (fuzz/regressions/twilio/): chunk * 20 ms
+        // overflowed u32 and panicked in builds with overflow checks.
+        let media = Media { track: None, chunk: Some("4294967295".into()), timestamp: None, payload: "/////w==".into() };
+        let packet = caller_media_packet(&media, 1).unwrap();
+        assert_eq!(&packet[2..4], &[0xff, 0xff], "sequence number: the chunk's low 16 bits");
+        let at_ms = (u32::MAX - 1).wrapping_mul(20);
+        assert_eq!(u32::from_be_bytes(packet[4..8].try_into().unwrap()), at_ms.wrapping_mul(8));
     }
 }
