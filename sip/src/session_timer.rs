@@ -163,7 +163,7 @@ impl SessionTimer {
     }
 
     pub(crate) fn on_timeout(&mut self, now: Instant) -> Option<Due> {
-        if !self.next_deadline().is_some_and(|d| d <= now) {
+        if !crate::transaction::due(self.next_deadline(), now) {
             return None;
         }
         if self.we_refresh {

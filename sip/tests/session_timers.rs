@@ -192,6 +192,29 @@ fn an_incoming_update_or_reinvite_resets_the_deadline() {
 }
 
 #[test]
+fn a_refresh_below_our_min_se_gets_422_and_the_call_goes_on() {
+    let mut ep = endpoint();
+    let start = Instant::now();
+    let (call, tag, _) = established(&mut ep, start, "m1", THEY_REFRESH);
+    let at = start + secs(30);
+    Req::new("UPDATE", "m1", "z9hG4bK-m1u")
+        .with_to_tag(&tag)
+        .cseq(2)
+        .header("Session-Expires: 30")
+        .send(&mut ep, at);
+    let refused = one(&mut ep);
+    assert_eq!((refused.status(), refused.header("Min-SE").as_deref()), (422, Some("90")));
+    assert!(events(&mut ep).is_empty());
+    // The refused refresh reset nothing: BYE at 60 s as before.
+    let sent = run_until(&mut ep, start, secs(60));
+    assert!(sent.iter().any(|(at, s)| *at == secs(60) && s.method() == "BYE"), "{sent:#?}");
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::CallEnded { call, reason: EndReason::SessionExpired }]
+    );
+}
+
+#[test]
 fn an_update_offer_is_answered_like_a_reinvite_and_a_second_offer_meanwhile_gets_491() {
     let mut ep = endpoint();
     let now = Instant::now();
