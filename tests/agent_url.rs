@@ -1,8 +1,10 @@
 //! Agent-URL mode: voxline connects out to the agent's WebSocket (here a
 //! small tungstenite server in the test) for each call, in voxline's own
 //! dialect or ConversationRelay's, reconnects when the connection drops, and
-//! hangs up when the agent closes normally or cannot be reached. Real binary,
-//! real sockets, calls placed over SIP/UDP by hand. Every wait is bounded.
+//! hangs up when the agent closes normally or cannot be reached; the agent is
+//! named by --agent-url, a call's decision or `POST /v1/calls`. Real binary,
+//! real sockets, calls over SIP/UDP by hand (and sipp as a callee). Every
+//! wait is bounded.
 
 mod common;
 
@@ -204,6 +206,31 @@ fn a_decision_names_the_agent_url_and_the_conversation_relay_dialect() {
     // The caller hangs up: the agent's socket is closed with 1000.
     dialog.bye(&sip);
     assert_eq!(agent.closed_with(WAIT), Some(CloseCode::Normal));
+}
+
+#[test]
+fn a_call_placed_with_an_agent_url_connects_to_the_agent_once_answered() {
+    require_sipp();
+    let _slot = shared_slot();
+    let agents = AgentServer::start();
+    let server = Server::start(&["--greeting", ""]);
+    let (rtp, _) = RtpCapture::bind();
+    let port = free_udp_port();
+    let sipp = SippCall::uas("uas_answer.xml", port).rtp(rtp.addr).timeout(Duration::from_secs(60)).spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let body = json!({"to": format!("sip:+15551234567@127.0.0.1:{port}"), "agent_url": agents.url});
+    let r = server.post("/v1/calls", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["call"].as_str().expect("201 names the call").to_owned();
+
+    let mut agent = agents.next(Duration::from_secs(10));
+    let attached = agent.wait_for("call.attached", WAIT);
+    assert_eq!(attached["call"], id.as_str(), "{attached}");
+    // The agent hangs up: our BYE ends sipp's scenario.
+    agent.send(json!({"type": "hangup"}));
+    sipp.wait().assert_success("uas_answer: 180, 200, ACK, then our BYE");
+    let r = server.post("/v1/calls", &json!({"to": "sip:1@127.0.0.1:9", "agent_url": "http://x/"}).to_string());
+    assert_eq!(r.status, 400, "a bad agent_url is refused: {}", r.body);
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct Dial {
     pub greeting: Option<String>,
     pub voice: Option<String>,
     pub preset: Option<Preset>,
+    /// The agent voxline connects to once answered (agent-URL mode).
+    pub agent: Option<super::control::AgentTarget>,
 }
 
 /// What to do with a ringing call.

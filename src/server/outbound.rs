@@ -66,6 +66,12 @@ pub struct PlaceCall {
     /// For a `401`/`407` challenge (Digest).
     #[serde(default)]
     auth: Option<Auth>,
+    /// Agent-URL mode for this call: voxline connects to this `ws://` URL once answered.
+    #[serde(default)]
+    agent_url: Option<String>,
+    /// `native` (default) or `conversationrelay`.
+    #[serde(default)]
+    agent_dialect: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +90,8 @@ struct Placed {
 pub async fn place(State(server): State<Arc<Server>>, body: Result<Json<PlaceCall>, JsonRejection>) -> Result<Response, ApiError> {
     use ApiError as E;
     let Json(body) = body.map_err(|e| E::bad_request("invalid_json", e.body_text()))?;
-    let CallChoices { greeting, voice, preset, .. } = CallChoices::read(&server.speech, body.greeting, body.voice, body.preset.as_deref())
+    let CallChoices { greeting, voice, preset, agent } = CallChoices::read(&server.speech, body.greeting, body.voice, body.preset.as_deref())
+        .and_then(|c| c.with_agent(body.agent_url.as_deref(), body.agent_dialect.as_deref()))
         .map_err(|(code, message)| E::bad_request(code, message))?;
     let to = body.to.trim().trim_start_matches('<').trim_end_matches('>');
     let mut request = CallRequest::direct(to, String::new()).map_err(|e| E::bad_request("invalid_uri", e.to_string()))?;
@@ -108,7 +115,7 @@ pub async fn place(State(server): State<Arc<Server>>, body: Result<Json<PlaceCal
     // Nothing is sent until the answer says where.
     let remote = RemoteMedia::awaiting_answer(request.destination.ip());
     let media = CallMedia::new(id.clone(), MediaLeg::udp(rtp, rtcp), remote, server.config.media.clone(), events_tx);
-    let dial = Dial { id: id.clone(), request, media, events, sdp_session: session, greeting, voice, preset };
+    let dial = Dial { id: id.clone(), request, media, events, sdp_session: session, greeting, voice, preset, agent };
     let (reply, refused) = oneshot::channel();
     let stopped = || E::internal("sip_stopped", "the SIP task is not running");
     server.sip.send(SipCommand::Dial { call: Box::new(dial), reply }).map_err(|_| stopped())?;
@@ -132,7 +139,7 @@ struct Dialing {
 impl Outbound {
     /// Sends the INVITE of a call the HTTP API placed, and lists the call.
     pub fn dial(&mut self, server: &Arc<Server>, endpoint: &mut Endpoint, dial: Dial) -> Result<(), String> {
-        let Dial { id, request, media, events, sdp_session, greeting, voice, preset } = dial;
+        let Dial { id, request, media, events, sdp_session, greeting, voice, preset, agent } = dial;
         let (to, from, destination) = (request.request_uri.clone(), request.from.clone(), request.destination);
         let headers = request.headers.clone();
         let handle = endpoint.call(Instant::now(), request).map_err(|e| e.to_string())?;
@@ -140,6 +147,7 @@ impl Outbound {
         let from = from.unwrap_or_else(|| "voxline".into());
         let call = Call::new(id.clone(), Leg::Sip(handle), sip_call_id, from, to, headers, destination, media, sdp_session).outbound();
         call.set_synth(voice, preset);
+        call.set_agent(agent);
         server.calls.insert(Arc::new(call));
         self.dialing.insert(handle, Dialing { events, greeting });
         tracing::info!(call = %id, to = %destination, "calling");
