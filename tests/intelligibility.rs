@@ -261,6 +261,10 @@ fn cli_phone_path_is_bit_exact() {
             .arg("--voice")
             .arg(&voice)
             .args(["--seed", &SEED.to_string()])
+            // The library's engine below runs on the CPU; a `cuda` build's
+            // default device would be the GPU, whose floats differ in the last
+            // bits (compared with a tolerance in `cuda_matches_cpu_within_tolerance`).
+            .args(["--device", "cpu"])
             .args(extra)
             .stdin(Stdio::null())
             .output_within(Duration::from_secs(300), "voxline say")
@@ -312,4 +316,34 @@ fn cli_phone_path_is_bit_exact() {
     assert_eq!(wav_rate, PHONE_RATE);
     assert_eq!(samples, decode_mulaw(&expected), "the WAV's samples are not the raw PCMU's");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With the `cuda` feature on a machine with a GPU: the GPU's audio is the
+/// CPU's up to float rounding (kernels sum in another order, so bytes
+/// differ), judged as a signal-to-noise ratio, not byte for byte.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_cpu_within_tolerance() {
+    let Ok(gpu) = candle_core::Device::new_cuda(0) else {
+        eprintln!("no usable CUDA device: nothing to compare (the CPU path is tested above)");
+        return;
+    };
+    let text = "Your order will arrive in two days.";
+    let synth = |device: &candle_core::Device| {
+        let voice = PiperVoice::load(&default_voice(), device).expect("load the default voice");
+        let engine = PiperEngine::new(voice, Arc::new(EspeakPhonemizer::new().expect("espeak-ng")), StreamConfig::default()).expect("engine");
+        let mut stream = engine.start(SynthRequest { text: text.to_string(), options: seeded() }, CancelToken::new()).unwrap();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next_chunk().unwrap() {
+            out.extend(chunk.samples);
+        }
+        out
+    };
+    let (cpu, cuda) = (synth(&candle_core::Device::Cpu), synth(&gpu));
+    assert_eq!(cpu.len(), cuda.len(), "the GPU's audio has another length");
+    let signal: f64 = cpu.iter().map(|&x| (x as f64).powi(2)).sum();
+    let noise: f64 = cpu.iter().zip(&cuda).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+    let snr = 10.0 * (signal / noise.max(1e-30)).log10();
+    eprintln!("CUDA vs CPU: SNR {snr:.1} dB over {} samples", cpu.len());
+    assert!(snr >= 40.0, "the GPU's audio differs from the CPU's beyond float rounding: SNR {snr:.1} dB");
 }
