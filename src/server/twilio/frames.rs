@@ -2,10 +2,9 @@
 //! packets the call's media plane speaks: the pacer's packets lose their
 //! header on the way out; the caller's frames get one on the way in, so the
 //! same reception path (caller audio, last-heard time) as for SIP applies.
-//!
-//! Base64 (RFC 4648, standard alphabet, padded) is written here: these two
-//! functions are the project's only use of it.
+//! Base64 (RFC 4648, standard alphabet, padded) by the `base64` crate.
 
+use base64::Engine as _;
 use super::messages::Media;
 use crate::media::{FRAME, RATE};
 
@@ -48,46 +47,14 @@ pub fn caller_media_packet(media: &Media, heard: u32) -> Option<Vec<u8>> {
     Some(caller_packet(chunk, at_ms, &payload))
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
+/// Twilio's `media` payloads: standard, padded base64.
 pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
-        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `None` when `text` is not padded standard base64.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.as_bytes();
-    if text.len() % 4 != 0 {
-        return None;
-    }
-    let value = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|v| v as u32);
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    for (i, group) in text.chunks(4).enumerate() {
-        let last = i + 1 == text.len() / 4;
-        let pad = group.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &group[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 #[cfg(test)]
