@@ -306,6 +306,15 @@ impl SippResult {
     pub fn messages(&self) -> Vec<LoggedMessage> {
         parse_message_log(&self.message_log)
     }
+    /// The 200 OK for the INVITE in the run's message log.
+    pub fn invite_ok(&self) -> SipMessage {
+        self.received()
+            .into_iter()
+            .find(|m| m.msg.status() == Some(200) && m.msg.cseq_method().as_deref() == Some("INVITE"))
+            .unwrap_or_else(|| panic!("no 200 for the INVITE in sipp's message log"))
+            .msg
+    }
+
 
     pub fn received(&self) -> Vec<LoggedMessage> {
         self.messages().into_iter().filter(|m| m.direction == Direction::Received).collect()
