@@ -1,6 +1,7 @@
 //! Errors returned by the application-facing actions of [`Endpoint`](crate::Endpoint).
 
 use crate::event::CallHandle;
+use crate::registration::RegistrationHandle;
 
 /// Why an action on a call was refused. Nothing is sent when an action fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,4 +37,11 @@ pub enum SipError {
     /// waits on `w`; nothing else.
     #[error("`{0}` is not a DTMF digit: use 0-9, *, #, A-D, or w to wait")]
     InvalidDigit(char),
+    /// [`Endpoint::register`](crate::Endpoint::register) cannot send this request: the reason
+    /// says which value is wrong.
+    #[error("cannot register: {0}")]
+    InvalidRegistration(String),
+    /// The registration handle is unknown: it was unregistered, or never existed.
+    #[error("registration {} does not exist or was removed", .0.get())]
+    UnknownRegistration(RegistrationHandle),
 }

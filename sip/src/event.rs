@@ -208,4 +208,12 @@ pub enum Event {
         /// The digits that were not sent, in order (the refused one not included).
         dropped: String,
     },
+    /// A registration ([`Endpoint::register`](crate::Endpoint::register)) changed state: registered
+    /// (or refreshed), failed, unregistered.
+    Registration {
+        /// The registration.
+        registration: crate::registration::RegistrationHandle,
+        /// Where it stands now.
+        status: crate::registration::RegistrationStatus,
+    },
 }

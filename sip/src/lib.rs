@@ -48,6 +48,8 @@
 //!   a call we place, where its INVITE stands;
 //! - `session_timer`: RFC 4028 session timers: the interval and refresher a call agreed on,
 //!   when we refresh and when a refresh that never came ends the call;
+//! - `registration`: keeping a binding at a registrar (REGISTER with Digest, refreshes,
+//!   backoff, failover between destinations, removal);
 //! - `transfer`, `info_dtmf`: requests we send inside a call's dialog: a blind transfer
 //!   (REFER and its NOTIFYs, RFC 3515) and DTMF as INFO (`application/dtmf-relay`);
 //! - `endpoint`: routing of datagrams, the RFC 8.2 checks, the application actions
@@ -67,6 +69,7 @@ mod error;
 mod event;
 mod info_dtmf;
 mod message;
+mod registration;
 mod session_timer;
 mod transaction;
 mod transfer;
@@ -81,4 +84,5 @@ pub use endpoint::{Endpoint, Stats, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 pub use error::SipError;
 pub use event::{CallHandle, EndReason, Event, TransferUpdate};
 pub use transmit::Transmit;
+pub use registration::{RegisterRequest, RegistrationHandle, RegistrationState, RegistrationStatus};
 pub use uac::{CallRequest, Credentials};

@@ -9,6 +9,7 @@ pub use actions::{HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 mod incoming;
 mod info;
 mod outgoing;
+mod register;
 mod session;
 mod transfer;
 
@@ -26,6 +27,7 @@ use crate::config::EndpointConfig;
 use crate::dialog::{DialogId, Extra};
 use crate::event::{CallHandle, EndReason, Event};
 use crate::message::{self, Echo, FrameError, Reply, Request, Response, StartLine};
+use crate::registration::{Registration, RegistrationHandle};
 use crate::transaction::client_invite::ClientInviteTransaction;
 use crate::transaction::client_non_invite::{ClientNonInviteTransaction, Outcome};
 use crate::transaction::server_invite::ServerInviteTransaction;
@@ -73,6 +75,8 @@ pub struct Endpoint {
     invite_clients: BTreeMap<String, ClientInviteTransaction>,
     /// Non-INVITE client transactions (BYE, CANCEL, REFER, INFO) by branch.
     clients: BTreeMap<String, ClientNonInviteTransaction>,
+    /// Registrations with registrars (REGISTER, RFC 3261 10.2).
+    registrations: BTreeMap<RegistrationHandle, Registration>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -111,6 +115,7 @@ impl Endpoint {
             servers: BTreeMap::new(),
             invite_clients: BTreeMap::new(),
             clients: BTreeMap::new(),
+            registrations: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -191,6 +196,7 @@ impl Endpoint {
             }
         }
         self.on_invite_timers(now);
+        self.on_registration_timers(now);
         let due: Vec<String> = due_keys(
             &self.clients,
             now,
@@ -248,6 +254,9 @@ impl Endpoint {
         }
         for call in self.calls.values() {
             next = soonest(next, call.next_deadline());
+        }
+        for registration in self.registrations.values() {
+            next = soonest(next, registration.next_deadline());
         }
         next
     }
@@ -313,6 +322,9 @@ impl Endpoint {
         let method = response.cseq.as_ref().map(|c| &c.method);
         if method == Some(&message::Method::Invite) {
             return self.on_invite_response(now, response);
+        }
+        if method == Some(&message::Method::Register) && self.on_register_response(now, &response) {
+            return;
         }
         let tx = response
             .branch
