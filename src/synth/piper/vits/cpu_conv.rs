@@ -13,11 +13,19 @@
 //!
 //! An optional leaky ReLU is fused into the padding copy, since HiFi-GAN
 //! applies one before almost every convolution.
+//!
+//! On CPUs with AVX-512 a stride-1 convolution whose weight was packed at
+//! load ([`Packed`]) skips the im2col matrix and `gemm` altogether: the
+//! kernel of [`direct_conv`] reads the padded input rows in place. The
+//! upsamplers' transposed convolutions go through it too, phase by phase
+//! ([`conv_transpose1d`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use gemm::Parallelism;
+
+use super::direct_conv::{self, Packed};
 
 /// Shape and hyper-parameters of one convolution.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +166,7 @@ pub fn conv1d(
     if residual.is_some_and(|r| r[0].data.len() != batch * s.c_out * out_len) {
         return None;
     }
-    conv1d_parts(&[Rows::contiguous(x, s.c_in, len)], batch, weight, bias, s, leaky_slope, residual.as_ref().map_or(&[], |r| r))
+    conv1d_parts(&[Rows::contiguous(x, s.c_in, len)], batch, weight, None, bias, s, leaky_slope, residual.as_ref().map_or(&[], |r| r))
 }
 
 /// [`conv1d`] of a signal given in consecutive pieces along time (`input`,
@@ -174,10 +182,15 @@ pub fn conv1d(
 /// first layer of a 26-frame window, under 1% of a decode), up to 45% slower
 /// on the long signals of the later stages (a `[c_out, batch·len]` scratch
 /// and its copy-out, and a working set that no longer fits the cache).
+///
+/// `packed`, the same weight packed for [`direct_conv`], runs a stride-1
+/// convolution through that kernel where the CPU has AVX-512.
+#[allow(clippy::too_many_arguments)]
 pub fn conv1d_parts(
     input: &[Rows],
     batch: usize,
     weight: &[f32],
+    packed: Option<&Packed>,
     bias: Option<&[f32]>,
     s: &ConvShape,
     leaky_slope: Option<f32>,
@@ -207,6 +220,24 @@ pub fn conv1d_parts(
             copy_row(&parts, r / s.c_out, r % s.c_out, row, |v| v)?;
         }
     }
+    let direct = packed.filter(|p| s.stride == 1 && direct_conv::available() && p.c_out == s.c_out && p.c_in == s.c_in && p.kernel == s.kernel);
+    if let Some(packed) = direct {
+        for (b, out) in out.chunks_exact_mut(item_out).enumerate() {
+            let (xp, padded_len) = padded_input(input, b, len, s, leaky_slope)?;
+            let op = direct_conv::Operands {
+                x: &xp,
+                x_stride: padded_len,
+                weight: packed,
+                dilation: s.dilation,
+                bias,
+                accumulate: !residual.is_empty(),
+                out_len,
+                out_stride: out_len,
+            };
+            run_direct(&op, out)?;
+        }
+        return Some((out, out_len));
+    }
     for (b, out) in out.chunks_exact_mut(item_out).enumerate() {
         conv1d_item(input, b, len, out_len, weight, s, leaky_slope, !residual.is_empty(), out)?;
     }
@@ -217,6 +248,68 @@ pub fn conv1d_parts(
         }
     }
     Some((out, out_len))
+}
+
+/// Item `b` of `input` (`len` steps in all) with `s`' zero padding around
+/// it, through the leaky ReLU if `leaky_slope`: `[c_in, padded_len]`.
+fn padded_input(input: &[Rows], b: usize, len: usize, s: &ConvShape, leaky_slope: Option<f32>) -> Option<(Vec<f32>, usize)> {
+    let padded_len = len + s.pad_left + s.pad_right;
+    let mut xp = vec![0f32; s.c_in * padded_len];
+    for (c, dst) in xp.chunks_exact_mut(padded_len).enumerate() {
+        let dst = &mut dst[s.pad_left..s.pad_left + len];
+        match leaky_slope {
+            Some(slope) => copy_row(input, b, c, dst, |v| if v >= 0.0 { v } else { v * slope })?,
+            None => copy_row(input, b, c, dst, |v| v)?,
+        }
+    }
+    Some((xp, padded_len))
+}
+
+/// [`direct_conv::run`] over all of `out`, split across the convolution
+/// threads when there is enough work: by output steps for long signals, by
+/// blocks of output channels for short ones.
+fn run_direct(op: &direct_conv::Operands, out: &mut [f32]) -> Option<()> {
+    if !op.fits(out.len()) {
+        return None;
+    }
+    let w = op.weight;
+    let blocks = w.blocks();
+    let work = w.c_out * w.c_in * w.kernel * op.out_len;
+    let pool = if work > PARALLEL_MIN_WORK { pool() } else { None };
+    let threads = pool.map_or(1, |p| p.current_num_threads());
+    let dst = SendPtr(out.as_mut_ptr());
+    // SAFETY: `fits` checked the operands against `out`; AVX-512 was
+    // checked by the caller; the threads below write disjoint outputs.
+    let run = |b: std::ops::Range<usize>, t: std::ops::Range<usize>| unsafe { direct_conv::run(op, dst.get(), b, t) };
+    match pool {
+        Some(pool) if threads > 1 => {
+            let tiles = op.out_len.div_ceil(direct_conv::TILE_T);
+            if tiles >= 4 * threads || blocks < 2 * threads {
+                // Contiguous runs of whole tiles.
+                let per = tiles.div_ceil(threads) * direct_conv::TILE_T;
+                let part = |th: usize| (th * per).min(op.out_len)..((th + 1) * per).min(op.out_len);
+                pool.scope(|scope| {
+                    for th in 1..threads {
+                        let run = &run;
+                        scope.spawn(move |_| run(0..blocks, part(th)));
+                    }
+                    run(0..blocks, part(0));
+                });
+            } else {
+                let per = blocks.div_ceil(threads);
+                let part = |th: usize| (th * per).min(blocks)..((th + 1) * per).min(blocks);
+                pool.scope(|scope| {
+                    for th in 1..threads {
+                        let run = &run;
+                        scope.spawn(move |_| run(part(th), 0..op.out_len));
+                    }
+                    run(part(0), 0..op.out_len);
+                });
+            }
+        }
+        _ => run(0..blocks, 0..op.out_len),
+    }
+    Some(())
 }
 
 /// One item of [`conv1d_parts`]: `out: [c_out, out_len]` += (or, without
@@ -234,17 +327,7 @@ fn conv1d_item(
     accumulate: bool,
     out: &mut [f32],
 ) -> Option<()> {
-    let padded_len = len + s.pad_left + s.pad_right;
-
-    // Padded (and activated) copy of the input.
-    let mut xp = vec![0f32; s.c_in * padded_len];
-    for (c, dst) in xp.chunks_exact_mut(padded_len).enumerate() {
-        let dst = &mut dst[s.pad_left..s.pad_left + len];
-        match leaky_slope {
-            Some(slope) => copy_row(input, b, c, dst, |v| if v >= 0.0 { v } else { v * slope })?,
-            None => copy_row(input, b, c, dst, |v| v)?,
-        }
-    }
+    let (xp, padded_len) = padded_input(input, b, len, s, leaky_slope)?;
 
     let (read_dst, alpha) = if accumulate { (true, 1.0f32) } else { (false, 0.0f32) };
     // One product per tile of output columns: lhs is the weight seen as
@@ -332,6 +415,51 @@ fn conv1d_item(
         _ => run(0, tiles),
     }
     Some(())
+}
+
+/// A transposed convolution, unpadded and without its bias, through the
+/// direct kernel: `input` (a signal in pieces along time, `[batch, c_in,
+/// len]`, through the leaky ReLU if `leaky_slope`) to `[batch, c_out,
+/// (len - 1)·stride + kernel]`, each output the sum of its inputs'
+/// products. `packed` is the weight from [`Packed::transposed`]: phase `r`
+/// of the output (steps `q·stride + r`) is a stride-1 convolution of the
+/// input padded by `taps - 1` on each side, and the phases are interleaved.
+/// `None` where the CPU lacks AVX-512 or the shapes do not fit.
+pub fn conv_transpose1d(input: &[Rows], batch: usize, packed: &Packed, kernel: usize, stride: usize, leaky_slope: Option<f32>) -> Option<(Vec<f32>, usize)> {
+    let len: usize = input.iter().map(|p| p.len).sum();
+    if !direct_conv::available() || len == 0 || batch == 0 || stride == 0 || !packed.c_out.is_multiple_of(stride) || packed.kernel != kernel.div_ceil(stride) {
+        return None;
+    }
+    let (c_out, taps) = (packed.c_out / stride, packed.kernel);
+    let s = ConvShape { c_in: packed.c_in, c_out: packed.c_out, kernel: taps, stride: 1, dilation: 1, pad_left: taps - 1, pad_right: taps - 1 };
+    let phase_len = len + taps - 1;
+    let out_len = (len - 1) * stride + kernel;
+    let mut z = vec![0f32; packed.c_out * phase_len];
+    let mut out = vec![0f32; batch * c_out * out_len];
+    for (b, y) in out.chunks_exact_mut(c_out * out_len).enumerate() {
+        let (xp, padded_len) = padded_input(input, b, len, &s, leaky_slope)?;
+        let op = direct_conv::Operands {
+            x: &xp,
+            x_stride: padded_len,
+            weight: packed,
+            dilation: 1,
+            bias: None,
+            accumulate: false,
+            out_len: phase_len,
+            out_stride: phase_len,
+        };
+        run_direct(&op, &mut z)?;
+        // y[o, q·stride + r] = z[o·stride + r, q]
+        for (o, y) in y.chunks_exact_mut(out_len).enumerate() {
+            let phases = &z[o * stride * phase_len..(o + 1) * stride * phase_len];
+            for (q, step) in y.chunks_mut(stride).enumerate() {
+                for (r, v) in step.iter_mut().enumerate() {
+                    *v = phases[r * phase_len + q];
+                }
+            }
+        }
+    }
+    Some((out, out_len))
 }
 
 /// Depthwise convolution (`groups == channels`, one filter per channel):

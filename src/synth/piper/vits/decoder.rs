@@ -6,7 +6,8 @@
 
 use candle_core::{Device, Module, Result, Tensor, D};
 
-use super::layers::{leaky_relu, load_indexed, Conv};
+use super::fused;
+use super::layers::{load_indexed, Conv};
 use super::streaming::{compact, conv_ready, map, stream_conv, stream_conv_ready, stream_conv_transpose, Residual, Slots, StreamState};
 use super::super::onnx::OnnxWeights;
 use super::super::PiperError;
@@ -177,25 +178,22 @@ impl Generator {
             x = map(x, |x| x.broadcast_add(&c.forward(g)?))?;
         }
         for (up, blocks) in self.ups.iter().zip(&self.resblocks) {
-            let activated = map(x, |x| leaky_relu(&x, LRELU_SLOPE))?;
-            let x_up = stream_conv_transpose(up, s.slot(), activated, last)?;
+            let x_up = stream_conv_transpose(up, s.slot(), x, last, Some(LRELU_SLOPE))?;
             // The blocks' mean, as far as every block has its outputs.
             let mut heads = blocks.iter().map(|b| b.push_head(s, x_up.clone(), last)).collect::<Result<Vec<_>>>()?;
             let ready = heads.iter().map(|h| h.ready(s, last)).collect::<Result<Vec<_>>>()?;
             let n = ready.iter().copied().min().unwrap_or(0);
-            let mut sum: Option<Tensor> = None;
+            let mut outs = Vec::with_capacity(heads.len());
             for h in &mut heads {
-                if let Some(y) = h.finish(s, Some(n), last)? {
-                    sum = Some(match sum {
-                        Some(s) => (s + y)?,
-                        None => y,
-                    });
-                }
+                outs.extend(h.finish(s, Some(n), last)?);
             }
-            x = map(sum, |s| s / blocks.len() as f64)?;
+            if !outs.is_empty() && outs.len() != blocks.len() {
+                return Err(candle_core::Error::Msg("dec: parallel residual blocks gave outputs of different lengths".into()));
+            }
+            x = fused::mean(&outs)?;
         }
         let y = stream_conv(&self.conv_post, s.slot(), x, last, Some(FINAL_LRELU_SLOPE), Residual::None, None)?;
-        map(y, |y| y.tanh())
+        map(y, |y| fused::tanh_all(&y))
     }
 
     /// Output samples that are final once the first `frames` latent frames

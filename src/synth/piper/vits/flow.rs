@@ -6,6 +6,7 @@
 use candle_core::{Device, Module, Result, Tensor, D};
 
 use super::duration::flip;
+use super::fused;
 use super::layers::{cat_time, load_indexed, Conv};
 use super::streaming::{compact, conv_ready, map, slice, steps, stream_conv, sum_aligned, Residual, Slots, StreamState};
 use super::super::onnx::OnnxWeights;
@@ -56,7 +57,7 @@ impl WaveNet {
             if let Some(g) = &g {
                 x_in = map(x_in, |x| x.broadcast_add(&g.narrow(1, i * 2 * h, 2 * h)?))?;
             }
-            let acts = map(x_in, |x| x.narrow(1, 0, h)?.tanh()? * candle_nn::ops::sigmoid(&x.narrow(1, h, h)?)?)?;
+            let acts = map(x_in, |x| fused::gate(&x, h))?;
             let rs = stream_conv(rs, s.slot(), acts, last, None, Residual::None, None)?;
             x = None;
             let skip = match rs {

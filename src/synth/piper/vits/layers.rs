@@ -6,6 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 
 use super::cpu_conv::{self, ConvShape};
+use super::direct_conv::{self, Packed};
 
 use super::super::onnx::{ConvAttrs, OnnxWeights};
 use super::super::PiperError;
@@ -20,6 +21,9 @@ pub struct Conv {
     attrs: ConvAttrs,
     /// Weight and bias as plain slices for the CPU fast path.
     cpu: Option<Arc<CpuWeights>>,
+    /// The weight packed for the direct kernel (CPUs with AVX-512; plain
+    /// and transposed convolutions without groups).
+    packed: Option<Arc<Packed>>,
 }
 
 /// A convolution's weight `[c_out, c_in/groups, k]` and bias, row-major.
@@ -51,7 +55,15 @@ impl Conv {
         } else {
             None
         };
-        Ok(Self { weight, bias, attrs, cpu })
+        let packed = if dev.is_cpu() && attrs.groups == 1 && (!attrs.transpose || attrs.dilation == 1) && direct_conv::available() && weight.dtype() == DType::F32 {
+            let (a, b, k) = weight.dims3()?;
+            let w: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+            let p = if attrs.transpose { Packed::transposed(&w, a, b, k, attrs.stride) } else { Packed::new(&w, a, b, k) };
+            p.map(Arc::new)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, attrs, cpu, packed })
     }
 
     /// `conv(leaky_relu(x, slope))`, fused on the CPU.
@@ -161,7 +173,7 @@ impl Conv {
             });
         }
         let (input, residual) = rows.split_at(parts.len());
-        match cpu_conv::conv1d_parts(input, b, w, bias, &shape, slope, residual) {
+        match cpu_conv::conv1d_parts(input, b, w, self.packed.as_deref(), bias, &shape, slope, residual) {
             Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (b, c_out, out_len), &Device::Cpu)?)),
             None => Err(candle_core::Error::Msg(format!(
                 "conv1d: input of {c_in}x{} does not fit a {c_out}x{}x{} kernel",
@@ -192,6 +204,19 @@ impl Conv {
     /// output the sum of its inputs' products (overlap-add). Item by item
     /// past a batch of one (see `forward`).
     pub fn conv_transpose_unpadded(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv_transpose_unpadded_leaky(x, None)
+    }
+
+    /// [`Conv::conv_transpose_unpadded`] of `leaky_relu(x, slope)` (fused
+    /// into the direct kernel's input copy on the CPU).
+    pub fn conv_transpose_unpadded_leaky(&self, x: &Tensor, slope: Option<f64>) -> Result<Tensor> {
+        if let Some(y) = self.conv_transpose_cpu(x, slope)? {
+            return Ok(y);
+        }
+        let x = match slope {
+            Some(s) => &leaky_relu(x, s)?,
+            None => x,
+        };
         let one = |x: &Tensor| x.conv_transpose1d(&self.weight, 0, 0, self.attrs.stride, self.attrs.dilation, self.attrs.groups);
         match x.dim(0)? {
             1 => one(x),
@@ -204,6 +229,34 @@ impl Conv {
                 let items = (0..b).map(|i| one(&x.narrow(0, i, 1)?)).collect::<Result<Vec<_>>>()?;
                 Tensor::cat(&items, 0)
             }
+        }
+    }
+
+    /// The transposed convolution through the direct kernel, when it applies.
+    fn conv_transpose_cpu(&self, x: &Tensor, slope: Option<f64>) -> Result<Option<Tensor>> {
+        let Some(packed) = &self.packed else { return Ok(None) };
+        if !self.attrs.transpose || x.dtype() != DType::F32 || !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let x = unit_stride(x)?;
+        let (b, c_in, len) = x.dims3()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu_storage) = &*storage else { return Ok(None) };
+        let stride = layout.stride();
+        let rows = cpu_conv::Rows {
+            data: cpu_storage.as_slice::<f32>()?,
+            offset: layout.start_offset(),
+            batch_stride: stride[0],
+            channel_stride: stride[1],
+            len,
+        };
+        if c_in != packed.c_in {
+            return Err(candle_core::Error::Msg(format!("conv_transpose1d: {c_in} input channels for a kernel of {}", packed.c_in)));
+        }
+        let c_out = self.out_channels();
+        match cpu_conv::conv_transpose1d(&[rows], b, packed, self.kernel_size(), self.attrs.stride, slope.map(|s| s as f32)) {
+            Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (b, c_out, out_len), &Device::Cpu)?)),
+            None => Ok(None),
         }
     }
 

@@ -19,9 +19,11 @@
 pub(crate) mod cpu_conv;
 pub use self::cpu_conv::set_threads;
 pub mod decoder;
+pub(crate) mod direct_conv;
 pub mod duration;
 pub mod encoder;
 pub mod flow;
+pub(crate) mod fused;
 pub mod layers;
 pub mod spline;
 pub mod streaming;

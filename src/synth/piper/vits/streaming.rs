@@ -217,12 +217,13 @@ pub(crate) fn stream_conv(
 /// One streamed transposed convolution (an upsampler). Inputs are
 /// convolved unpadded once each; `tail` holds the partial sums of the
 /// outputs the next inputs still add to (overlap-add), `None` before the
-/// first input (whose first `pads[0]` outputs are cropped).
-pub(crate) fn stream_conv_transpose(up: &Conv, tail: &mut Option<Tensor>, x: Option<Tensor>, last: bool) -> Result<Option<Tensor>> {
+/// first input (whose first `pads[0]` outputs are cropped). `slope`: a
+/// leaky ReLU on the input first.
+pub(crate) fn stream_conv_transpose(up: &Conv, tail: &mut Option<Tensor>, x: Option<Tensor>, last: bool, slope: Option<f64>) -> Result<Option<Tensor>> {
     let [p0, p1] = up.attrs().pads;
     let overlap = up.span().saturating_sub(up.attrs().stride);
     let started = tail.is_some() || overlap == 0 && p0 == 0;
-    let raw = x.map(|x| up.conv_transpose_unpadded(&x)).transpose()?;
+    let raw = x.map(|x| up.conv_transpose_unpadded_leaky(&x, slope)).transpose()?;
     let raw = match (tail.take(), raw) {
         (Some(t), Some(r)) => {
             let len = r.dim(D::Minus1)?;
