@@ -48,6 +48,7 @@ pub const KEYS: &[Key] = &[
     key("media", "rtp_timeout", "rtp_timeout"),
     key("media", "nat", "nat"),
     key("media", "no_silence", "no_silence"),
+    key("media", "pacer_threads", "pacer_threads"),
     key("calls", "greeting", "greeting"),
     key("calls", "max_calls", "max_calls"),
     key("calls", "decision_timeout_ms", "decision_timeout_ms"),

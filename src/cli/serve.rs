@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// Do not send silence between utterances (RTP stops; timestamps still advance).
     #[arg(long)]
     pub no_silence: bool,
+    /// Threads that send the calls' RTP, each pacing its share of the calls
+    /// on its own 20 ms clock; 0 = one per core.
+    #[arg(long, env = "VOXLINE_PACER_THREADS", default_value_t = 0)]
+    pub pacer_threads: usize,
     /// Synthesis threads shared by all calls; 0 = one per core.
     #[arg(long, env = "VOXLINE_SYNTH_WORKERS", default_value_t = 0)]
     pub synth_workers: usize,
@@ -216,6 +220,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             send_silence: !args.no_silence,
             source_policy: if args.nat { SourcePolicy::Latch { window: std::time::Duration::from_secs(5) } } else { SourcePolicy::Strict },
         },
+        pacer_threads: args.pacer_threads,
         answer_policy: voxline_sdp::AnswerPolicy::default(),
         // No version: it would tell an attacker which bugs to try.
         user_agent: "voxline".into(),

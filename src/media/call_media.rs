@@ -14,12 +14,18 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::dtmf::{DtmfQueue, DtmfSendError, DtmfTick};
 use super::leg::MediaLeg;
-use crate::metrics::metrics;
 use super::playout::{FrameKind, Playout, PlayoutEvent};
 use super::rtcp::{self, OurReception, PeerReport};
 use super::rtp_in::{Inbound, RtpReceiver, SourcePolicy};
-use super::rtp_out::{RtpSender, PACKET_LEN};
+use super::rtp_out::RtpSender;
+use super::shard::{Paced, TickOut};
 use super::{FRAME_BYTES, RATE, SILENCE_PCMU};
+
+/// Silence, prebuilt per codec (mu-law's zero, and A-law's).
+const SILENCE_FRAME_PCMU: [u8; FRAME_BYTES] = [SILENCE_PCMU; FRAME_BYTES];
+const SILENCE_FRAME_PCMA: [u8; FRAME_BYTES] = [SILENCE_PCMA; FRAME_BYTES];
+/// A-law code of a zero sample (G.711: 0x80 with the even bits inverted).
+const SILENCE_PCMA: u8 = 0xD5;
 
 /// A tick later than this after its deadline counts as a late send.
 const LATE: Duration = Duration::from_millis(10);
@@ -360,8 +366,10 @@ impl CallMedia {
         let _ = self.events.send(MediaEvent::PeerReport(report));
     }
 
-    /// One tick of the pacing clock: sends this call's next packet.
-    pub(super) fn tick(&self, tick: u64, deadline: Instant, buf: &mut [u8; PACKET_LEN]) {
+    /// One tick of the pacing clock: sends this call's next packet. The
+    /// packet is built in `out.buf`; the server-wide counters are tallied in
+    /// `out` and added up once per tick by the shard.
+    pub(super) fn tick(&self, tick: u64, deadline: Instant, out: &mut TickOut) {
         let mut tx = lock(&self.tx);
         if !self.confirmed.load(Ordering::Relaxed) {
             // Not acknowledged yet: nothing goes out, nothing is consumed.
@@ -374,6 +382,7 @@ impl CallMedia {
             tx.sender.skip();
             return;
         }
+        let buf = &mut out.buf;
         let n = match Self::dtmf_tick(&mut tx, &self.id) {
             DtmfTick::Event { timestamp, marker, payload } => {
                 if marker {
@@ -390,14 +399,16 @@ impl CallMedia {
                     return;
                 }
                 let marker = tx.dtmf.take_marker();
-                Self::audio_packet(&mut tx, [SILENCE_PCMU; FRAME_BYTES], marker, buf)
+                Self::silence_packet(&mut tx, marker, buf)
             }
             DtmfTick::Idle => {
                 let frame = {
                     let mut playout = lock(&self.playout);
                     let frame = playout.tick(deadline);
-                    for event in playout.take_events() {
-                        let _ = self.events.send(MediaEvent::Playout(event));
+                    if playout.has_events() {
+                        for event in playout.take_events() {
+                            let _ = self.events.send(MediaEvent::Playout(event));
+                        }
                     }
                     frame
                 };
@@ -407,7 +418,7 @@ impl CallMedia {
                     }
                     FrameKind::Underrun => {
                         self.stats.underruns.fetch_add(1, Ordering::Relaxed);
-                        metrics().underruns.inc();
+                        out.underruns += 1;
                         tracing::debug!(call = %self.id, "underrun: the utterance's next 20 ms had not arrived");
                     }
                     FrameKind::Silence if !self.config.send_silence => {
@@ -418,14 +429,18 @@ impl CallMedia {
                 }
                 // The first audio after telephone-events starts a talkspurt.
                 let marker = tx.dtmf.take_marker() || frame.marker;
-                Self::audio_packet(&mut tx, frame.payload, marker, buf)
+                if frame.kind == FrameKind::Speech {
+                    Self::audio_packet(&mut tx, frame.payload, marker, buf)
+                } else {
+                    Self::silence_packet(&mut tx, marker, buf)
+                }
             }
         };
         let dest = tx.remote.rtp;
         match self.leg.send_rtp(&buf[..n], dest) {
             Ok(_) => {
                 self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
-                metrics().rtp_packets_sent.inc();
+                out.sent += 1;
                 self.stats.octets_sent.fetch_add(n.saturating_sub(12) as u64, Ordering::Relaxed);
             }
             Err(e) => {
@@ -435,7 +450,7 @@ impl CallMedia {
         }
         if Instant::now().saturating_duration_since(deadline) > LATE {
             self.stats.late_sends.fetch_add(1, Ordering::Relaxed);
-            metrics().late_sends.inc();
+            out.late += 1;
         }
         if tick % RTCP_TICKS == self.rtcp_phase {
             self.send_report(&tx);
@@ -462,6 +477,12 @@ impl CallMedia {
             payload.iter_mut().for_each(|b| *b = audio_codec_algorithms::convert_ulaw_to_alaw(*b));
         }
         tx.sender.packet(&payload, marker, buf)
+    }
+
+    /// A silence packet from the prebuilt frame of the call's codec.
+    fn silence_packet(tx: &mut TxState, marker: bool, buf: &mut [u8]) -> usize {
+        let payload = if tx.remote.pcma { &SILENCE_FRAME_PCMA } else { &SILENCE_FRAME_PCMU };
+        tx.sender.packet(payload, marker, buf)
     }
 
     pub(super) fn skip(&self, ticks: u64) {
@@ -497,6 +518,20 @@ impl CallMedia {
         if let Err(e) = self.leg.send_rtcp(&bytes, tx.remote.rtcp) {
             tracing::debug!(call = %self.id, error = %e, "RTCP send failed");
         }
+    }
+}
+
+impl Paced for Arc<CallMedia> {
+    fn is_closed(&self) -> bool {
+        CallMedia::is_closed(self)
+    }
+
+    fn tick(&self, tick: u64, deadline: Instant, out: &mut TickOut) {
+        CallMedia::tick(self, tick, deadline, out);
+    }
+
+    fn skip(&self, ticks: u64) {
+        CallMedia::skip(self, ticks);
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::media::leg::MediaLeg;
 use crate::media::pacer::Pacer;
+use crate::media::rtp_out::PACKET_LEN;
 use std::net::UdpSocket;
 use rtp::packet::Packet;
 use webrtc_util::marshal::Unmarshal;
@@ -121,7 +122,7 @@ struct Rig {
     peer: UdpSocket,
     _rtcp_sink: UdpSocket,
     k: u64,
-    buf: [u8; PACKET_LEN],
+    out: crate::media::shard::TickOut,
     got: Vec<Packet>,
 }
 
@@ -143,7 +144,7 @@ impl Rig {
             send: true,
         };
         let call = CallMedia::new("d".into(), MediaLeg::udp(rtp, rtcp), remote, config, events_tx);
-        Self { call, peer, _rtcp_sink: rtcp_sink, k: 0, buf: [0; PACKET_LEN], got: Vec::new() }
+        Self { call, peer, _rtcp_sink: rtcp_sink, k: 0, out: Default::default(), got: Vec::new() }
     }
 
     fn speak(&self, frames: usize) {
@@ -156,7 +157,7 @@ impl Rig {
     fn tick(&mut self, n: usize) {
         for _ in 0..n {
             self.k += 1;
-            self.call.tick(self.k, Instant::now(), &mut self.buf);
+            self.call.tick(self.k, Instant::now(), &mut self.out);
             self.drain(false);
         }
     }
@@ -425,4 +426,12 @@ fn the_pacer_thread_sends_dtmf() {
     for w in got.windows(2) {
         assert_eq!(w[1].header.sequence_number, w[0].header.sequence_number.wrapping_add(1));
     }
+}
+
+#[test]
+fn the_prebuilt_silence_is_each_codecs_zero() {
+    assert_eq!(audio_codec_algorithms::convert_ulaw_to_alaw(SILENCE_PCMU), SILENCE_PCMA);
+    // A-law has no zero code: 0xD5 is the quietest, +8 of 32768.
+    assert_eq!(audio_codec_algorithms::decode_alaw(SILENCE_PCMA), 8);
+    assert!(SILENCE_FRAME_PCMA.iter().chain(&SILENCE_FRAME_PCMU).all(|&b| b == SILENCE_PCMA || b == SILENCE_PCMU));
 }

@@ -1,13 +1,15 @@
 //! The media plane: playout buffers, the pacing clock, RTP and RTCP.
 //!
 //! Synthesized audio (already 8 kHz mu-law) goes into a call's [`Playout`];
-//! one [`Pacer`] thread for the whole server wakes on absolute 20 ms deadlines
-//! and sends every call's next frame as an RTP packet, so packets never drift
+//! the [`Pacer`]'s threads (one shard of the calls each, one per core by
+//! default, [`shard`]) wake on absolute 20 ms deadlines and send each call's
+//! next frame as an RTP packet, so packets never drift
 //! against the monotonic clock and a slow synthesizer shows up as counted
 //! silence, never as a gap in the RTP timeline. The same clock sends DTMF
 //! to the caller as RFC 4733 telephone-events ([`CallMedia::send_dtmf`]),
 //! holding the call's audio while the digits go out.
 
+pub mod audio_queue;
 pub mod call_media;
 pub mod dtmf;
 pub mod leg;
@@ -18,6 +20,7 @@ pub mod rtcp;
 pub mod rtp_header;
 pub mod rtp_in;
 pub mod rtp_out;
+pub mod shard;
 pub mod speech_tally;
 pub mod signal;
 

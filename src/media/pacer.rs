@@ -1,109 +1,149 @@
-//! One pacing clock for every call.
+//! The pacing clock: one thread per shard, every call on one shard for life.
 //!
-//! The pacer thread sleeps to absolute deadlines `start + k * 20 ms` (not
-//! "20 ms after the last wake-up", which drifts) and on each tick has every
-//! call ([`CallMedia`]) send one packet to its leg. A tick that comes late is
-//! still sent at once (and counted); when the thread was stalled for longer
-//! than a few packets, the missed ticks are skipped: the RTP timestamps still
-//! advance by the elapsed time, so the stream stays on the wall clock instead
-//! of bursting. The thread never waits on async I/O and allocates nothing
-//! per packet.
+//! Each shard thread sleeps to absolute deadlines `epoch + k * 20 ms` (not
+//! "20 ms after the last wake-up", which drifts); all shards share the epoch,
+//! so they tick at the same instants, each on its own core. On each tick a
+//! shard has every call it owns ([`CallMedia`]) send one packet to its leg. A
+//! tick that comes late is still sent at once (and counted); when the thread
+//! was stalled for longer than a few packets, the missed ticks are skipped:
+//! the RTP timestamps still advance by the elapsed time, so the stream stays
+//! on the wall clock instead of bursting. What a shard decides on waking
+//! (tick, skip, which calls) is [`super::shard`], tested with fake time; this
+//! file only adds the threads, the sleeping and the assignment of calls.
+//!
+//! A new call goes to the shard carrying the fewest calls. The threads never
+//! wait on async I/O and allocate nothing per packet.
+//!
+//! Why each packet is its own `sendto` (no `sendmmsg`, no UDP GSO): both
+//! batch datagrams of *one* socket, and every call sends from its own socket
+//! (the port its SDP gave the peer, which symmetric-RTP peers and NATs check),
+//! to its own destination. A shard's packets in one tick share neither.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use super::call_media::CallMedia;
-use super::rtp_out::PACKET_LEN;
-use super::FRAME;
+use super::shard::{on_wake, Inbox, Roster, ShardClock, TickOut, Woke};
+use crate::metrics::metrics;
 
-/// Stalled longer than this: skip the missed ticks instead of bursting them.
-const MAX_CATCH_UP: Duration = Duration::from_millis(100);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// What one shard thread shares with the [`Pacer`].
+#[derive(Debug, Default)]
+struct ShardShared {
+    inbox: Inbox<Arc<CallMedia>>,
+    ticks: AtomicU64,
 }
 
 /// The pacing clock.
 #[derive(Debug)]
 pub struct Pacer {
-    calls: Mutex<Vec<Arc<CallMedia>>>,
-    ticks: AtomicU64,
+    shards: Vec<Arc<ShardShared>>,
+}
+
+/// One shard per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Pacer {
-    /// Starts the pacing thread; it runs for the life of the process.
+    /// Starts one pacing thread per core; they run until the pacer is dropped.
     pub fn start() -> io::Result<Arc<Self>> {
-        let pacer = Arc::new(Self { calls: Mutex::new(Vec::new()), ticks: AtomicU64::new(0) });
-        let weak = Arc::downgrade(&pacer);
-        std::thread::Builder::new().name("voxline-pacer".into()).spawn(move || run(weak))?;
-        Ok(pacer)
+        Self::with_threads(default_threads())
     }
 
-    /// Starts sending for `call` from the next tick on.
+    /// Starts `threads` pacing threads (at least one; 0 means one per core).
+    pub fn with_threads(threads: usize) -> io::Result<Arc<Self>> {
+        let threads = if threads == 0 { default_threads() } else { threads };
+        let epoch = Instant::now();
+        let shards: Vec<Arc<ShardShared>> = (0..threads).map(|_| Arc::new(ShardShared::default())).collect();
+        for (i, shard) in shards.iter().enumerate() {
+            let weak = Arc::downgrade(shard);
+            let name = if threads == 1 { "voxline-pacer".to_owned() } else { format!("voxline-pacer-{i}") };
+            std::thread::Builder::new().name(name).spawn(move || run(weak, epoch))?;
+        }
+        Ok(Arc::new(Self { shards }))
+    }
+
+    /// Starts sending for `call` from its shard's next tick on; the call
+    /// stays on the shard that carries the fewest calls now, for life.
     pub fn add(&self, call: Arc<CallMedia>) {
-        lock(&self.calls).push(call);
+        if let Some(shard) = self.shards.iter().min_by_key(|s| s.inbox.load()) {
+            shard.inbox.push(call);
+        }
     }
 
-    /// Calls being paced.
+    /// Calls being paced (a closed call counts until its shard's next tick).
     pub fn len(&self) -> usize {
-        lock(&self.calls).iter().filter(|c| !c.is_closed()).count()
+        self.shards.iter().map(|s| s.inbox.load()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Ticks so far.
+    /// Calls per shard.
+    pub fn loads(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.inbox.load()).collect()
+    }
+
+    /// Pacing threads.
+    pub fn threads(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Ticks so far (the slowest shard's).
     pub fn ticks(&self) -> u64 {
-        self.ticks.load(Ordering::Relaxed)
+        self.shards.iter().map(|s| s.ticks.load(Ordering::Relaxed)).min().unwrap_or(0)
     }
 }
 
-fn run(pacer: std::sync::Weak<Pacer>) {
+fn run(shard: Weak<ShardShared>, epoch: Instant) {
     raise_priority();
-    let start = Instant::now();
-    let mut k: u64 = 0;
-    let mut buf = [0u8; PACKET_LEN];
+    let mut clock = ShardClock::new(epoch);
+    let mut roster = Roster::default();
+    let mut out = TickOut::default();
     loop {
-        k += 1;
-        let deadline = start + FRAME * k as u32;
-        let now = Instant::now();
-        if deadline > now {
-            std::thread::sleep(deadline - now);
-        }
-        let Some(pacer) = pacer.upgrade() else { return };
-        let calls: Vec<Arc<CallMedia>> = {
-            let mut calls = lock(&pacer.calls);
-            calls.retain(|c| !c.is_closed());
-            calls.clone()
-        };
-        let behind = Instant::now().saturating_duration_since(deadline);
-        if behind > MAX_CATCH_UP {
-            // Stalled (suspended, starved of CPU): the ticks whose deadlines
-            // have passed are skipped, their timestamps advanced, and sending
-            // resumes with the tick that is due now.
-            let missed = (behind.as_micros() / FRAME.as_micros()) as u64;
-            tracing::warn!(missed_ticks = missed, "pacer stalled; skipping ahead");
-            for call in &calls {
-                call.skip(missed);
+        let woke = {
+            let Some(shared) = shard.upgrade() else { return };
+            let woke = on_wake(&mut clock, &mut roster, &shared.inbox, Instant::now(), &mut out);
+            if let Woke::Ticked { tick, .. } = woke {
+                shared.ticks.store(tick, Ordering::Relaxed);
             }
-            k += missed - 1;
-            continue;
+            woke
+        };
+        match woke {
+            Woke::Slept(at) => {
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+            }
+            Woke::Ticked { .. } => {
+                let (sent, late, underruns) = out.take_tallies();
+                let m = metrics();
+                if sent > 0 {
+                    m.rtp_packets_sent.inc_by(sent);
+                }
+                if late > 0 {
+                    m.late_sends.inc_by(late);
+                }
+                if underruns > 0 {
+                    m.underruns.inc_by(underruns);
+                }
+            }
+            Woke::Skipped { missed, .. } => {
+                tracing::warn!(missed_ticks = missed, calls = roster.len(), "pacer stalled; skipping ahead");
+            }
         }
-        for call in &calls {
-            call.tick(k, deadline, &mut buf);
-        }
-        pacer.ticks.store(k, Ordering::Relaxed);
     }
 }
 
 /// Media timing must not lose the CPU to batch work (synthesis, other
-/// processes): the pacer asks for real-time round-robin scheduling at a low
-/// real-time priority, and failing that (no CAP_SYS_NICE) for a higher nice
-/// level. It sleeps between ticks and its work per tick is bounded, so it
-/// cannot starve the machine.
+/// processes): each pacing thread asks for real-time round-robin scheduling
+/// at a low real-time priority, and failing that (no CAP_SYS_NICE) for a
+/// higher nice level. It sleeps between ticks and its work per tick is
+/// bounded, so it cannot starve the machine.
 fn raise_priority() {
     // SAFETY: plain scheduler calls on the current thread with valid arguments.
     unsafe {
@@ -120,4 +160,3 @@ fn raise_priority() {
         }
     }
 }
-

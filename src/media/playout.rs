@@ -15,7 +15,10 @@
 //! are kept.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::audio_queue::AudioQueue;
 
 use super::speech_tally::SpeechTally;
 use super::{FRAME, FRAME_BYTES, SILENCE_PCMU};
@@ -105,7 +108,7 @@ struct Utterance {
     id: UtteranceId,
     /// When it was begun (its text arrived).
     queued: Instant,
-    bytes: VecDeque<u8>,
+    bytes: AudioQueue,
     /// Utterance position (in 8 kHz samples) of `bytes[0]`.
     base: u64,
     /// Position of the first sound, and one past the last sound, so far.
@@ -135,7 +138,7 @@ impl Utterance {
     /// Drops queued bytes up to position `to`.
     fn skip_to(&mut self, to: u64) {
         let n = to.saturating_sub(self.base).min(self.bytes.len() as u64) as usize;
-        self.bytes.drain(..n);
+        self.bytes.skip(n);
         self.base += n as u64;
     }
 }
@@ -167,7 +170,7 @@ impl Playout {
         self.queue.push_back(Item::Utterance(Utterance {
             id,
             queued: now,
-            bytes: VecDeque::new(),
+            bytes: AudioQueue::default(),
             base: 0,
             first_sound: None,
             sound_end: 0,
@@ -228,6 +231,17 @@ impl Playout {
     /// Adds mu-law audio to utterance `id`; returns false when it is not queued
     /// (it was cleared), so the producer can stop.
     pub fn push(&mut self, id: UtteranceId, pcmu: &[u8], now: Instant) -> bool {
+        self.add(id, pcmu, now, |q| q.push(pcmu))
+    }
+
+    /// Adds a cached prompt to utterance `id` by reference: every call
+    /// playing it shares the one copy. Returns false as [`Playout::push`] does.
+    pub fn push_shared(&mut self, id: UtteranceId, pcmu: Arc<[u8]>, now: Instant) -> bool {
+        let shared = pcmu.clone();
+        self.add(id, &pcmu, now, move |q| q.push_shared(shared))
+    }
+
+    fn add(&mut self, id: UtteranceId, pcmu: &[u8], now: Instant, store: impl FnOnce(&mut AudioQueue)) -> bool {
         match self.utterance_mut(id) {
             Some(u) if !u.complete => {
                 if !pcmu.is_empty() {
@@ -239,7 +253,7 @@ impl Playout {
                     let last = pcmu.iter().rposition(|&b| is_sound(b)).unwrap_or(first);
                     u.sound_end = at + last as u64 + 1;
                 }
-                u.bytes.extend(pcmu);
+                store(&mut u.bytes);
                 true
             }
             _ => false,
@@ -269,6 +283,7 @@ impl Playout {
                 Item::Mark(_) => None,
             })
             .collect();
+        self.queue = VecDeque::new();
         // A started utterance still queued was being heard: the caller was cut off.
         if cleared.iter().any(|c| c.started) {
             self.tally.barge_in();
@@ -340,6 +355,11 @@ impl Playout {
     /// Underrun frames so far.
     pub fn underruns(&self) -> u64 {
         self.underruns
+    }
+
+    /// Whether events are waiting for [`Playout::take_events`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Events since the last call, in order.
@@ -416,9 +436,7 @@ impl Playout {
                         return frame;
                     }
                     let n = u.bytes.len().min(FRAME_BYTES);
-                    for (dst, src) in frame.payload.iter_mut().zip(u.bytes.drain(..n)) {
-                        *dst = src;
-                    }
+                    u.bytes.pop_into(&mut frame.payload[..n]);
                     u.base += n as u64;
                     frame.kind = FrameKind::Speech;
                     frame.marker = !self.in_talkspurt;
@@ -440,6 +458,10 @@ impl Playout {
                             if let Some(Item::Mark(name)) = self.queue.pop_front() {
                                 self.events.push(PlayoutEvent::Mark { name });
                             }
+                        }
+                        if self.queue.is_empty() {
+                            // Silent from here: a call between turns holds no queue.
+                            self.queue = VecDeque::new();
                         }
                     }
                     self.in_talkspurt = true;

@@ -3,8 +3,6 @@
 //! RTCP sender report carries.
 
 use rand::Rng;
-use rtp::header::Header;
-use webrtc_util::marshal::Marshal;
 
 use super::FRAME_BYTES;
 
@@ -45,13 +43,17 @@ impl RtpSender {
     }
 
     fn write(&mut self, payload_type: u8, timestamp: u32, marker: bool, payload: &[u8], buf: &mut [u8]) -> usize {
-        let header = Header { version: 2, marker, payload_type, sequence_number: self.seq, timestamp, ssrc: self.ssrc, ..Default::default() };
-        // The header is written in place (no allocation per packet); 12 + 160
-        // bytes always fit the caller's buffer (asserted in tests).
-        let n = match header.marshal_to(buf) {
-            Ok(n) if buf.len() >= n + payload.len() => n,
-            _ => return 0,
-        };
+        // The fixed header (RFC 3550 5.1: V=2, no padding, extension or
+        // CSRCs), written in place: nothing allocated per packet.
+        let n = HEADER_LEN;
+        if buf.len() < n + payload.len() {
+            return 0;
+        }
+        buf[0] = 0x80;
+        buf[1] = (u8::from(marker) << 7) | (payload_type & 0x7f);
+        buf[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        buf[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         buf[n..n + payload.len()].copy_from_slice(payload);
         // The sender report maps the wall clock to the stream's clock, not to
         // an event's start.
@@ -84,8 +86,10 @@ impl RtpSender {
     }
 }
 
+/// Size of the RTP header we write (no CSRCs, no extension).
+const HEADER_LEN: usize = 12;
 /// Size of a PCMU RTP packet.
-pub const PACKET_LEN: usize = 12 + FRAME_BYTES;
+pub const PACKET_LEN: usize = HEADER_LEN + FRAME_BYTES;
 
 #[cfg(test)]
 mod tests {

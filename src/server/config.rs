@@ -39,6 +39,8 @@ pub struct ServerConfig {
     /// Synthesis workers, scheduling and admission.
     pub speech: SpeechConfig,
     pub media: MediaConfig,
+    /// Pacing threads (shards of the calls' RTP clock); 0: one per core.
+    pub pacer_threads: usize,
     pub answer_policy: voxline_sdp::AnswerPolicy,
     pub user_agent: String,
     /// Bearer token required by the HTTP API and sockets (none: open).

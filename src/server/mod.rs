@@ -1,8 +1,9 @@
 //! `voxline serve`: SIP over UDP, the media plane, synthesis workers and the
 //! HTTP API in one process.
 //!
-//! Threads: a tokio runtime for signaling, HTTP and media reception; one
-//! pacing thread for every call's RTP; a fixed pool of synthesis threads
+//! Threads: a tokio runtime for signaling, HTTP and media reception; pacing
+//! threads for the calls' RTP (one per core, each with its share of the
+//! calls, [`crate::media::Pacer`]); a fixed pool of synthesis threads
 //! ([`crate::speech`]).
 
 //!
@@ -95,7 +96,7 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
         deciders: AtomicUsize::new(0),
         webhook,
         ports: PortAllocator::new(config.media_ip, config.rtp_ports.0, config.rtp_ports.1),
-        pacer: Pacer::start().context("starting the pacing thread")?,
+        pacer: Pacer::with_threads(config.pacer_threads).context("starting the pacing threads")?,
         calls: Calls::default(),
         speech,
         sip: sip_tx,
