@@ -62,6 +62,10 @@ async fn receive_rtcp(media: Arc<CallMedia>, socket: StdUdpSocket) {
     receive_loop(socket, move |from, data| media.handle_rtcp(from, data)).await;
 }
 
+thread_local! {
+    static RECEIVE_BUF: std::cell::RefCell<[u8; 2048]> = const { std::cell::RefCell::new([0; 2048]) };
+}
+
 /// Reads datagrams as they arrive. The socket is registered for readability
 /// only: the pacer sends on the same socket from its own thread, and watching
 /// writability would wake this runtime once per packet sent.
@@ -69,12 +73,20 @@ async fn receive_loop(socket: StdUdpSocket, mut handle: impl FnMut(SocketAddr, &
     // SAFETY: the AsyncFd owns the socket, so its descriptor stays open and
     // unchanged for as long as the registration lives.
     let Ok(fd) = (unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }) else { return };
-    let mut buf = vec![0u8; 2048];
     loop {
         let Ok(mut guard) = fd.readable().await else { return };
         loop {
-            match guard.try_io(|inner| inner.get_ref().recv_from(&mut buf)) {
-                Ok(Ok((n, from))) => handle(from, &buf[..n]),
+            // One receive buffer per runtime thread, not two per call (4 KiB
+            // a call, most of which never receive more than silence).
+            let read = guard.try_io(|inner| {
+                RECEIVE_BUF.with_borrow_mut(|buf| {
+                    let (n, from) = inner.get_ref().recv_from(buf)?;
+                    handle(from, &buf[..n]);
+                    Ok(())
+                })
+            });
+            match read {
+                Ok(Ok(())) => {}
                 // ICMP errors from a vanished peer surface here; keep reading.
                 Ok(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => continue,
                 Ok(Err(_)) | Err(_) => break,

@@ -13,7 +13,8 @@
 //! | the voices a call may pick | `voices.rs` |
 //!
 //! Fixed prompts (the greeting) are synthesized once into a cache, so a
-//! burst of new calls costs no synthesis.
+//! burst of new calls costs no synthesis; every call playing one shares its
+//! bytes by reference (no copy per call).
 
 pub mod admission;
 pub mod pacing;
@@ -66,7 +67,7 @@ impl Default for SpeechConfig {
 /// The synthesizer as the calls see it.
 pub struct Speech {
     shared: Arc<Shared>,
-    cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    cache: Mutex<HashMap<String, Arc<[u8]>>>,
     next_utterance: AtomicU64,
 }
 
@@ -110,7 +111,7 @@ impl Speech {
     /// Synthesizes `text` once, now, into the prompt cache (8 kHz mu-law).
     pub fn prepare(&self, text: &str) -> Result<()> {
         let pcmu = self.synthesize_pcmu(text)?;
-        lock(&self.cache).insert(text.to_owned(), Arc::new(pcmu));
+        lock(&self.cache).insert(text.to_owned(), Arc::from(pcmu));
         Ok(())
     }
 
@@ -129,7 +130,7 @@ impl Speech {
         let cached = lock(&self.cache).get(text).cloned();
         if let Some(pcmu) = cached.filter(|_| options == SynthOptions::default() && voice.is_none_or(|v| v == default)) {
             let mut playout = lock(&call.playout);
-            playout.push(utterance, &pcmu, now);
+            playout.push_shared(utterance, pcmu, now);
             playout.finish(utterance);
             return utterance;
         }
