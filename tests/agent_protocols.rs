@@ -306,8 +306,8 @@ fn the_conversation_relay_dialect_drives_a_call_like_twilio_does() {
 
     let mut agent = Agent::attach_with(&server, &id, "dialect=conversationrelay", "setup");
     let setup = agent.find("setup").unwrap().1.clone();
-    assert_eq!(setup["callSid"], id.as_str());
-    assert_eq!(setup["customParameters"]["X-Account"], "acme", "{setup}");
+    assert_eq!(setup["callSid"], format!("CA0000000000000000{}", &id[1..]), "Twilio-shaped, holding the call id: {setup}");
+    assert_eq!(setup["customParameters"]["Account"], "acme", "the X- header without its prefix: {setup}");
 
     // Tokens the way a ConversationRelay agent streams them.
     for token in ["Thanks for calling Acme", ", your order", " is on its way", " and should arrive", " on Thursday", "."] {
@@ -346,12 +346,26 @@ fn the_conversation_relay_dialect_drives_a_call_like_twilio_does() {
     assert_eq!(digits_sent(&events), "12#", "{events:?}");
     assert!(events.iter().filter(|e| e.1).count() >= 9, "three end packets per digit: {events:?}");
 
-    // Unsupported verbs get ConversationRelay errors; `end` hangs up.
+    // Unsupported verbs get ConversationRelay errors; `end` hands the call off: the
+    // socket closes and the call stays up until something else ends it.
     agent.send(json!({"type": "play", "source": "https://example.com/a.mp3"}));
     let (_, err) = agent.wait_for("error", WAIT);
     assert!(err["description"].as_str().unwrap_or_default().contains("play"), "{err}");
     agent.send(json!({"type": "end", "handoffData": "{\"reason\":\"done\"}"}));
-    let bye = sip.recv_until(WAIT, |m| m.method() == Some("BYE")).expect("the server hangs up on `end`");
+    let end = Instant::now() + WAIT;
+    loop {
+        match agent.ws.read() {
+            Ok(tungstenite::Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("the socket ended without a close: {e}"),
+        }
+        assert!(Instant::now() < end, "voxline did not close the socket after `end`");
+    }
+    assert!(sip.recv_until(Duration::from_secs(1), |m| m.method() == Some("BYE")).is_none(), "`end` does not hang up");
+    assert_eq!(server.wait_for_call(&inv.call_id, WAIT, |_| true).state, "active");
+    assert_eq!(server.hangup(&id).status, 202);
+    let bye = sip.recv_until(WAIT, |m| m.method() == Some("BYE")).expect("the API's hangup ends the handed-off call");
     let _ = (to_tag, contact, bye);
 }
 

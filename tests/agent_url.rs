@@ -61,6 +61,11 @@ impl AgentServer {
     fn next(&self, timeout: Duration) -> AgentConnection {
         self.connections.recv_timeout(timeout).unwrap_or_else(|_| panic!("voxline did not connect to the agent within {timeout:?}"))
     }
+
+    /// Whether voxline connects again within `window`.
+    fn connects_within(&self, window: Duration) -> bool {
+        self.connections.recv_timeout(window).is_ok()
+    }
 }
 
 impl AgentConnection {
@@ -192,14 +197,14 @@ fn a_decision_names_the_agent_url_and_the_conversation_relay_dialect() {
     let mut agent = agents.next(WAIT);
     let setup = agent.wait_for("setup", WAIT);
     assert_eq!(agent.events[0]["type"], "setup", "ConversationRelay's setup comes first: {:?}", agent.events);
-    assert_eq!(setup["callSid"], id.as_str(), "{setup}");
-    assert_eq!(setup["customParameters"]["X-Account"], "acme", "{setup}");
+    assert_eq!(setup["callSid"], format!("CA0000000000000000{}", &id[1..]), "the call id inside a Twilio-shaped SID: {setup}");
+    assert_eq!(setup["customParameters"]["Account"], "acme", "custom parameters without the X-: {setup}");
     agent.send(json!({"type": "text", "token": "Thanks for calling Acme, how can I help?", "last": true}));
     assert!(sound_packets(&media, Duration::from_millis(2500)) > 20, "the caller hears the relay agent");
     let mut dialog = Dialog { invite, to_tag, contact: ok.msg.contact_uri(), server_media: ok.msg.sdp().expect("SDP").expect("it parses").audio_addr().expect("an audio address"), cseq: 1, id: id.clone() };
 
     // A bad agent URL in a decision is refused with a reason.
-    decider.send(json!({"type": "accept", "call": id, "agent_url": "wss://agent.example/"}));
+    decider.send(json!({"type": "accept", "call": id, "agent_url": "http://agent.example/"}));
     let (_, error) = decider.wait_for("error", WAIT);
     assert_eq!(error["code"], "invalid_message", "{error}");
 
@@ -251,4 +256,139 @@ fn an_agent_url_nobody_answers_ends_the_call_as_agent_unreachable() {
     assert_eq!(ended_reason(&mut events, WAIT), "agent_unreachable");
     server.wait_call_gone(&dialog.invite.call_id, WAIT);
     assert!(server.stderr().contains("could not be reached"), "the log says why: {}", server.stderr());
+}
+
+#[test]
+fn a_conversation_relay_agent_gets_twilios_setup_and_end_hands_the_call_off() {
+    require_sipp();
+    let _slot = shared_slot();
+    let agents = AgentServer::start();
+    let server = Server::start(&["--greeting", "", "--agent-url", &agents.url, "--agent-dialect", "conversationrelay"]);
+    let mut events = watcher(&server);
+    let media = Media::bind();
+    // From: "Alice" <sip:+14155550100@...>;tag=..., To: <sip:+18005550101@...>, X-Call-Reference: bar.
+    let sipp = SippCall::new("uac_relay_caller.xml", server.sip).rtp(media.addr).timeout(Duration::from_secs(40)).spawn();
+
+    let mut agent = agents.next(Duration::from_secs(10));
+    let setup = agent.wait_for("setup", WAIT);
+    assert_eq!(agent.events[0]["type"], "setup", "setup comes first: {:?}", agent.events);
+    assert_eq!(setup["from"], "+14155550100", "E.164, no display name or tag: {setup}");
+    assert_eq!(setup["to"], "+18005550101", "{setup}");
+    assert_eq!(setup["callerName"], "Alice", "{setup}");
+    assert_eq!(setup["direction"], "inbound", "{setup}");
+    assert_eq!(setup["callType"], "SIP", "{setup}");
+    assert_eq!(setup["customParameters"], json!({"Call-Reference": "bar"}), "{setup}");
+    let sid = setup["callSid"].as_str().unwrap_or_default();
+    assert!(sid.len() == 34 && sid.starts_with("CA") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit()), "a Twilio-shaped callSid: {setup}");
+    assert!(setup["sessionId"].as_str().is_some_and(|s| s.starts_with("VX") && s.len() == 34), "{setup}");
+    let id = format!("c{}", &sid[18..]);
+    assert!(agent.uri.ends_with(&id), "callSid holds voxline's call id ({id}): {}", agent.uri);
+
+    // The app says goodbye and hands off, as a Twilio app does before a transfer.
+    agent.send(json!({"type": "text", "token": "Let me get someone who can help with that.", "last": true}));
+    let handoff_data = r#"{"reasonCode":"live-agent-handoff","reason":"The caller wants a person"}"#;
+    agent.send(json!({"type": "end", "handoffData": handoff_data}));
+    let (_, handoff) = events.wait_for("call.handoff", WAIT);
+    assert_eq!(handoff["call"], id.as_str(), "{handoff}");
+    assert_eq!(handoff["handoff_data"], handoff_data, "{handoff}");
+    assert_eq!(agent.closed_with(WAIT), Some(CloseCode::Normal), "voxline closes the app's socket after `end`");
+
+    // The call stays up for the next step: the goodbye is heard, nobody reconnects, nothing ends.
+    assert!(sound_packets(&media, Duration::from_millis(2500)) > 20, "the caller hears the goodbye");
+    assert!(!agents.connects_within(Duration::from_millis(1500)), "a handed-off call is not reconnected to the agent");
+    let call = server.wait_for_call(&sipp.call_id, WAIT, |_| true);
+    assert_eq!(call.state, "active", "the call stays up after the handoff: {call:?}");
+    assert!(events.find("call.ended").is_none(), "nothing ended the call");
+
+    // The next step here is a hangup over the API: our BYE ends sipp's scenario.
+    assert_eq!(server.hangup(&id).status, 202, "the hangup is accepted");
+    sipp.wait().assert_success("uac_relay_caller: INVITE, 200, ACK, then our BYE");
+    let reason = ended_reason(&mut events, WAIT);
+    assert!(!reason.starts_with("agent"), "ended by the API, not by the agent's leaving: {reason}");
+}
+
+/// A `wss://` agent: a TLS WebSocket server whose certificate a CA made here
+/// signed; the CA's PEM, for `--agent-ca`. The server takes one connection.
+struct TlsAgent {
+    url: String,
+    ca_pem: std::path::PathBuf,
+    connection: mpsc::Receiver<(WebSocket<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>, String)>,
+}
+
+impl TlsAgent {
+    fn start() -> TlsAgent {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "voxline test agent CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        let ca_pem = std::env::temp_dir().join(format!("voxline-agent-ca-{}-{}.pem", std::process::id(), rand_suffix()));
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .unwrap();
+        let config = std::sync::Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("wss://{}/agent", listener.local_addr().unwrap());
+        let (tx, connection) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config.clone()).unwrap(), stream);
+                let mut uri = String::new();
+                let accepted = tungstenite::accept_hdr(tls, |req: &tungstenite::handshake::server::Request, resp| {
+                    uri = req.uri().to_string();
+                    Ok(resp)
+                });
+                // A handshake that fails (voxline not trusting us) is simply not a connection.
+                let Ok(ws) = accepted else { continue };
+                ws.get_ref().sock.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                let _ = tx.send((ws, uri));
+                return;
+            }
+        });
+        TlsAgent { url, ca_pem, connection }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+#[test]
+fn a_wss_agent_signed_by_the_agent_ca_gets_the_call() {
+    let _slot = shared_slot();
+    let agent = TlsAgent::start();
+    let ca = agent.ca_pem.display().to_string();
+    let server = Server::start(&["--greeting", "", "--agent-url", &agent.url, "--agent-ca", &ca, "--agent-timeout-ms", "8000"]);
+    let sip = SipSocket::bind(server.sip);
+    let media = Media::bind();
+    let dialog = call(&server, &sip, media.addr);
+
+    let (mut ws, uri) = agent.connection.recv_timeout(Duration::from_secs(10)).expect("voxline connected over TLS, trusting --agent-ca");
+    assert!(uri.ends_with(&dialog.id), "the call id is in the query: {uri}");
+    let mut events: Vec<Value> = Vec::new();
+    let end = Instant::now() + WAIT;
+    while !events.iter().any(|e| e["type"] == "call.attached") {
+        assert!(Instant::now() < end, "no call.attached over wss: {events:?}");
+        match ws.read() {
+            Ok(Message::Text(t)) => events.push(serde_json::from_str(t.as_str()).unwrap()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("the wss agent socket: {e}"),
+        }
+    }
+    assert_eq!(events[0]["call"], dialog.id.as_str());
+    ws.send(Message::text(json!({"type": "speak", "text": "Hello from an agent behind TLS.", "last": true}).to_string())).unwrap();
+    assert!(sound_packets(&media, Duration::from_millis(2500)) > 20, "the caller hears the wss agent");
+    let _ = std::fs::remove_file(&agent.ca_pem);
 }

@@ -48,7 +48,7 @@ pub struct ServeArgs {
     #[arg(long, env = "VOXLINE_DECISION_TIMEOUT_MS", default_value_t = 3000)]
     pub decision_timeout_ms: u64,
     /// Agent-URL mode: connect every answered call to the agent's WebSocket
-    /// here (ws:// only), `?call=ID` added; a decision's `agent_url` overrides it.
+    /// here (ws:// or wss://), `?call=ID` added; a decision's `agent_url` overrides it.
     #[arg(long, env = "VOXLINE_AGENT_URL")]
     pub agent_url: Option<String>,
     /// What --agent-url speaks: `native` or `conversationrelay`.
@@ -58,6 +58,17 @@ pub struct ServeArgs {
     /// many milliseconds of the answer or of a dropped connection.
     #[arg(long, env = "VOXLINE_AGENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub agent_timeout_ms: u64,
+    /// Extra CA certificates (PEM) trusted for wss:// agent URLs, besides the
+    /// built-in Mozilla roots (a private CA, a self-signed agent).
+    #[arg(long, env = "VOXLINE_AGENT_CA")]
+    pub agent_ca: Option<PathBuf>,
+    /// Twilio's auth token: Twilio Media Streams need a valid X-Twilio-Signature (403 otherwise).
+    #[arg(long, env = "VOXLINE_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// The URL Twilio reaches this server at (https://HOST or wss://HOST), when a
+    /// proxy's Host differs; X-Twilio-Signature is checked against it.
+    #[arg(long, env = "VOXLINE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// STUN server for browsers' calls (WebRTC ICE), e.g. stun:stun.example.com:3478; repeatable.
     #[arg(long, env = "VOXLINE_STUN", value_delimiter = ',')]
     pub stun: Vec<String>,
@@ -235,7 +246,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 None => None,
             },
             timeout: std::time::Duration::from_millis(args.agent_timeout_ms.max(1)),
+            tls: voxline::server::control::agent_tls::client_config(args.agent_ca.as_deref()).map_err(anyhow::Error::msg).context("--agent-ca")?,
         },
+        twilio: voxline::server::twilio::TwilioAuth::new(args.twilio_auth_token.filter(|t| !t.is_empty()), args.public_url.filter(|u| !u.is_empty()))
+            .map_err(anyhow::Error::msg)
+            .context("--public-url")?,
         webrtc: voxline::server::WebRtcConfig {
             ice_servers: args
                 .stun

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub decision_timeout: Duration,
     /// Agent-URL mode: the agent every call connects to, and how long it may be unreachable.
     pub agent: super::control::AgentPolicy,
+    /// Checking Twilio's `X-Twilio-Signature` on its requests.
+    pub twilio: super::twilio::TwilioAuth,
     /// How browsers reach us (ICE servers, candidate addresses).
     pub webrtc: WebRtcConfig,
     /// Serve the demo page from here (development) instead of the built-in copy.

@@ -44,6 +44,10 @@ pub enum LifecycleEvent {
     Failed { call: String, status: u16, reason: String },
     #[serde(rename = "call.ended")]
     Ended { call: String, reason: String },
+    /// The call's agent is done with it and the call goes on
+    /// (ConversationRelay's `end`): `handoff_data` as the agent gave it.
+    #[serde(rename = "call.handoff")]
+    Handoff { call: String, handoff_data: Option<String> },
     /// A call refused for load (never answered, so it has no call id; `id`
     /// is its SIP Call-ID or `offer` for a WebRTC offer).
     #[serde(rename = "call.rejected")]
@@ -72,6 +76,11 @@ mod tests {
         assert_eq!(serde_json::to_value(&rejected).unwrap()["type"], "call.rejected");
         let failed = LifecycleEvent::Failed { call: "c2".into(), status: 486, reason: "Busy Here".into() };
         assert_eq!(serde_json::to_value(&failed).unwrap(), serde_json::json!({"type": "call.failed", "call": "c2", "status": 486, "reason": "Busy Here"}));
+        let handoff = LifecycleEvent::Handoff { call: "c3".into(), handoff_data: Some(r#"{"reason":"human"}"#.into()) };
+        assert_eq!(
+            serde_json::to_value(&handoff).unwrap(),
+            serde_json::json!({"type": "call.handoff", "call": "c3", "handoff_data": "{\"reason\":\"human\"}"})
+        );
         let ringing = LifecycleEvent::Ringing { call: "c2".into(), status: 180 };
         assert_eq!(serde_json::to_value(&ringing).unwrap(), serde_json::json!({"type": "call.ringing", "call": "c2", "status": 180}));
     }

@@ -12,8 +12,8 @@
 //! | closed with code 1000 | hangs up: `call.ended` `agent_closed` |
 //! | the call ends | `call.ended` to the agent, then close |
 //!
-//! Only `ws://`: no TLS stack is built in; `wss://` goes through a local
-//! TLS-originating proxy (docs/control.md).
+//! `ws://` or `wss://`: TLS with the Mozilla roots and `--agent-ca`'s
+//! (`agent_tls.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::dialect::Dialect;
 use super::session::Defaults;
@@ -39,22 +39,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where a call's agent is and which dialect it speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentTarget {
-    /// A `ws://` URL.
+    /// A `ws://` or `wss://` URL.
     pub url: String,
     pub dialect: Dialect,
 }
 
 impl AgentTarget {
-    /// Checks `url` (`ws://HOST[:PORT]/PATH`); `wss://` is refused with what to do instead.
+    /// Checks `url` (`ws://` or `wss://HOST[:PORT]/PATH`).
     pub fn new(url: &str, dialect: Dialect) -> Result<Self, String> {
         let url = url.trim();
-        if url.starts_with("wss://") {
-            return Err(format!(
-                "`{url}`: wss:// is not supported (voxline has no TLS client); connect to ws:// on a local TLS-originating proxy instead"
-            ));
-        }
-        let Some(rest) = url.strip_prefix("ws://") else {
-            return Err(format!("`{url}` is not a ws:// URL"));
+        let Some(rest) = url.strip_prefix("ws://").or_else(|| url.strip_prefix("wss://")) else {
+            return Err(format!("`{url}` is not a ws:// or wss:// URL"));
         };
         if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
             return Err(format!("`{url}` has no host"));
@@ -92,11 +87,13 @@ pub struct AgentPolicy {
     /// A call whose agent is not connected this long after the answer, or
     /// after a drop, is hung up.
     pub timeout: Duration,
+    /// TLS for `wss://` agents (the Mozilla roots and `--agent-ca`'s).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl Default for AgentPolicy {
     fn default() -> Self {
-        Self { default: None, timeout: DEFAULT_TIMEOUT }
+        Self { default: None, timeout: DEFAULT_TIMEOUT, tls: super::agent_tls::default_config() }
     }
 }
 
@@ -118,12 +115,16 @@ async fn supervise(server: Arc<Server>, call: Arc<Call>, target: AgentTarget) {
             return;
         }
         let left = timeout.saturating_sub(outage.elapsed());
-        match tokio::time::timeout(left.max(Duration::from_millis(1)), open(&url)).await {
+        match tokio::time::timeout(left.max(Duration::from_millis(1)), open(&url, &server.config.agent.tls)).await {
             Ok(Ok(socket)) => {
                 tracing::info!(call = %call.id, dialect = ?target.dialect, "connected to the agent");
                 let (voice, preset) = call.synth();
                 match drive(server.clone(), call.clone(), socket, target.dialect, Defaults::new(voice, preset)).await {
                     Detached::CallEnded => return,
+                    Detached::HandedOff => {
+                        tracing::info!(call = %call.id, "the agent handed the call off; not reconnecting");
+                        return;
+                    }
                     Detached::AgentClosed => {
                         tracing::info!(call = %call.id, "the agent closed its socket (1000): hanging up");
                         return end(&server, &call, "agent_closed");
@@ -156,9 +157,10 @@ fn end(server: &Server, call: &Call, cause: &'static str) {
     server.hangup(call, cause);
 }
 
-async fn open(url: &str) -> Result<AgentSocket, tokio_tungstenite::tungstenite::Error> {
+async fn open(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<AgentSocket, tokio_tungstenite::tungstenite::Error> {
     let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME * 4)).max_frame_size(Some(MAX_FRAME * 4));
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    let connector = Connector::Rustls(tls.clone());
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(connector)).await?;
     Ok(AgentSocket(socket))
 }
 
@@ -197,13 +199,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn agent_urls_are_ws_with_a_host_and_get_the_call_id() {
+    fn agent_urls_are_ws_or_wss_with_a_host_and_get_the_call_id() {
         let t = AgentTarget::new("ws://127.0.0.1:9000/agent", Dialect::Native).unwrap();
         assert_eq!(t.url_for("c1"), "ws://127.0.0.1:9000/agent?call=c1");
         let t = AgentTarget::new("ws://agent.example/a?k=v#x", Dialect::Native).unwrap();
         assert_eq!(t.url_for("c1"), "ws://agent.example/a?k=v&call=c1#x");
-        assert!(AgentTarget::new("wss://agent.example/", Dialect::Native).unwrap_err().contains("proxy"));
-        assert!(AgentTarget::new("http://agent.example/", Dialect::Native).is_err());
+        let t = AgentTarget::new("wss://agent.example/relay", Dialect::ConversationRelay).unwrap();
+        assert_eq!(t.url_for("c1"), "wss://agent.example/relay?call=c1");
+        assert!(AgentTarget::new("http://agent.example/", Dialect::Native).unwrap_err().contains("wss://"));
+        assert!(AgentTarget::new("wss://", Dialect::Native).is_err());
         assert!(AgentTarget::new("ws:///path", Dialect::Native).is_err());
     }
 

@@ -6,23 +6,25 @@
 //! message each; binary frames carry caller audio when asked for.
 //!
 //! - `protocol`: the messages in ([`Request`]) and out ([`CallEvent`]);
-//!   `relay`: the ConversationRelay dialect of both; `dialect`: which one a
-//!   socket speaks.
+//!   `relay`: the ConversationRelay dialect of both (`relay_setup`: its
+//!   `setup` from a call); `dialect`: which one a socket speaks.
 //! - `session`: the turns, sans I/O.
 //! - `transport`: what carries the frames.
 //! - `agent_url`: agent-URL mode, the same loop over a socket voxline opens
-//!   to the agent, with its reconnect policy.
+//!   to the agent, with its reconnect policy; `agent_tls`: TLS for `wss://`.
 //! - here: the upgrade and the loop that joins a transport, the call's
 //!   events and a session. The socket subscribes to its own call's events
 //!   only; a slow agent may miss caller audio (counted, `events_dropped`)
 //!   but never a speech or lifecycle event, and never holds up the call's
 //!   audio or another call.
 
+pub mod agent_tls;
 pub mod agent_url;
 pub mod dialect;
 pub mod in_dialog;
 pub mod protocol;
 mod relay;
+mod relay_setup;
 pub mod session;
 pub mod transport;
 
@@ -167,6 +169,9 @@ pub enum Detached {
     AgentClosed,
     /// The agent went away otherwise: dropped, an error, another close code.
     AgentLost,
+    /// The agent handed the call off (ConversationRelay's `end`): `call.handoff`
+    /// went out, its socket is closed, the call goes on without it.
+    HandedOff,
 }
 
 /// Runs the control protocol for `call` over `socket` until either ends.
@@ -176,7 +181,11 @@ pub async fn run<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, sock
 
 /// [`run`], saying which side ended it: any socket, the agent's inbound
 /// one or the one voxline opened to it ([`agent_url`]).
-pub async fn drive<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut socket: T, dialect: Dialect, defaults: Defaults) -> Detached {
+pub async fn drive<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mut socket: T, dialect: Dialect, mut defaults: Defaults) -> Detached {
+    if dialect == Dialect::ConversationRelay {
+        // Twilio's default: a caller's digit (or speech) stops the speech.
+        defaults.interruptible.get_or_insert(protocol::Interruptible::Any);
+    }
     let mut events = call.events.subscribe();
     let port = LiveCall { server: server.clone(), call: call.clone() };
     let mut session = Session::new(port, server.config.synth.clone(), defaults);
@@ -192,6 +201,8 @@ pub async fn drive<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mu
         voice: session.voice(None),
         voices: session.voice_names(),
         transport: call.transport(),
+        direction: call.direction,
+        twilio_call_sid: (call.transport() == "twilio").then(|| call.sip_call_id.clone()),
     };
     let mut outcome = send(&mut socket, dialect, vec![Out::Event(hello)]).await;
     // A call that ended before the socket subscribed has nothing more to say.
@@ -212,6 +223,11 @@ pub async fn drive<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mu
             frame = socket.recv() => match frame {
                 Some(AgentFrame::Text(text)) => {
                     let events = match dialect.parse(&text) {
+                        Ok(Request::End { handoff_data }) => {
+                            hand_off(&server, &call, handoff_data);
+                            detached = Detached::HandedOff;
+                            break;
+                        }
                         Ok(request) => session.request(Instant::now(), request),
                         Err(e) => vec![e],
                     };
@@ -251,9 +267,19 @@ pub async fn drive<T: ControlTransport>(server: Arc<Server>, call: Arc<Call>, mu
     if outcome == Ok(true) {
         socket.close().await;
         detached = Detached::CallEnded;
+    } else if detached == Detached::HandedOff {
+        socket.close().await;
     }
     session.close();
     detached
+}
+
+/// The agent is done and the call goes on: `call.handoff` to the webhook
+/// and the events socket, whose listener takes the next step (a transfer, a
+/// hangup, another agent on the control socket).
+fn hand_off(server: &Arc<Server>, call: &Call, handoff_data: Option<String>) {
+    tracing::info!(call = %call.id, "the agent handed the call off");
+    server.lifecycle(super::lifecycle::LifecycleEvent::Handoff { call: call.id.clone(), handoff_data });
 }
 
 /// Sends a batch of outputs; `Ok(true)` once `call.ended` went out.

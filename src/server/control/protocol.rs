@@ -29,6 +29,44 @@ pub struct SpeakRequest {
     pub preset: Option<String>,
     /// The next turn's text cuts this one off (ConversationRelay).
     pub preemptible: bool,
+    /// What of the caller's may cut this turn off (ConversationRelay's
+    /// `interruptible`); `None` keeps the turn's (the socket's default).
+    pub interruptible: Option<Interruptible>,
+}
+
+/// What of the caller's input stops a turn's speech: ConversationRelay's
+/// `interruptible` (`"any"`, `"speech"`, `"dtmf"`, `"none"`; `true` is
+/// `"any"` and `false` `"none"`). voxline hears no caller speech of its own,
+/// so only a DTMF digit interrupts by itself; speech is the agent's `clear`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruptible {
+    None,
+    Speech,
+    Dtmf,
+    Any,
+}
+
+impl Interruptible {
+    /// Reads the dialect's value: one of the four names, or a boolean.
+    pub fn from_value(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Bool(true) => Ok(Interruptible::Any),
+            Value::Bool(false) => Ok(Interruptible::None),
+            Value::String(s) => match s.as_str() {
+                "any" | "true" => Ok(Interruptible::Any),
+                "speech" => Ok(Interruptible::Speech),
+                "dtmf" => Ok(Interruptible::Dtmf),
+                "none" | "false" => Ok(Interruptible::None),
+                other => Err(format!("`interruptible` is any, speech, dtmf, none or a boolean, not `{other}`")),
+            },
+            other => Err(format!("`interruptible` is any, speech, dtmf, none or a boolean, not {other}")),
+        }
+    }
+
+    /// Whether a DTMF digit from the caller stops the speech.
+    pub fn by_dtmf(self) -> bool {
+        matches!(self, Interruptible::Dtmf | Interruptible::Any)
+    }
 }
 
 /// What an agent asks of its call.
@@ -49,6 +87,10 @@ pub enum Request {
     CallerAudio { enabled: bool, format: Option<String> },
     /// Blind transfer of a SIP call to `to` (REFER).
     Transfer { to: String },
+    /// The agent is done with the call but the call goes on (ConversationRelay's
+    /// `end`): `call.handoff` with `handoff_data` to the webhook and the events
+    /// socket, the agent's socket closed, the call left up for what comes next.
+    End { handoff_data: Option<String> },
 }
 
 /// How `send_dtmf` sends its digits.
@@ -114,7 +156,7 @@ impl From<Inbound> for Request {
     fn from(m: Inbound) -> Self {
         match m {
             Inbound::Speak { text, turn, flush, last, voice, preset } => {
-                Request::Speak(SpeakRequest { text, turn, flush: flush || last, last, voice, preset, preemptible: false })
+                Request::Speak(SpeakRequest { text, turn, flush: flush || last, last, voice, preset, preemptible: false, interruptible: None })
             }
             Inbound::Configure { voice, preset, segment } => Request::Configure { voice, preset, segment },
             Inbound::SendDtmf { digits, duration_ms, method } => Request::SendDtmf { digits, duration_ms, method },
@@ -151,8 +193,15 @@ pub enum CallEvent {
         headers: BTreeMap<String, String>,
         voice: String,
         voices: Vec<String>,
-        /// `sip` or `webrtc`.
+        /// `sip`, `webrtc` or `twilio`.
         transport: &'static str,
+        /// Who called whom (ConversationRelay's `direction`; not on voxline's wire).
+        #[serde(skip)]
+        direction: super::super::calls::Direction,
+        /// Twilio's `CallSid` of a Twilio Media Streams call (ConversationRelay's
+        /// `callSid`; not on voxline's wire).
+        #[serde(skip)]
+        twilio_call_sid: Option<String>,
     },
     /// A turn's first audio is being sent.
     #[serde(rename = "speech.started")]
@@ -235,6 +284,20 @@ mod tests {
         assert_eq!(bad("{"), "malformed_json");
         assert_eq!(bad(r#"{"type":"speak"}"#), "invalid_message");
         assert_eq!(bad(r#"{"type":"speak","text":"a","bogus":1}"#), "invalid_message");
+    }
+
+    #[test]
+    fn interruptible_takes_twilios_names_and_booleans() {
+        let read = |v: Value| Interruptible::from_value(&v);
+        assert_eq!(read(json!("any")), Ok(Interruptible::Any));
+        assert_eq!(read(json!(true)), Ok(Interruptible::Any));
+        assert_eq!(read(json!(false)), Ok(Interruptible::None));
+        assert_eq!(read(json!("speech")), Ok(Interruptible::Speech));
+        assert!(read(json!("dtmf")).unwrap().by_dtmf());
+        assert!(!read(json!("speech")).unwrap().by_dtmf());
+        assert!(!read(json!("none")).unwrap().by_dtmf());
+        assert!(read(json!("sometimes")).unwrap_err().contains("sometimes"));
+        assert!(read(json!(3)).is_err());
     }
 
     #[test]

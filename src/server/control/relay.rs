@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::protocol::{CallEvent, Request, SpeakRequest};
+use super::protocol::{CallEvent, Interruptible, Request, SpeakRequest};
+use super::relay_setup::{self, CallFacts};
 
 /// Messages of Twilio's ConversationRelay protocol an agent sends.
 #[derive(Debug, Deserialize)]
@@ -22,8 +23,9 @@ enum RelayInbound {
         preemptible: bool,
         #[serde(default, rename = "lang")]
         _lang: Option<String>,
-        #[serde(default, rename = "interruptible")]
-        _interruptible: Option<Value>,
+        /// What of the caller's stops this turn's speech (Twilio's names or a boolean).
+        #[serde(default)]
+        interruptible: Option<Value>,
     },
     #[serde(rename_all = "camelCase")]
     SendDigits { digits: String },
@@ -49,7 +51,7 @@ pub enum RelayOutbound {
         from: String,
         to: String,
         forwarded_from: &'static str,
-        caller_name: &'static str,
+        caller_name: String,
         direction: &'static str,
         call_type: &'static str,
         call_status: &'static str,
@@ -76,14 +78,15 @@ pub fn parse(frame: &str) -> Option<Result<Request, CallEvent>> {
         Err(e) => return Some(Err(CallEvent::error("invalid_message", e.to_string()))),
     };
     Some(match message {
-        RelayInbound::Text { token, last, preemptible, .. } => {
-            Ok(Request::Speak(SpeakRequest { text: token, flush: last, last, preemptible, ..Default::default() }))
+        RelayInbound::Text { token, last, preemptible, interruptible, .. } => {
+            let interruptible = match interruptible.as_ref().map(Interruptible::from_value).transpose() {
+                Ok(i) => i,
+                Err(e) => return Some(Err(CallEvent::error("invalid_message", e))),
+            };
+            Ok(Request::Speak(SpeakRequest { text: token, flush: last, last, preemptible, interruptible, ..Default::default() }))
         }
         RelayInbound::SendDigits { digits } => Ok(Request::SendDtmf { digits, duration_ms: None, method: Default::default() }),
-        RelayInbound::End { handoff_data } => {
-            tracing::info!(handoff = handoff_data.as_deref().unwrap_or(""), "agent ended the session");
-            Ok(Request::Hangup)
-        }
+        RelayInbound::End { handoff_data } => Ok(Request::End { handoff_data }),
         RelayInbound::Play {} => Err(CallEvent::error("unsupported", "`play` is not supported: send text")),
         RelayInbound::Language {} => Err(CallEvent::error("unsupported", "`language` is not supported: pick a voice with ?voice=")),
     })
@@ -92,20 +95,15 @@ pub fn parse(frame: &str) -> Option<Result<Request, CallEvent>> {
 /// voxline's event as the dialect's message; `None` when it has no such message.
 pub fn render(event: &CallEvent) -> Option<RelayOutbound> {
     Some(match event {
-        CallEvent::Attached { call, from, to, headers, transport, .. } => RelayOutbound::Setup {
-            session_id: format!("VX{call}"),
-            call_sid: call.clone(),
-            parent_call_sid: "",
-            account_sid: "",
-            from: from.clone(),
-            to: to.clone(),
-            forwarded_from: "",
-            caller_name: "",
-            direction: "inbound",
-            call_type: if *transport == "sip" { "SIP" } else { "WebRTC" },
-            call_status: "in-progress",
-            custom_parameters: headers.clone(),
-        },
+        CallEvent::Attached { call, from, to, headers, transport, direction, twilio_call_sid, .. } => relay_setup::setup(CallFacts {
+            call,
+            from,
+            to,
+            headers,
+            transport,
+            direction: *direction,
+            twilio_call_sid: twilio_call_sid.as_deref(),
+        }),
         CallEvent::Cleared { heard_text, heard_ms, .. } => {
             RelayOutbound::Interrupt { utterance_until_interrupt: heard_text.clone(), duration_until_interrupt_ms: *heard_ms }
         }
@@ -133,5 +131,21 @@ mod tests {
             json!({"type": "interrupt", "utteranceUntilInterrupt": "Hello", "durationUntilInterruptMs": 400})
         );
         assert!(render(&CallEvent::Ended { reason: "x".into() }).is_none());
+    }
+
+    #[test]
+    fn end_hands_the_call_off_and_interruptible_is_read() {
+        let end = parse(r#"{"type":"end","handoffData":"{\"reasonCode\":\"live-agent-handoff\"}"}"#).unwrap().unwrap();
+        assert_eq!(end, Request::End { handoff_data: Some(r#"{"reasonCode":"live-agent-handoff"}"#.into()) });
+        assert_eq!(parse(r#"{"type":"end"}"#).unwrap().unwrap(), Request::End { handoff_data: None });
+        let text = |i: &str| parse(&format!(r#"{{"type":"text","token":"Hi","interruptible":{i}}}"#)).unwrap();
+        let interruptible = |i: &str| match text(i) {
+            Ok(Request::Speak(s)) => s.interruptible,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(interruptible(r#""dtmf""#), Some(Interruptible::Dtmf));
+        assert_eq!(interruptible("false"), Some(Interruptible::None));
+        assert_eq!(interruptible("true"), Some(Interruptible::Any));
+        assert!(matches!(text(r#""loud""#), Err(CallEvent::Error { code: "invalid_message", .. })));
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::in_dialog::{InDialog, INFO_DTMF_DURATION_MS};
-use super::protocol::{CallEvent, DtmfMethod, Request, SpeakRequest};
+use super::protocol::{CallEvent, DtmfMethod, Interruptible, Request, SpeakRequest};
 use crate::media::{ClearedUtterance, DtmfSendError, MediaEvent, PlayoutEvent, UtteranceId};
 use crate::synth::{Preset, SynthOptions, MAX_REQUEST_CHARS};
 use crate::text::{Policy, Segmenter, SegmenterConfig};
@@ -55,11 +55,14 @@ pub struct Defaults {
     pub preset: Option<Preset>,
     /// Overrides the preset's segmentation.
     pub segment: Option<Policy>,
+    /// What of the caller's stops a turn's speech by itself (ConversationRelay's
+    /// `interruptible`); `None`: nothing, the agent sends `clear`.
+    pub interruptible: Option<Interruptible>,
 }
 
 impl Defaults {
     pub fn new(voice: Option<String>, preset: Option<Preset>) -> Self {
-        Self { voice, preset, segment: None }
+        Self { voice, preset, segment: None, interruptible: None }
     }
 }
 
@@ -122,6 +125,8 @@ struct Turn {
     options: SynthOptions,
     /// ConversationRelay `preemptible`: the next turn's text cuts this one off.
     preemptible: bool,
+    /// ConversationRelay `interruptible`: what of the caller's cuts it off.
+    interruptible: Option<Interruptible>,
 }
 
 pub struct Session<P: CallPort> {
@@ -181,6 +186,7 @@ impl<P: CallPort> Session<P> {
             voice: None,
             options: self.base.clone(),
             preemptible: false,
+            interruptible: self.defaults.interruptible,
         });
         self.utterances.insert(utterance, (turn.to_owned(), text));
     }
@@ -284,6 +290,8 @@ impl<P: CallPort> Session<P> {
                 self.port.hangup();
                 vec![]
             }
+            // The transport's loop hands the call off (`call.handoff`) and detaches.
+            Request::End { .. } => vec![],
             Request::CallerAudio { enabled, format } => {
                 let format = match format.as_deref() {
                     None | Some("pcmu") => AudioFormat::Pcmu,
@@ -312,7 +320,7 @@ impl<P: CallPort> Session<P> {
     }
 
     fn speak(&mut self, now: Instant, request: SpeakRequest, preset: Option<Preset>) -> Result<Vec<CallEvent>, CallEvent> {
-        let SpeakRequest { text, turn, flush, last, voice, preemptible, .. } = request;
+        let SpeakRequest { text, turn, flush, last, voice, preemptible, interruptible, .. } = request;
         if text.chars().count() > MAX_REQUEST_CHARS {
             return Err(CallEvent::error("text_too_long", format!("one message carries at most {MAX_REQUEST_CHARS} characters")));
         }
@@ -340,6 +348,9 @@ impl<P: CallPort> Session<P> {
                 t.options.preset = preset;
             }
             t.preemptible |= preemptible;
+            if interruptible.is_some() {
+                t.interruptible = interruptible;
+            }
         }
         let mut clauses = self.segmenter.push(now, &text);
         if flush {
@@ -389,6 +400,7 @@ impl<P: CallPort> Session<P> {
             voice: None,
             options,
             preemptible: false,
+            interruptible: self.defaults.interruptible,
         });
         while self.turns.len() > MAX_TURNS {
             if let Some(old) = self.turns.pop_front() {
@@ -462,7 +474,14 @@ impl<P: CallPort> Session<P> {
                 out
             }
             MediaEvent::Playout(PlayoutEvent::Mark { name }) => vec![CallEvent::Mark { name }],
-            MediaEvent::Dtmf { digit, duration_ms } => vec![CallEvent::Dtmf { digit: digit.to_string(), duration_ms }],
+            MediaEvent::Dtmf { digit, duration_ms } => {
+                let mut out = Vec::new();
+                if self.dtmf_interrupts() {
+                    out.push(self.clear());
+                }
+                out.push(CallEvent::Dtmf { digit: digit.to_string(), duration_ms });
+                out
+            }
             MediaEvent::CallerAudio { pcmu, .. } => {
                 return match self.audio_format {
                     Some(AudioFormat::Pcmu) => vec![Out::Audio(pcmu)],
@@ -478,6 +497,12 @@ impl<P: CallPort> Session<P> {
             MediaEvent::Signal(signal) => vec![CallEvent::signal(signal)],
         };
         events.into_iter().map(Out::Event).collect()
+    }
+
+    /// Whether a caller's digit now stops speech: a turn is being spoken
+    /// (audio queued or playing) and DTMF may interrupt it.
+    fn dtmf_interrupts(&self) -> bool {
+        self.turns.iter().any(|t| !t.done && t.open > 0 && t.interruptible.is_some_and(Interruptible::by_dtmf))
     }
 
     /// `speech.done` for every turn whose text is complete and fully played.

@@ -266,3 +266,52 @@ fn a_webrtc_call_cannot_transfer_or_send_info() {
     }
     assert!(s.port.in_dialog.is_empty());
 }
+
+fn digit(d: char) -> MediaEvent {
+    MediaEvent::Dtmf { digit: d, duration_ms: 100 }
+}
+
+#[test]
+fn a_digit_stops_speech_when_the_turn_is_dtmf_interruptible() {
+    let t0 = Instant::now();
+    let relay = Defaults { interruptible: Some(Interruptible::Any), ..Defaults::default() };
+    let turn = |interruptible: Option<Interruptible>| {
+        Request::Speak(SpeakRequest { text: "Your balance is forty two dollars.".into(), flush: true, last: true, interruptible, ..Default::default() })
+    };
+    let playing = |u: UtteranceId| vec![ClearedUtterance { utterance: u, played: Duration::from_millis(400), started: true, heard: vec!["Your".into(), "balance".into()] }];
+
+    // The dialect's default (`any`): the digit cuts the turn off, `cleared` (ConversationRelay's `interrupt`) before `dtmf`.
+    let mut call = FakeCall::default();
+    let mut s = Session::new(&mut call, SynthOptions::default(), relay.clone());
+    s.request(t0, turn(None));
+    let u = s.port.spoken[0].0;
+    s.port.playing = playing(u);
+    let out = events(s.media(digit('5')));
+    assert!(
+        matches!(&out[..], [CallEvent::Cleared { heard_text, heard_ms: 400, .. }, CallEvent::Dtmf { digit, .. }] if heard_text == "Your balance" && digit == "5"),
+        "{out:?}"
+    );
+    assert_eq!(s.port.cleared, 1);
+    // Nothing is being spoken any more: the next digit is only a digit.
+    assert!(matches!(&events(s.media(digit('6')))[..], [CallEvent::Dtmf { .. }]));
+    assert_eq!(s.port.cleared, 1);
+
+    // `dtmf` interrupts too; `speech` and `none` (false) leave the speech alone.
+    for (interruptible, cuts) in [(Interruptible::Dtmf, true), (Interruptible::Speech, false), (Interruptible::None, false)] {
+        let mut call = FakeCall::default();
+        let mut s = Session::new(&mut call, SynthOptions::default(), relay.clone());
+        s.request(t0, turn(Some(interruptible)));
+        let u = s.port.spoken[0].0;
+        s.port.playing = playing(u);
+        let out = events(s.media(digit('1')));
+        assert_eq!(matches!(out[0], CallEvent::Cleared { .. }), cuts, "{interruptible:?}: {out:?}");
+        assert_eq!(s.port.cleared, usize::from(cuts));
+    }
+
+    // voxline's own dialect: digits never clear by themselves (the agent sends `clear`).
+    let mut call = FakeCall::default();
+    let mut s = Session::new(&mut call, SynthOptions::default(), Defaults::default());
+    s.request(t0, turn(None));
+    assert!(matches!(&events(s.media(digit('1')))[..], [CallEvent::Dtmf { .. }]));
+    assert_eq!(s.port.cleared, 0);
+}

@@ -8,6 +8,7 @@
 //! | `connected`, then `start`: the format checked, the call admitted and created | `mod.rs` |
 //! | the call: the pacer's frames out as `media` (20 ms each, in real time), our marks as `mark`, `clear` on barge-in; the caller's `media`, `dtmf`, `mark`, `stop` in | `session.rs` |
 //! | base64 mu-law <-> RTP | `frames.rs` |
+//! | `X-Twilio-Signature` on the upgrade (with `--twilio-auth-token`) | `signature.rs` |
 //!
 //! The call's leg is a [`MediaLeg::Track`], as a browser's: the pacer queues
 //! each packet and the session sends its payload. Silence is not sent
@@ -21,6 +22,7 @@
 pub(crate) mod frames;
 pub(crate) mod messages;
 mod session;
+pub mod signature;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -28,15 +30,45 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, Notify};
 
 use super::call_media::start_media;
+use super::error::ApiError;
 use super::calls::{new_call_id, Call, CallState, Leg};
 use super::lifecycle::LifecycleEvent;
 use super::state::Server;
 use crate::media::{CallMedia, MediaConfig, MediaLeg, RemoteMedia};
 use messages::{FromTwilio, Start};
+
+/// Checking Twilio's requests (`--twilio-auth-token`, `--public-url`).
+#[derive(Clone, Default)]
+pub struct TwilioAuth {
+    /// The account's auth token; `None` lets every stream in unsigned.
+    pub auth_token: Option<String>,
+    /// `SCHEME://HOST[:PORT]` Twilio reaches voxline at; `None`: `wss://` and the request's Host.
+    pub public_url: Option<String>,
+}
+
+impl std::fmt::Debug for TwilioAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioAuth").field("auth_token", &self.auth_token.as_ref().map(|_| "********")).field("public_url", &self.public_url).finish()
+    }
+}
+
+impl TwilioAuth {
+    /// Checks the public URL: `https`, `wss`, `http` or `ws`, with a host.
+    pub fn new(auth_token: Option<String>, public_url: Option<String>) -> Result<Self, String> {
+        if let Some(url) = &public_url {
+            let host = url.split_once("://").filter(|(s, _)| matches!(s.to_ascii_lowercase().as_str(), "https" | "wss" | "http" | "ws")).map(|(_, rest)| rest);
+            if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
+                return Err(format!("`{url}` is not a URL like https://voice.example.com (https, wss, http or ws, and a host)"));
+            }
+        }
+        Ok(Self { auth_token, public_url })
+    }
+}
 
 /// How long a stream may take to send `start` after it opens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,9 +81,36 @@ const POLICY_VIOLATION: u16 = 1008;
 const UNSUPPORTED_DATA: u16 = 1003;
 const TRY_AGAIN_LATER: u16 = 1013;
 
-/// `GET /v1/twilio/media-stream`.
-pub async fn upgrade(State(server): State<Arc<Server>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE).on_upgrade(move |socket| run(server, socket))
+/// `GET /v1/twilio/media-stream`; with `--twilio-auth-token`, only with
+/// Twilio's valid `X-Twilio-Signature` (403 otherwise).
+pub async fn upgrade(State(server): State<Arc<Server>>, headers: HeaderMap, uri: Uri, ws: WebSocketUpgrade) -> Response {
+    if let Err(refusal) = check_signature(&server, &headers, &uri) {
+        return refusal.into_response();
+    }
+    ws.max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE).on_upgrade(move |socket| run(server, socket)).into_response()
+}
+
+/// Twilio's signature of the upgrade request, when a token is configured.
+fn check_signature(server: &Server, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
+    let Some(token) = server.config.twilio.auth_token.as_deref() else { return Ok(()) };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let forbidden = |code, message: &str| Err(ApiError::new(StatusCode::FORBIDDEN, code, message));
+    let Some(url) = signature::requested_url(server.config.twilio.public_url.as_deref(), host, path) else {
+        return forbidden("invalid_signature", "no Host header to check X-Twilio-Signature against: set --public-url");
+    };
+    let given = headers.get(signature::HEADER).and_then(|h| h.to_str().ok());
+    match signature::verify(token, &url, &[], given) {
+        signature::Verdict::Valid => Ok(()),
+        signature::Verdict::Missing => {
+            tracing::warn!(path = uri.path(), "Twilio Media Stream without X-Twilio-Signature refused");
+            forbidden("missing_signature", "X-Twilio-Signature is required (--twilio-auth-token is set)")
+        }
+        signature::Verdict::Invalid => {
+            tracing::warn!(path = uri.path(), "Twilio Media Stream with a wrong X-Twilio-Signature refused (check --twilio-auth-token and --public-url)");
+            forbidden("invalid_signature", "X-Twilio-Signature does not match this URL and the auth token")
+        }
+    }
 }
 
 async fn run(server: Arc<Server>, mut socket: WebSocket) {
