@@ -4,7 +4,7 @@
 #
 #   scripts/setup.sh            build and run: espeak-ng (library + data), pkg-config, a C linker, pip
 #   scripts/setup.sh --test     also the test tools: pocketsphinx (+ en-us model), sox, sipp (sip-tester), kamailio (a record-routing proxy), chromium + playwright-core (npm),
-#                               Python onnxruntime / piper-tts / numpy (reference outputs), aiortc (WebRTC peer), openai (the TTS API's client)
+#                               Python onnxruntime / piper-tts / numpy (reference outputs), aiortc (WebRTC peer), openai (the TTS API's client), websockets (the streaming TTS example)
 #   scripts/setup.sh --quiet    print only what gets installed, and errors
 #
 # Runs as root, or through sudo when it has to install something. All output
@@ -33,7 +33,7 @@ say() { [ "$quiet" = 1 ] || echo "setup: $*"; }
 loud() { echo "setup: $*"; }
 
 # Python test packages, pinned to the versions the reference fixtures were made with.
-PIP_TEST_PACKAGES=(onnxruntime==1.32.0 piper-tts==1.8.0 numpy aiortc==1.16.0 openai==3.63.0)
+PIP_TEST_PACKAGES=(onnxruntime==1.32.0 piper-tts==1.8.0 numpy aiortc==1.16.0 openai==3.63.0 websockets==17.4)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -79,8 +79,9 @@ fi
 
 # ---- Python test packages -------------------------------------------------
 if [ "$test_deps" = 1 ]; then
-    check_py='import importlib.metadata as m, onnxruntime, piper, numpy, aiortc, openai
+    check_py='import importlib.metadata as m, onnxruntime, piper, numpy, aiortc, openai, websockets
 assert m.version("aiortc") == "1.16.0", m.version("aiortc")
+assert m.version("websockets") == "17.4", m.version("websockets")
 assert m.version("openai") == "3.63.0", m.version("openai")
 assert m.version("onnxruntime") == "1.32.0", m.version("onnxruntime")
 assert m.version("piper-tts") == "1.8.0", m.version("piper-tts")'

@@ -72,6 +72,7 @@ pub const KEYS: &[Key] = &[
     key("speech", "scheduler", "synth_scheduler"),
     key("speech", "first_audio_target_ms", "first_audio_target_ms"),
     key("speech", "no_admission", "no_admission"),
+    key("speech", "preload_voices", "preload_voices"),
     key("voice", "name", "voice"),
     key("voice", "models_dir", "models_dir"),
     key("voice", "speaker", "speaker"),

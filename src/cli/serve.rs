@@ -164,6 +164,10 @@ pub struct ServeArgs {
     /// Take every call however loaded the synthesizer is (no 503 for load).
     #[arg(long, env = "VOXLINE_NO_ADMISSION")]
     pub no_admission: bool,
+    /// Voices to load and warm up at start besides the default one (names
+    /// from the models folder, comma-separated, or `all`); others load on first use.
+    #[arg(long, env = "VOXLINE_PRELOAD_VOICES", value_delimiter = ',')]
+    pub preload_voices: Vec<String>,
     #[command(flatten)]
     pub voice: VoiceArgs,
 }
@@ -226,6 +230,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             policy: args.synth_scheduler,
             first_audio_target: std::time::Duration::from_millis(args.first_audio_target_ms),
             admission: !args.no_admission,
+            preload_voices: args.preload_voices.clone(),
         },
         media: MediaConfig {
             send_silence: !args.no_silence,

@@ -11,6 +11,8 @@
 //! DELETE /calls/{id}                same as hangup
 //! GET    /calls/{id}/caller-audio   the caller's last 10 s as a 16-bit 8 kHz WAV
 //! POST   /v1/audio/speech           OpenAI-compatible TTS, streamed (see `tts_api`)
+//! GET    /v1/tts                    streaming TTS WebSocket (see `tts_api::stream`)
+//! POST   /v1/warmup                 load and run voices once (see `tts_api::warmup`)
 //! GET    /v1/twilio/media-stream    Twilio Media Streams WebSocket (see `twilio`)
 //! ```
 //! Errors are JSON `{"error": {"code": "...", "message": "..."}}`.
@@ -41,11 +43,14 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/calls/{id}/hangup", post(hangup))
         .route("/calls/{id}/caller-audio", get(caller_audio))
         .route("/v1/calls", post(super::outbound::place))
+        .route("/v1/trunks", get(super::trunks::list))
         .route("/v1/calls/{id}/control", get(super::control::upgrade))
         .route("/v1/events", get(super::events::upgrade))
         .route("/v1/webrtc/offer", post(super::webrtc::offer))
         .route("/v1/voices", get(voices))
         .route("/v1/audio/speech", post(super::tts_api::speech))
+        .route("/v1/tts", get(super::tts_api::stream::upgrade))
+        .route("/v1/warmup", post(super::tts_api::warmup::warmup))
         .route("/v1/twilio/media-stream", get(super::twilio::upgrade))
         .route("/v1/capacity", get(capacity))
         .route("/metrics", get(prometheus_metrics))

@@ -56,19 +56,40 @@ pub struct SpeechConfig {
     pub first_audio_target: Duration,
     /// Refuse calls over capacity (off: take every call, let latency grow).
     pub admission: bool,
+    /// Voices loaded and warmed up at start besides the default one
+    /// (`all`: every voice of the models folder); the others load on first use.
+    pub preload_voices: Vec<String>,
 }
 
 impl Default for SpeechConfig {
     fn default() -> Self {
-        Self { workers: 1, policy: Policy::Deadline, first_audio_target: Duration::from_millis(300), admission: true }
+        Self { workers: 1, policy: Policy::Deadline, first_audio_target: Duration::from_millis(300), admission: true, preload_voices: Vec::new() }
     }
 }
+
+/// A voice made ready by [`Speech::warm_voice`] (`POST /v1/warmup`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VoiceWarmup {
+    pub voice: String,
+    /// Loaded by this warm-up (false: it was loaded already).
+    pub loaded: bool,
+    /// Reading the model (0 when it was loaded already).
+    pub load_ms: f64,
+    /// The warm-up sentence through the scheduler: its first chunk, and all of it.
+    pub first_chunk_ms: f64,
+    pub synth_ms: f64,
+    pub audio_ms: f64,
+}
+
+/// What a warm-up says: short, one sentence, every stage of the engine.
+const WARM_UP_TEXT: &str = "Hello, this voice is ready.";
 
 /// The synthesizer as the calls see it.
 pub struct Speech {
     shared: Arc<Shared>,
     cache: Mutex<HashMap<String, Arc<[u8]>>>,
     next_utterance: AtomicU64,
+    preload: Vec<String>,
 }
 
 impl Drop for Speech {
@@ -90,7 +111,7 @@ impl Speech {
                 .spawn(move || workers::run(shared))
                 .context("starting a synthesis thread")?;
         }
-        Ok(Arc::new(Self { shared, cache: Mutex::new(HashMap::new()), next_utterance: AtomicU64::new(1) }))
+        Ok(Arc::new(Self { shared, cache: Mutex::new(HashMap::new()), next_utterance: AtomicU64::new(1), preload: config.preload_voices }))
     }
 
     /// Whether `name` is a voice a call may pick (the default one or one in the models folder).
@@ -149,16 +170,18 @@ impl Speech {
     /// chunk due now, later ones as if it were heard in real time), so it
     /// takes its turn and cannot starve a call. Dropping the receiver
     /// cancels it.
-    pub fn stream(&self, text: &str, voice: Option<&str>, options: SynthOptions) -> tokio::sync::mpsc::UnboundedReceiver<Synthesized> {
+    /// `ahead`: audio the listener already has and has not heard (the
+    /// clauses before this one on a streaming socket); zero for a new one.
+    pub fn stream(&self, text: &str, voice: Option<&str>, options: SynthOptions, ahead: Duration) -> tokio::sync::mpsc::UnboundedReceiver<Synthesized> {
         let id = self.next_utterance.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let (sink, rx) = Sink::listener();
+        let (sink, rx) = Sink::listener(ahead, now);
         let mut request = SynthRequest::new(text);
         request.options = options;
         let voice = voice.map_or_else(|| self.voice(), str::to_owned);
         // Not a caller's turn: its first audio is not admission's measure.
         let job = Job::new(id, sink, voice, request, CancelToken::new(), now, false);
-        let deadline = lock(&self.shared.state).pacing.first_deadline(now, Duration::ZERO);
+        let deadline = lock(&self.shared.state).pacing.first_deadline(now, ahead);
         self.shared.submit(job, deadline);
         rx
     }
@@ -217,16 +240,55 @@ impl Speech {
 
     /// Synthesizes a few sentences through the streaming path once: loads
     /// the model's pages, and gives the pacing model a first measurement of
-    /// this machine before any call depends on it.
+    /// this machine before any call depends on it. Then loads and warms
+    /// the voices of `--preload-voices` ([`Speech::warm_voice`]).
     pub fn warm_up(&self) -> Result<()> {
         const TEXT: &str = "Thank you for calling. This sentence warms the voice up and measures how quickly \
             its audio arrives, so the first call starts on a measured allowance.";
         let t0 = Instant::now();
         self.synthesize_pcmu(TEXT)?;
-        let state = lock(&self.shared.state);
-        tracing::info!(ms = t0.elapsed().as_millis() as u64, rtf = state.pacing.rtf(),
-            first_chunk_ms = state.pacing.first_compute().as_millis() as u64, "synthesizer warmed up");
+        {
+            let state = lock(&self.shared.state);
+            tracing::info!(ms = t0.elapsed().as_millis() as u64, rtf = state.pacing.rtf(),
+                first_chunk_ms = state.pacing.first_compute().as_millis() as u64, "synthesizer warmed up");
+        }
+        let names = if self.preload.iter().any(|n| n == "all") { self.voice_names() } else { self.preload.clone() };
+        for name in names.iter().filter(|n| **n != self.voice()) {
+            let warm = self.warm_voice(name).context("--preload-voices")?;
+            tracing::info!(voice = %warm.voice, load_ms = warm.load_ms, synth_ms = warm.synth_ms, "voice preloaded");
+        }
         Ok(())
+    }
+
+    /// Loads `voice` if it is not yet, and synthesizes a short sentence
+    /// with it through the scheduler, so the first real request pays
+    /// neither the load nor a first run. Blocks: call it off the runtime.
+    pub fn warm_voice(&self, voice: &str) -> Result<VoiceWarmup> {
+        if !self.has_voice(voice) {
+            anyhow::bail!("no voice `{voice}`; voices: {}", self.voice_names().join(", "));
+        }
+        let (_, loaded) = self.shared.voices.load(Some(voice))?;
+        let t0 = Instant::now();
+        let mut audio = self.stream(WARM_UP_TEXT, Some(voice), SynthOptions::default(), Duration::ZERO);
+        let (mut first, mut length) = (None, Duration::ZERO);
+        while let Some(synthesized) = audio.blocking_recv() {
+            match synthesized {
+                Synthesized::Chunk(chunk) => {
+                    first.get_or_insert_with(|| t0.elapsed());
+                    length += chunk.duration();
+                }
+                Synthesized::Failed(message) => anyhow::bail!("warming up voice `{voice}`: {message}"),
+            }
+        }
+        let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+        Ok(VoiceWarmup {
+            voice: voice.to_owned(),
+            loaded: loaded.is_some(),
+            load_ms: ms(loaded.unwrap_or_default()),
+            first_chunk_ms: ms(first.unwrap_or_default()),
+            synth_ms: ms(t0.elapsed()),
+            audio_ms: ms(length),
+        })
     }
 }
 

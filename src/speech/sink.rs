@@ -3,7 +3,7 @@
 //! | sink | takes | its lead (how far ahead of the listener it is) |
 //! | --- | --- | --- |
 //! | [`Sink::Call`] | 8 kHz mu-law into the call's playout ([`PcmuStream`]) | the playout's queued audio |
-//! | [`Sink::Listener`] | the engine's chunks as they are (the TTS API) | audio handed over less the time since its first chunk, as if heard in real time |
+//! | [`Sink::Listener`] | the engine's chunks as they are (the TTS API) | audio handed over less the time since its first chunk, as if heard in real time (plus what an earlier clause of the same stream left unheard) |
 //!
 //! A listener is scheduled like a call's utterance (earliest deadline first,
 //! its deadlines from that lead), so when the workers are idle it gets its
@@ -60,10 +60,13 @@ impl Sink {
         Sink::Call { media, phone: None }
     }
 
-    /// A listener, and the receiver it reads.
-    pub fn listener() -> (Self, mpsc::UnboundedReceiver<Synthesized>) {
+    /// A listener, and the receiver it reads. `ahead`: audio it already
+    /// has and has not heard yet at `now` (an earlier clause of the same
+    /// stream); its own audio counts from then, not from its first chunk.
+    pub fn listener(ahead: Duration, now: Instant) -> (Self, mpsc::UnboundedReceiver<Synthesized>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Sink::Listener(Listener { tx, since: None, audio: Duration::ZERO }), rx)
+        let since = (!ahead.is_zero()).then_some(now);
+        (Sink::Listener(Listener { tx, since, audio: ahead }), rx)
     }
 
     /// For logs: the call's id, or `tts` for a listener.
@@ -167,8 +170,8 @@ mod tests {
 
     #[test]
     fn a_listener_is_ahead_by_the_audio_it_got_less_the_time_since_its_first_chunk() {
-        let (mut sink, mut rx) = Sink::listener();
         let t0 = Instant::now();
+        let (mut sink, mut rx) = Sink::listener(Duration::ZERO, t0);
         let d = sink.deliver(1, chunk(500, false), true, Duration::ZERO, t0);
         assert!(d.alive);
         assert_eq!(d.lead, Duration::from_millis(500));
@@ -182,8 +185,17 @@ mod tests {
     }
 
     #[test]
+    fn a_later_clause_counts_the_audio_its_listener_has_not_heard_yet() {
+        let t0 = Instant::now();
+        let (mut sink, _rx) = Sink::listener(Duration::from_millis(900), t0);
+        // Queued 100 ms; the earlier clause still plays for 800 ms, then this chunk's 500.
+        let d = sink.deliver(2, chunk(500, false), true, Duration::ZERO, t0 + Duration::from_millis(100));
+        assert_eq!(d.lead, Duration::from_millis(1300));
+    }
+
+    #[test]
     fn a_listener_hears_why_synthesis_failed() {
-        let (sink, mut rx) = Sink::listener();
+        let (sink, mut rx) = Sink::listener(Duration::ZERO, Instant::now());
         sink.fail(3, "no voice");
         assert!(matches!(rx.try_recv(), Ok(Synthesized::Failed(m)) if m == "no voice"));
     }

@@ -1,9 +1,10 @@
 //! The voices a call may pick: the default engine and others from the models
-//! folder, each loaded once, on first use, by the worker that needs it.
+//! folder, each loaded once, on first use, by the worker that needs it (or
+//! ahead of it: `--preload-voices`, `POST /v1/warmup`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -45,18 +46,25 @@ impl Voices {
 
     /// The engine for `voice` (the default one for `None`), loading it on first use.
     pub fn engine(&self, voice: Option<&str>) -> Result<Arc<dyn Engine>> {
-        let Some(name) = voice.filter(|v| *v != self.default_name()) else { return Ok(self.default.clone()) };
+        self.load(voice).map(|(engine, _)| engine)
+    }
+
+    /// As [`Voices::engine`], and how long loading took when this call
+    /// loaded it (`None`: it was loaded already, or is the default).
+    pub fn load(&self, voice: Option<&str>) -> Result<(Arc<dyn Engine>, Option<Duration>)> {
+        let Some(name) = voice.filter(|v| *v != self.default_name()) else { return Ok((self.default.clone(), None)) };
         if let Some(engine) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-            return Ok(engine.clone());
+            return Ok((engine.clone(), None));
         }
         if !(self.catalog.names)().iter().any(|n| n == name) {
             anyhow::bail!("no voice `{name}`");
         }
         let t0 = Instant::now();
         let engine = (self.catalog.load)(name).with_context(|| format!("loading voice `{name}`"))?;
-        tracing::info!(voice = name, ms = t0.elapsed().as_millis() as u64, "voice loaded");
+        let took = t0.elapsed();
+        tracing::info!(voice = name, ms = took.as_millis() as u64, "voice loaded");
         self.loaded.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_owned()).or_insert(engine.clone());
-        Ok(engine)
+        Ok((engine, Some(took)))
     }
 
     /// Whether `name` is a voice a call may pick.

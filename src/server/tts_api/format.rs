@@ -6,6 +6,8 @@
 //! | `wav` | RIFF/WAVE header, then 16-bit LE mono; the sizes are `0xFFFFFFFF` (the length is not known while streaming, as OpenAI's) | the voice's own (Piper: 22050 or 16000 Hz) |
 //! | `pcm` | raw 16-bit LE mono | 24 kHz, as OpenAI's (resampled) |
 //! | `ulaw` | raw G.711 mu-law | 8 kHz (the phone path's adapter) |
+//!
+//! The streaming socket (`GET /v1/tts`) takes `pcm` at any of [`PCM_RATES`].
 
 use crate::audio::{sample_to_i16, AudioError, StreamResampler};
 use crate::speech::PcmuStream;
@@ -13,6 +15,9 @@ use crate::synth::PcmChunk;
 
 /// OpenAI's `pcm` rate.
 pub const PCM_RATE: u32 = 24_000;
+/// The `pcm` rates the streaming socket offers (the resampler takes any
+/// pair; these are the ones with 20 ms blocks and players that expect them).
+pub const PCM_RATES: [u32; 6] = [8_000, 16_000, 22_050, 24_000, 44_100, 48_000];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseFormat {
@@ -55,9 +60,14 @@ pub enum Encoder {
 
 impl Encoder {
     pub fn new(format: ResponseFormat, engine_rate: u32) -> Result<Self, AudioError> {
+        Self::at(format, engine_rate, PCM_RATE)
+    }
+
+    /// As [`Encoder::new`], with `pcm` at `pcm_rate` instead of OpenAI's.
+    pub fn at(format: ResponseFormat, engine_rate: u32, pcm_rate: u32) -> Result<Self, AudioError> {
         Ok(match format {
             ResponseFormat::Wav => Encoder::Wav { header_sent: false },
-            ResponseFormat::Pcm => Encoder::Pcm(StreamResampler::new(engine_rate, PCM_RATE)?),
+            ResponseFormat::Pcm => Encoder::Pcm(StreamResampler::new(engine_rate, pcm_rate)?),
             ResponseFormat::Ulaw => Encoder::Ulaw(PcmuStream::new(engine_rate)?),
         })
     }

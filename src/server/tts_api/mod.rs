@@ -16,9 +16,15 @@
 //! The response starts with the first synthesized chunk (so a failure to
 //! start is still an error status); a client that goes away cancels the
 //! synthesis. Behind the API token like every other route.
+//!
+//! Beside it, for clients that stream text in: `GET /v1/tts`, a WebSocket
+//! (`stream/`: text in clause by clause, audio and word timings out), and
+//! `POST /v1/warmup` (`warmup.rs`: voices loaded and run once).
 
 mod format;
 mod request;
+pub mod stream;
+pub mod warmup;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,7 +44,7 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::state::Server;
 use crate::speech::Synthesized;
-pub use format::{ResponseFormat, PCM_RATE};
+pub use format::{ResponseFormat, PCM_RATE, PCM_RATES};
 use format::Encoder;
 pub use request::{SpeechRequest, MAX_INPUT_CHARS};
 
@@ -56,7 +62,7 @@ pub async fn speech(State(server): State<Arc<Server>>, body: Result<Json<SpeechR
     }
     server.speech.admit(server.calls.len()).map_err(|r| ApiError::busy(r.reason, Some(r.retry_after)))?;
     let t0 = Instant::now();
-    let mut audio = server.speech.stream(&speak.text, Some(&speak.voice), speak.options);
+    let mut audio = server.speech.stream(&speak.text, Some(&speak.voice), speak.options, Duration::ZERO);
     let first = match audio.recv().await {
         Some(Synthesized::Chunk(chunk)) => chunk,
         Some(Synthesized::Failed(message)) => return Err(ApiError::internal("synthesis_failed", message)),

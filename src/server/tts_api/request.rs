@@ -51,30 +51,42 @@ impl SpeechRequest {
         if chars > MAX_INPUT_CHARS {
             return Err(E::bad_request("input_too_long", format!("`input` has {chars} characters; at most {MAX_INPUT_CHARS} (split it)")));
         }
-        if !voices.iter().any(|v| *v == self.voice) {
-            let message = format!("no voice `{}`; voices: {}", self.voice, voices.join(", "));
-            return Err(E::bad_request("unknown_voice", message));
-        }
+        check_voice(&self.voice, voices)?;
         let format = ResponseFormat::parse(self.response_format.as_deref().unwrap_or("mp3")).map_err(|m| E::bad_request("unsupported_format", m))?;
         if self.stream_format.as_deref().is_some_and(|f| f != "audio") {
             return Err(E::bad_request("unsupported_stream_format", "`stream_format` must be \"audio\" (voxline streams raw audio, not SSE)"));
         }
-        let mut options = base.clone();
-        if let Some(preset) = crate::synth::Preset::parse(&self.model) {
-            options.preset = Some(preset);
-        }
-        if let Some(speed) = self.speed {
-            if !SPEED_RANGE.contains(&speed) {
-                return Err(E::bad_request("invalid_speed", format!("`speed` is {speed}; it must be within 0.25..=4.0")));
-            }
-            if speed != 1.0 {
-                // Piper's length_scale is the inverse of speed (1.0 is every
-                // bundled voice's default).
-                options.length_scale = Some(options.length_scale.unwrap_or(1.0) / speed);
-            }
-        }
+        let options = synth_options(base, Some(&self.model), self.speed)?;
         Ok(Speak { text: self.input, voice: self.voice, format, options })
     }
+}
+
+/// `voice` is one of `voices`, or an `unknown_voice` error that lists them.
+pub fn check_voice(voice: &str, voices: &[String]) -> Result<(), ApiError> {
+    if voices.iter().any(|v| v == voice) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request("unknown_voice", format!("no voice `{voice}`; voices: {}", voices.join(", "))))
+}
+
+/// The server's options (`base`) with a request's preset (`model`, when it
+/// names one) and `speed` applied.
+pub fn synth_options(base: &SynthOptions, model: Option<&str>, speed: Option<f32>) -> Result<SynthOptions, ApiError> {
+    let mut options = base.clone();
+    if let Some(preset) = model.and_then(crate::synth::Preset::parse) {
+        options.preset = Some(preset);
+    }
+    if let Some(speed) = speed {
+        if !SPEED_RANGE.contains(&speed) {
+            return Err(ApiError::bad_request("invalid_speed", format!("`speed` is {speed}; it must be within 0.25..=4.0")));
+        }
+        if speed != 1.0 {
+            // Piper's length_scale is the inverse of speed (1.0 is every
+            // bundled voice's default).
+            options.length_scale = Some(options.length_scale.unwrap_or(1.0) / speed);
+        }
+    }
+    Ok(options)
 }
 
 #[cfg(test)]
