@@ -346,6 +346,30 @@ fn the_conversation_relay_dialect_drives_a_call_like_twilio_does() {
     assert_eq!(digits_sent(&events), "12#", "{events:?}");
     assert!(events.iter().filter(|e| e.1).count() >= 9, "three end packets per digit: {events:?}");
 
+    // interruptible (Twilio's default `any`): a key press while the agent speaks stops the
+    // speech at once; the agent hears `interrupt` (what was heard), then the digit.
+    agent.send(json!({"type": "text", "token": "Our opening hours are nine to five on weekdays, and ten to two on Saturdays.", "last": true}));
+    let speaking = media.collect(Duration::from_millis(1500));
+    assert!(speaking.iter().filter(|p| p.3 == 0 && p.4.iter().any(|&b| b != 0xFF)).count() > 10, "the agent speaks");
+    for (i, (end, dur)) in [(false, 160u16), (false, 320), (true, 480), (true, 480), (true, 480)].iter().enumerate() {
+        let payload = [7u8, if *end { 0x80 | 10 } else { 10 }, (dur >> 8) as u8, *dur as u8];
+        media.sock.send_to(&rtp(101, 200 + i as u16, 24000, ssrc, i == 0, &payload), server_media).unwrap();
+    }
+    let pressed = Instant::now();
+    agent.wait_for("dtmf", WAIT);
+    while agent.all("dtmf").len() < 2 {
+        assert!(pressed.elapsed() < WAIT, "no dtmf for the 7: {:?}", agent.events);
+        agent.pump(Duration::from_millis(20));
+    }
+    let kinds: Vec<&str> = agent.events.iter().map(|(_, e)| e["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(&kinds[kinds.len() - 2..], ["interrupt", "dtmf"], "the digit interrupts, then is reported: {kinds:?}");
+    let cut = agent.all("interrupt").pop().unwrap();
+    assert!(cut["utteranceUntilInterrupt"].as_str().is_some_and(|h| h.starts_with("Our opening hours")), "{cut}");
+    std::thread::sleep(Duration::from_millis(100));
+    media.drain();
+    let after = media.collect(Duration::from_millis(800));
+    assert!(after.iter().filter(|p| p.3 == 0 && p.4.iter().any(|&b| b != 0xFF)).count() <= 2, "the speech stopped on the key press");
+
     // Unsupported verbs get ConversationRelay errors; `end` hands the call off: the
     // socket closes and the call stays up until something else ends it.
     agent.send(json!({"type": "play", "source": "https://example.com/a.mp3"}));
