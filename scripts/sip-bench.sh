@@ -89,16 +89,21 @@ probe="$bindir/voxline-rtp-probe"
 "$bin" serve --help >/dev/null 2>&1 || die "$bin has no 'serve' subcommand"
 # sipp sets every call up from one address at --rate: no per-source INVITE
 # limit, and room for every call set up at once to be unacknowledged.
+max_n="$(printf '%s\n' $calls_list | sort -n | tail -n1)"
+max_calls=$((max_n > 2000 ? max_n : 2000))
 door=()
 if "$bin" serve --help 2>/dev/null | grep -q -- '--invite-rate'; then
-    door=(--invite-rate 0 --max-unconfirmed 4000)
+    door=(--invite-rate 0 --max-unconfirmed "$((max_n > 4000 ? max_n : 4000))")
 fi
 export VOXLINE_MODELS="${VOXLINE_MODELS:-$root/models}"
 "$bin" fetch-voice >&2
 
-# Sockets: voxline holds 4 per call, sipp's RTP engine 1 in all (plus logs).
+# Sockets: voxline holds 4 per call, sipp's RTP engine 1 in all (plus logs);
+# RTP ports: voxline takes 2 per call from --rtp-ports 20000-29999 (5000 calls).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 8192 ] || say "warning: ulimit -n is $(ulimit -n); 1000 calls may run out of descriptors"
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((4 * max_n + 1000)) ] ||
+    say "warning: ulimit -n is $(ulimit -n); $max_n calls need about $((4 * max_n + 1000)) descriptors"
+[ "$max_n" -le 5000 ] || die "--calls: at most 5000 (voxline's RTP ports 20000-29999 hold 5000 calls)"
 
 work="$(mktemp -d /tmp/sip-bench.XXXXXX)"
 results="$work/results.jsonl"
@@ -282,7 +287,7 @@ run_one() { # SENDER N ORDER
     if [ "$sender" = voxline ]; then
         say "[$tag] starting voxline serve"
         spawn "$tag-server" $((budget + 120)) "$bin" serve --sip 127.0.0.1:0 --http 127.0.0.1:0 --rtp-ports 20000-29999 \
-            --rtp-timeout 0 --max-calls 2000 --greeting "$greeting" "${door[@]}"
+            --rtp-timeout 0 --max-calls "$max_calls" --greeting "$greeting" "${door[@]}"
         server_pid="$SPAWNED" server_child="$CHILD"
         for _ in $(seq 1200); do
             grep -q '^ready ' "$work/$tag-server.out" 2>/dev/null && break
@@ -528,7 +533,8 @@ print("## SIP concurrency")
 print()
 print("N concurrent calls, each sending 20 ms PCMU RTP to one receiver that timestamps every packet "
       "in the kernel (`voxline-rtp-probe`, streams told apart by SSRC). voxline's row is `voxline serve` "
-      "answering N sipp calls (greeting from the cache, then silence frames, from its one pacing thread). "
+      "answering N sipp calls (greeting from the cache, then silence frames, from its pacing threads: one per core, "
+      "each pacing its share of the calls). "
       "The reference row is another RTP sender measured the same way in the same invocation: "
       "sipp's own RTP engine (`rtp_stream`, PCMU, looped), N calls from a sipp UAC to a sipp UAS whose answer "
       "points at the probe. Runs alternate voxline-first / sipp-first from one N to the next.")

@@ -160,3 +160,37 @@ fn raise_priority() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{MediaConfig, MediaLeg, RemoteMedia};
+    use std::time::Duration;
+
+    fn call(id: &str) -> Arc<CallMedia> {
+        let (leg, _queue) = MediaLeg::track();
+        let remote = RemoteMedia::awaiting_answer("127.0.0.1".parse().unwrap());
+        CallMedia::new(id.into(), leg, remote, MediaConfig::default(), tokio::sync::mpsc::unbounded_channel().0)
+    }
+
+    #[test]
+    fn a_call_joins_the_least_loaded_shard_and_a_closed_one_frees_its_place() {
+        let pacer = Pacer::with_threads(2).unwrap();
+        assert_eq!(pacer.threads(), 2);
+        let calls: Vec<_> = (0..3).map(|i| call(&i.to_string())).collect();
+        for c in &calls {
+            pacer.add(c.clone());
+        }
+        assert_eq!(pacer.loads(), [2, 1], "0 and 2 on shard 0, 1 on shard 1");
+        calls[0].close();
+        calls[2].close();
+        let t = pacer.ticks();
+        while pacer.ticks() < t + 2 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pacer.loads(), [0, 1], "closed calls leave their shard at its next tick");
+        pacer.add(call("3"));
+        assert_eq!(pacer.loads(), [1, 1]);
+        assert_eq!(pacer.len(), 2);
+    }
+}
