@@ -97,7 +97,8 @@ pub enum RegistrationState {
     Registering,
     /// The registrar accepted the binding; it is refreshed before it expires.
     Registered,
-    /// The last attempt failed (refused, or unanswered); another follows after the backoff.
+    /// The last attempt failed (refused, or unanswered); another follows after the backoff, and
+    /// the state stays until one succeeds.
     Failed,
     /// The REGISTER with `Expires: 0` is out.
     Unregistering,
@@ -316,9 +317,6 @@ impl Registration {
         self.stale_retried = false;
         self.raised_expires = false;
         self.unanswered = 0;
-        if self.status.state != RegistrationState::Registered {
-            self.status.state = RegistrationState::Registering;
-        }
     }
 
     /// The REGISTER in flight got no final response in time: the next destination, or a

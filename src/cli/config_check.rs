@@ -28,6 +28,10 @@ pub fn render(layers: &Layers) -> String {
         let _ = writeln!(out, "# (flags given to `serve` override it; secrets masked).");
     }
     for section in sections() {
+        if section == "trunk" {
+            out += &super::config_trunks::render(layers, &describe(&layers.source("trunks")));
+            continue;
+        }
         let _ = writeln!(out, "\n[{section}]");
         for key in KEYS.iter().filter(|k| k.section == section) {
             let arg = serve.get_arguments().find(|a| a.get_id() == key.arg).expect("every key names a serve flag (tested)");

@@ -39,6 +39,7 @@ pub const KEYS: &[Key] = &[
     key("sip", "invite_rate", "invite_rate"),
     key("sip", "invite_burst", "invite_burst"),
     key("sip", "max_unconfirmed", "max_unconfirmed"),
+    key("sip", "dns_server", "dns_server"),
     key("http", "listen", "http"),
     key("http", "api_token", "api_token"),
     key("http", "public_url", "public_url"),
@@ -88,6 +89,9 @@ pub const KEYS: &[Key] = &[
     key("engine", "model_repo", "model_repo"),
     key("engine", "model_revision", "model_revision"),
     key("engine", "dtype", "dtype"),
+    // `[[trunk]]` tables, one per `--trunk` (config_trunks.rs); last, as TOML's array
+    // tables take every key up to the next header.
+    key("trunk", "[[trunk]]", "trunks"),
 ];
 
 /// The sections, in the order of [`KEYS`].
@@ -160,6 +164,8 @@ impl ConfigFile {
 
     /// Checks every key and value of `text`; every problem found, in line order.
     pub fn parse(text: &str, serve: &Command) -> Result<ConfigFile, Vec<Problem>> {
+        let (text, trunks) = super::config_trunks::split(text);
+        let text = text.as_str();
         let line = |offset: usize| text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1;
         // A key outside any section is reported as such (not as "expected a map").
         let top: std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>> =
@@ -197,6 +203,11 @@ impl ConfigFile {
                     Err(message) => problems.push(Problem { line: at, message }),
                 }
             }
+        }
+        match super::config_trunks::read(&trunks, &line) {
+            Ok(Some(setting)) => settings.push(setting),
+            Ok(None) => {}
+            Err(more) => problems.extend(more),
         }
         if problems.is_empty() {
             settings.sort_by_key(|s| s.line);

@@ -7,6 +7,7 @@
 
 pub mod config_check;
 pub mod config_file;
+pub mod config_trunks;
 pub mod serve;
 
 use std::ffi::OsString;

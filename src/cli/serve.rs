@@ -123,6 +123,17 @@ pub struct ServeArgs {
     /// never ACK recycles its own slots, not those of real callers).
     #[arg(long, env = "VOXLINE_MAX_UNCONFIRMED", default_value_t = 64)]
     pub max_unconfirmed: usize,
+    /// A SIP trunk to call out through (`"trunk"` in POST /v1/calls) and, with
+    /// register=yes, to register with: name=NAME,host=HOST[,port=N][,transport=udp]
+    /// [,proxy=HOST[:PORT]][,username=U,password=P][,register=yes][,from_user=U]
+    /// [,from_domain=D][,expires=S][,retry=S][,timeout=S]; `\,` for a comma in a value.
+    /// Repeatable (docs/sip.md, "Trunks").
+    #[arg(long = "trunk", env = "VOXLINE_TRUNK", hide_env_values = true, value_parser = voxline::server::trunks::Trunk::parse)]
+    pub trunks: Vec<voxline::server::trunks::Trunk>,
+    /// DNS server (IP[:PORT], port 53 by default) for trunk host names, instead of the
+    /// system's resolver (RFC 3263 NAPTR, SRV, A/AAAA lookups).
+    #[arg(long, env = "VOXLINE_DNS_SERVER", value_parser = voxline::server::trunks::resolve::parse_server)]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// Close an HTTP connection whose request headers have not all arrived
     /// within this many seconds (also a keep-alive connection idle this long).
     #[arg(long, env = "VOXLINE_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
@@ -200,6 +211,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         (args.voice.any_engine()?, voxline::speech::VoiceCatalog::none())
     };
     let media_ip = args.sip.ip();
+    voxline::server::trunks::Trunks::check(&args.trunks).map_err(anyhow::Error::msg).context("--trunk")?;
     let config = ServerConfig {
         sip_listen: args.sip,
         http_listen: args.http,
@@ -237,6 +249,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             source_policy: if args.nat { SourcePolicy::Latch { window: std::time::Duration::from_secs(5) } } else { SourcePolicy::Strict },
         },
         pacer_threads: args.pacer_threads,
+        trunks: voxline::server::trunks::Trunks::new(args.trunks.clone(), args.dns_server),
         answer_policy: voxline_sdp::AnswerPolicy::default(),
         // No version: it would tell an attacker which bugs to try.
         user_agent: "voxline".into(),

@@ -19,6 +19,8 @@ pub enum SipCommand {
     Dial { call: Box<Dial>, reply: oneshot::Sender<Result<(), String>> },
     /// A transfer or INFO DTMF in the call's dialog (the agent's control socket).
     InDialog { call: SipHandle, request: super::control::InDialog },
+    /// A trunk's registration: start it, or remove them all at shutdown.
+    Trunk(super::trunks::TrunkCommand),
 }
 
 /// A call to place: everything is ready but the INVITE.

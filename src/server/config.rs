@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub media: MediaConfig,
     /// Pacing threads (shards of the calls' RTP clock); 0: one per core.
     pub pacer_threads: usize,
+    /// Named trunks (`--trunk`, `[[trunk]]`) and their registrations' state.
+    pub trunks: std::sync::Arc<super::trunks::Trunks>,
     pub answer_policy: voxline_sdp::AnswerPolicy,
     pub user_agent: String,
     /// Bearer token required by the HTTP API and sockets (none: open).

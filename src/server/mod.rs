@@ -34,6 +34,7 @@ pub mod outbound;
 pub mod sip;
 pub mod sip_dialog;
 pub mod state;
+pub mod trunks;
 pub mod tts_api;
 pub mod twilio;
 pub mod web;
@@ -116,6 +117,7 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
             tracing::info!(signal = which, "stopping");
             let timeout = server.config.drain_timeout;
             drain::drain(&server, &mut signals, timeout).await;
+            trunks::unregister(&server, std::time::Duration::from_secs(3)).await;
         }
     }
     Ok(())

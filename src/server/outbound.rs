@@ -1,7 +1,7 @@
 //! Calls out: an agent asks voxline to call a phone.
 //!
 //! ```text
-//! POST /v1/calls {"to": "sip:+15551234567@192.0.2.1:5060", "from"?, "headers"?, "greeting"?,
+//! POST /v1/calls {"to": "sip:+15551234567@192.0.2.1:5060", "trunk"?, "from"?, "headers"?, "greeting"?,
 //!                 "voice"?, "preset"?, "auth"?: {"username", "password"}}  -> 201 {"call": "c..."}
 //! ```
 //!
@@ -13,7 +13,10 @@
 //! `call.failed` {status, reason} and `call.ended`. Hanging up sends CANCEL while it rings, BYE
 //! after.
 //!
-//! Limits: UDP; the URI's host must be an IP address (no DNS yet); a call rings at most
+//! Through a trunk (`"trunk": NAME`, [`super::trunks`]) the Request-URI's host, From, the
+//! credentials and the outbound proxy come from the trunk, whose host may be a name (RFC 3263).
+//!
+//! Limits: UDP; without a trunk the URI's host must be an IP address; a call rings at most
 //! [`RING_TIMEOUT`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,8 +51,13 @@ pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceCall {
-    /// A `sip:` URI whose host is an IP address, e.g. `sip:+15551234567@192.0.2.1:5060`.
+    /// A `sip:` URI whose host is an IP address, e.g. `sip:+15551234567@192.0.2.1:5060`; with
+    /// `trunk`, a number or user (or a `sip:` URI whose user part is taken).
     to: String,
+    /// Call through this trunk (`--trunk`): its host in the Request-URI, its From, credentials
+    /// and outbound proxy.
+    #[serde(default)]
+    trunk: Option<String>,
     /// Our address in From (a `sip:` URI); voxline's own when absent.
     #[serde(default)]
     from: Option<String>,
@@ -94,11 +102,18 @@ pub async fn place(State(server): State<Arc<Server>>, body: Result<Json<PlaceCal
         .and_then(|c| c.with_agent(body.agent_url.as_deref(), body.agent_dialect.as_deref()))
         .map_err(|(code, message)| E::bad_request(code, message))?;
     let to = body.to.trim().trim_start_matches('<').trim_end_matches('>');
-    let mut request = CallRequest::direct(to, String::new()).map_err(|e| E::bad_request("invalid_uri", e.to_string()))?;
+    let mut request = match body.trunk.as_deref() {
+        Some(trunk) => super::trunks::dial::request(&server.config.trunks, trunk, to).await.map_err(|(code, message)| E::bad_request(code, message))?,
+        None => CallRequest::direct(to, String::new()).map_err(|e| E::bad_request("invalid_uri", e.to_string()))?,
+    };
     check_family(&server, request.destination).map_err(|e| E::bad_request("invalid_uri", e))?;
-    request.from = body.from.map(|f| if f.contains('<') { f } else { format!("<{f}>") });
+    if let Some(from) = body.from {
+        request.from = Some(if from.contains('<') { from } else { format!("<{from}>") });
+    }
     request.headers = body.headers.into_iter().collect();
-    request.credentials = body.auth.map(|a| Credentials { username: a.username, password: a.password });
+    if let Some(auth) = body.auth {
+        request.credentials = Some(Credentials { username: auth.username, password: auth.password });
+    }
     request.ring_timeout = Some(RING_TIMEOUT);
     server.admit("sip", "outbound").map_err(|r| E::busy(r.reason, Some(r.retry_after)))?;
 

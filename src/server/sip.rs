@@ -24,6 +24,7 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
     let mut buf = vec![0u8; 65536];
     let mut ringing: Vec<Pending> = Vec::new();
     let mut outbound = Outbound::default();
+    let mut registrar = super::trunks::Registrar::start(&server);
     let mut door = Door { rate: InviteRate::new(&server.config.flood), unconfirmed: Unconfirmed::new(server.config.flood.max_unconfirmed) };
     loop {
         let next_answer = ringing.iter().map(|p| p.at).min();
@@ -78,10 +79,15 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
                     let _ = reply.send(outbound.dial(&server, &mut endpoint, *call));
                 }
                 SipCommand::InDialog { call, request } => super::sip_dialog::request(&server, &mut endpoint, call, request),
+                SipCommand::Trunk(command) => registrar.on_command(&mut endpoint, command),
             },
         }
         // Events first (answers queue more datagrams), then everything out.
         while let Some(event) = endpoint.poll_event() {
+            if let Event::Registration { registration, status } = &event {
+                registrar.on_event(*registration, status);
+                continue;
+            }
             handle_event(&server, &mut endpoint, event, &mut ringing, &mut outbound, &mut door);
         }
         while let Some(t) = endpoint.poll_transmit() {

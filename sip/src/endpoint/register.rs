@@ -154,6 +154,7 @@ impl Endpoint {
             now.state != before.state
                 || now.expires_at != before.expires_at
                 || now.last_error != before.last_error
+                || now.failures != before.failures
         });
         if changed {
             self.report_registration(handle);
