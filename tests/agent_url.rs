@@ -300,11 +300,18 @@ fn a_conversation_relay_agent_gets_twilios_setup_and_end_hands_the_call_off() {
     assert_eq!(call.state, "active", "the call stays up after the handoff: {call:?}");
     assert!(events.find("call.ended").is_none(), "nothing ended the call");
 
-    // The next step here is a hangup over the API: our BYE ends sipp's scenario.
-    assert_eq!(server.hangup(&id).status, 202, "the hangup is accepted");
+    // The next step here is another agent, named over the API; it hangs up: our BYE ends sipp's scenario.
+    let bad = server.post(&format!("/v1/calls/{id}/agent"), &json!({"agent_url": "http://x/"}).to_string());
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let r = server.post(&format!("/v1/calls/{id}/agent"), &json!({"agent_url": agents.url, "agent_dialect": "native"}).to_string());
+    assert_eq!(r.status, 202, "{}", r.body);
+    let mut next = agents.next(WAIT);
+    let attached = next.wait_for("call.attached", WAIT);
+    assert_eq!(attached["call"], id.as_str(), "the next agent gets the same call: {attached}");
+    next.send(json!({"type": "hangup"}));
     sipp.wait().assert_success("uac_relay_caller: INVITE, 200, ACK, then our BYE");
     let reason = ended_reason(&mut events, WAIT);
-    assert!(!reason.starts_with("agent"), "ended by the API, not by the agent's leaving: {reason}");
+    assert!(!reason.starts_with("agent_"), "the next agent hung up; the handoff ended nothing: {reason}");
 }
 
 /// A `wss://` agent: a TLS WebSocket server whose certificate a CA made here

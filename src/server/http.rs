@@ -45,6 +45,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/calls", post(super::outbound::place))
         .route("/v1/trunks", get(super::trunks::list))
         .route("/v1/calls/{id}/control", get(super::control::upgrade))
+        .route("/v1/calls/{id}/agent", post(super::control::agent_url::attach))
         .route("/v1/events", get(super::events::upgrade))
         .route("/v1/webrtc/offer", post(super::webrtc::offer))
         .route("/v1/voices", get(voices))

@@ -13,10 +13,18 @@
 //! | the call ends | `call.ended` to the agent, then close |
 //!
 //! `ws://` or `wss://`: TLS with the Mozilla roots and `--agent-ca`'s
-//! (`agent_tls.rs`).
+//! (`agent_tls.rs`). `POST /v1/calls/{id}/agent` connects a live call to an
+//! agent later, e.g. the next one after a ConversationRelay handoff.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,7 +36,8 @@ use super::dialect::Dialect;
 use super::session::Defaults;
 use super::transport::{AgentFrame, AgentMessage, ControlTransport, Gone};
 use super::{drive, Detached, MAX_FRAME};
-use crate::server::calls::Call;
+use crate::server::calls::{Call, CallState};
+use crate::server::error::ApiError;
 use crate::server::state::Server;
 
 /// Waits between connection attempts; the last one repeats.
@@ -101,6 +110,45 @@ impl Default for AgentPolicy {
 pub fn connect(server: &Arc<Server>, call: Arc<Call>) {
     let Some(target) = call.agent().or_else(|| server.config.agent.default.clone()) else { return };
     tokio::spawn(supervise(server.clone(), call, target));
+}
+
+/// The body of `POST /v1/calls/{id}/agent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRequest {
+    agent_url: String,
+    #[serde(default)]
+    agent_dialect: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Connecting {
+    call: String,
+    agent_url: String,
+}
+
+/// `POST /v1/calls/{id}/agent` `{"agent_url": "ws(s)://...", "agent_dialect"?}`:
+/// connects the call to that agent as `--agent-url` would (a ringing call
+/// once it is answered). 202; 400 for a bad URL, 404 for no such call.
+pub async fn attach(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+    body: Result<Json<AgentRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
+    let bad = |e: String| ApiError::bad_request("invalid_agent_url", e);
+    let target = AgentTarget::new(&body.agent_url, Dialect::from_name(body.agent_dialect.as_deref()).map_err(bad)?).map_err(bad)?;
+    let call = server.calls.get(&id).ok_or_else(|| ApiError::unknown_call(&id))?;
+    call.set_agent(Some(target.clone()));
+    match call.state() {
+        CallState::Ringing => {}
+        CallState::Ended => return Err(ApiError::unknown_call(&id)),
+        CallState::Answered | CallState::Active => {
+            tracing::info!(call = %call.id, "connecting the call to the agent named by the API");
+            tokio::spawn(supervise(server.clone(), call, target.clone()));
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(Connecting { call: id, agent_url: target.url })).into_response())
 }
 
 /// Keeps the call connected to its agent until the call ends, the agent
