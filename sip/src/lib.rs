@@ -56,7 +56,9 @@
 //!   (`incoming`: requests we receive; `outgoing`: calls we place; `transfer`, `info`: REFER
 //!   and INFO in a dialog; `session`: session refreshes and UPDATE, RFC 4028 and 3311).
 //!
-//! Only UDP is supported, and no DNS: calls go to IP addresses.
+//! Only UDP is supported, and the core does no DNS: requests go to socket addresses, which the
+//! application resolves (voxline's trunks: RFC 3263 NAPTR/SRV/A, then
+//! [`RegisterRequest::destinations`] in order).
 
 #![warn(missing_docs)]
 

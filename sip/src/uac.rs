@@ -38,7 +38,8 @@ impl fmt::Debug for Credentials {
 pub struct CallRequest {
     /// Who is called: the Request-URI, e.g. `sip:+15551234567@192.0.2.1:5060`.
     pub request_uri: String,
-    /// Where the INVITE goes: the callee's address, or an outbound proxy's. No DNS here.
+    /// Where the INVITE goes: the callee's address, or an outbound proxy's. No DNS here: the
+    /// application resolves names (RFC 3263) and gives the address.
     pub destination: SocketAddr,
     /// The To header value; `<request_uri>` by default.
     pub to: String,
@@ -86,7 +87,8 @@ impl CallRequest {
         let sip = sip_uri(uri)?;
         let Some(ip) = sip.host.ip() else {
             return Err(invalid(format!(
-                "`{}` is a host name; calls go to IP addresses only for now (no DNS lookups yet)",
+                "`{}` is a host name; a direct call goes to IP addresses only (the endpoint does no DNS): \
+                 resolve it first, or call through a trunk whose host it is",
                 sip.host
             )));
         };
