@@ -46,6 +46,11 @@ fn sigterm_refuses_new_calls_lets_speech_finish_and_byes_every_caller() {
     let refused = sip_new.final_response(&invite, Duration::from_secs(3)).expect("a final response");
     assert_eq!(refused.msg.status(), Some(503), "{}", sip_new.transcript());
     assert!(refused.msg.header("Retry-After").is_some(), "{}", sip_new.transcript());
+    // A dispatcher's OPTIONS health probe sees the same answer and stops sending calls here.
+    let options = sip_new.request("OPTIONS");
+    sip_new.send(&options);
+    let probe = sip_new.final_response(&options, Duration::from_secs(3)).expect("an answer to OPTIONS");
+    assert_eq!(probe.msg.status(), Some(503), "{}", sip_new.transcript());
 
     // The talking call ends only once its speech has played.
     let talking_bye = answer_bye(&sip_talking, Duration::from_secs(15));

@@ -34,6 +34,25 @@ fn options_outside_a_dialog_gets_our_capabilities() {
 }
 
 #[test]
+fn options_while_unavailable_gets_503_with_retry_after_until_available_again() {
+    // A dispatcher's health probe must see a draining server as down, the answer an
+    // INVITE would get (RFC 3261 11.2); calls already up still get their in-dialog answers.
+    let mut ep = endpoint();
+    let now = Instant::now();
+    let (_call, tag) = established_call(&mut ep, now, "o5");
+    ep.set_unavailable(Some(5));
+    Req::new("OPTIONS", "o4", "z9hG4bK-o4").send(&mut ep, now);
+    let r = one(&mut ep);
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.header("Retry-After").unwrap(), "5");
+    Req::new("OPTIONS", "o5", "z9hG4bK-o5o").with_to_tag(&tag).cseq(2).send(&mut ep, now);
+    assert_eq!(one(&mut ep).status(), 200, "in-dialog OPTIONS of a live call");
+    ep.set_unavailable(None);
+    Req::new("OPTIONS", "o6", "z9hG4bK-o6").send(&mut ep, now);
+    assert_eq!(one(&mut ep).status(), 200);
+}
+
+#[test]
 fn retransmitted_stateless_answers_are_identical() {
     let mut ep = endpoint();
     let options = Req::new("OPTIONS", "o2", "z9hG4bK-o2");

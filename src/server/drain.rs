@@ -4,7 +4,8 @@
 //! live call ends with a BYE once its current speech has played, within
 //! `--drain-timeout`; whatever is left then is ended at once. A second
 //! signal ends every call at once. Either way every caller gets a BYE
-//! before the process exits 0.
+//! before the process exits 0, and every events socket its last events and
+//! a close frame (1001, going away).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -19,6 +20,8 @@ use super::state::Server;
 const POLL: Duration = Duration::from_millis(100);
 /// How long the BYEs sent at the end are given to complete.
 const BYE_GRACE: Duration = Duration::from_secs(3);
+/// How long the events sockets are given to send their last events and close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// SIGTERM and SIGINT.
 pub struct Signals {
@@ -78,6 +81,12 @@ pub async fn drain(server: &Arc<Server>, signals: &mut Signals, timeout: Duratio
     let grace = tokio::time::Instant::now() + BYE_GRACE;
     while !server.calls.is_empty() && tokio::time::Instant::now() < grace {
         tokio::time::sleep(POLL).await;
+    }
+    // Events sockets get the last call.ended events, then a close frame (1001).
+    server.lifecycle.close();
+    let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+    while server.lifecycle.closing() > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!(left = server.calls.len(), "drained; exiting");
 }

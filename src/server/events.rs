@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -109,6 +109,10 @@ async fn run(server: Arc<Server>, mut socket: WebSocket, decide: bool) {
                 None => {
                     if lifecycle.overflowed() {
                         let _ = socket.send(error("too_slow", "this socket left too many events unread and is closed")).await;
+                    } else {
+                        // The server is shutting down (after the drain): say so.
+                        let close = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+                        let _ = socket.send(Message::Close(Some(close))).await;
                     }
                     break;
                 }

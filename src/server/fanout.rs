@@ -47,11 +47,14 @@ struct Subscriber<E> {
 /// The publishing side.
 pub struct Fanout<E> {
     subscribers: Mutex<Vec<Subscriber<E>>>,
+    /// After [`Fanout::close`]: the closed subscriptions' counters, to tell when
+    /// their readers are gone.
+    closed: Mutex<Vec<Arc<Counters>>>,
 }
 
 impl<E> Default for Fanout<E> {
     fn default() -> Self {
-        Self { subscribers: Mutex::new(Vec::new()) }
+        Self { subscribers: Mutex::new(Vec::new()), closed: Mutex::new(Vec::new()) }
     }
 }
 
@@ -82,6 +85,17 @@ impl<E: Event> Fanout<E> {
             c.queued.fetch_add(1, Ordering::Relaxed);
             s.tx.send(event.clone()).is_ok()
         });
+    }
+
+    /// Ends every subscription (shutdown): each reads what is queued, then `None`.
+    pub fn close(&self) {
+        let subscribers = std::mem::take(&mut *self.lock());
+        self.closed.lock().unwrap_or_else(|e| e.into_inner()).extend(subscribers.into_iter().map(|s| s.counters));
+    }
+
+    /// Closed subscriptions whose readers have not let go of them yet.
+    pub fn closing(&self) -> usize {
+        self.closed.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|c| Arc::strong_count(c) > 1).count()
     }
 
     /// Subscribers still listening.
@@ -152,6 +166,25 @@ mod tests {
         fn droppable(&self) -> bool {
             matches!(self, Ev::Audio(_))
         }
+    }
+
+    #[test]
+    fn close_delivers_what_is_queued_then_ends_and_tells_when_readers_are_gone() {
+        let fanout = Fanout::default();
+        let mut a = fanout.subscribe();
+        let b = fanout.subscribe();
+        fanout.publish(Ev::Done(1));
+        fanout.close();
+        fanout.publish(Ev::Done(2));
+        assert_eq!(fanout.closing(), 2);
+        assert_eq!(a.try_recv(), Some(Ev::Done(1)));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(a.recv()), None, "ended after the queued event, nothing published after close");
+        drop(a);
+        assert_eq!(fanout.closing(), 1);
+        drop(b);
+        assert_eq!(fanout.closing(), 0);
+        assert!(fanout.is_empty());
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
         };
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
-                Ok((n, from)) => endpoint.handle_datagram(Instant::now(), from, &buf[..n]),
+                Ok((n, from)) => {
+                    endpoint.set_unavailable(server.drain_retry_after());
+                    endpoint.handle_datagram(Instant::now(), from, &buf[..n]);
+                }
                 Err(e) => {
                     // ICMP port unreachable from a vanished peer shows up here on Linux; not fatal.
                     tracing::debug!(error = %e, "SIP socket receive error");

@@ -85,6 +85,11 @@ impl Server {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// While draining, the Retry-After (seconds) new callers and health probes are told.
+    pub fn drain_retry_after(&self) -> Option<u32> {
+        self.is_draining().then_some(DRAIN_RETRY_AFTER.as_secs() as u32)
+    }
+
     /// A call refused for load: `call.rejected` for the events socket and the webhook.
     pub fn rejected(self: &Arc<Self>, transport: &'static str, id: &str, refusal: &Refusal) {
         tracing::warn!(transport, id, reason = %refusal.reason, "call refused");

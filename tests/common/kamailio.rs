@@ -80,22 +80,25 @@ request_route {{
 impl Kamailio {
     /// Starts the proxy in front of `target` (the server's SIP address).
     pub fn start(target: SocketAddr) -> Kamailio {
-        require_tool(KAMAILIO, "install it with `scripts/setup.sh --test` (apt: kamailio)");
         let dir = scratch_dir("kamailio");
         let addr = SocketAddr::new(LOCALHOST, free_udp_port());
-        let cfg = dir.join("kamailio.cfg");
-        std::fs::write(&cfg, config(addr, target)).expect("write kamailio.cfg");
+        Kamailio::launch(dir, &config(addr, target), addr, &[])
+    }
+
+    /// Runs kamailio on the config text `cfg` (written into `dir`) that listens on
+    /// `addr`, with preprocessor `defines` (`kamailio -A NAME=VALUE`); returns once it
+    /// listens.
+    pub fn launch(dir: PathBuf, cfg: &str, addr: SocketAddr, defines: &[String]) -> Kamailio {
+        require_tool(KAMAILIO, "install it with `scripts/setup.sh --test` (apt: kamailio)");
+        let cfg_path = dir.join("kamailio.cfg");
+        std::fs::write(&cfg_path, cfg).expect("write kamailio.cfg");
         let log = std::fs::File::create(dir.join("kamailio.log")).expect("create kamailio.log");
-        let child = Command::new(KAMAILIO)
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("run kamailio");
+        let mut command = Command::new(KAMAILIO);
+        command.arg("-f").arg(&cfg_path).args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"]).arg(&dir);
+        for define in defines {
+            command.arg("-A").arg(define);
+        }
+        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("run kamailio");
         let mut proxy = Kamailio { child, addr, dir };
         proxy.wait_ready(Duration::from_secs(10));
         proxy

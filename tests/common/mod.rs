@@ -10,6 +10,7 @@ pub mod agent;
 pub mod asr;
 pub mod calls;
 pub mod chatterbox;
+pub mod dispatcher;
 pub mod harness;
 pub mod http;
 pub mod hub;

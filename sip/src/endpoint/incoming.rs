@@ -330,8 +330,14 @@ impl Endpoint {
 
     /// OPTIONS (11.2): our capabilities. Outside a dialog the answer is stateless (a
     /// retransmission gets the same bytes); inside one it goes through a transaction, since
-    /// the request moved the dialog's CSeq.
+    /// the request moved the dialog's CSeq. While new calls are refused (draining) an
+    /// out-of-dialog OPTIONS gets the `503` an INVITE would, which takes us out of a
+    /// dispatcher's rotation.
     fn on_options(&mut self, now: Instant, source: SocketAddr, request: &Request) {
+        if let (None, Some(retry)) = (request.to.tag(), self.unavailable) {
+            let reply = Reply::new(503).header(rsip::Header::RetryAfter(h::RetryAfter::from(retry.to_string())));
+            return self.respond_stateless(request, source, reply);
+        }
         let reply = Reply::new(200)
             .header(rsip::Header::Allow(h::Allow::from(message::ALLOW)))
             .header(rsip::Header::Accept(h::Accept::from(message::ACCEPT)))

@@ -80,6 +80,10 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Taking no new calls (draining): OPTIONS outside a dialog gets `503` with this
+    /// Retry-After (seconds), as an INVITE would (RFC 3261 11.2), so a dispatcher's health
+    /// probe sees it.
+    unavailable: Option<u32>,
 }
 
 impl Endpoint {
@@ -119,7 +123,14 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            unavailable: None,
         }
+    }
+
+    /// Whether new calls are taken: `Some(retry_after_secs)` while the application refuses
+    /// them (draining), so out-of-dialog OPTIONS answer `503` like the INVITEs do.
+    pub fn set_unavailable(&mut self, retry_after_secs: Option<u32>) {
+        self.unavailable = retry_after_secs;
     }
 
     /// Processes one received datagram.
