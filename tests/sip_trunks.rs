@@ -261,6 +261,22 @@ fn event_for(events: &mut Agent, kind: &str, id: &str) -> Value {
     }
 }
 
+const TOKEN: &str = "trunk-test-token";
+
+/// `GET path` with `Authorization: Bearer TOKEN` when given: (status, body).
+fn get_with_token(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.http).expect("connect to the HTTP API");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n", server.http).unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
 fn place(server: &Server, body: Value) -> String {
     let r = server.post("/v1/calls", &body.to_string());
     assert_eq!(r.status, 201, "POST /v1/calls {body} -> {} {}", r.status, r.body);
@@ -401,7 +417,7 @@ fn a_registrar_that_never_answers_is_retried_with_exponential_backoff() {
     let silent = UdpSocket::bind((LOCALHOST, 0)).unwrap();
     silent.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let spec = format!("name=silent,host=127.0.0.1,port={},username={USER},password={PASSWORD},register=yes,timeout=1,retry=1", silent.local_addr().unwrap().port());
-    let server = Server::start(&["--greeting", "", "--trunk", &spec]);
+    let server = Server::start(&["--greeting", "", "--api-token", TOKEN, "--trunk", &spec]);
     // Each attempt: a REGISTER and its retransmission at 0.5 s, given up after 1 s; then
     // waits of 1, 2, 4 s: attempts start at 0, 2, 5 and 10 s.
     let start = Instant::now();
@@ -422,7 +438,13 @@ fn a_registrar_that_never_answers_is_retried_with_exponential_backoff() {
     for (gap, expected) in gaps.iter().zip([2.0, 3.0, 5.0]) {
         assert!((gap - expected).abs() < 0.6, "gaps {gaps:?} s, expected 2, 3, 5 (1 s waiting + 1, 2, 4 s backoff)");
     }
-    let t = trunk(&server, "silent");
+    // GET /v1/trunks is behind the API token.
+    assert_eq!(get_with_token(&server, "/v1/trunks", None).0, 401);
+    let (status, body) = get_with_token(&server, "/v1/trunks", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let t = list["trunks"][0].clone();
+    assert_eq!(t["name"], "silent");
     assert_eq!(t["registration"]["state"], "failed", "{t}");
     assert_eq!(t["registration"]["last_error"]["status"], 408, "{t}");
     assert!(t["registration"]["failures"].as_u64().unwrap() >= 3, "{t}");
