@@ -11,7 +11,8 @@
 //! * wrong credentials: 407, one retry, 407 again -> `call.failed`, no third INVITE;
 //! * a registrar that never answers: REGISTER attempts 1 s apart, then 2 s, ... (backoff);
 //! * DNS: a trunk host by name, its first SRV target silent, registers with the second;
-//!   a call through a trunk by name reaches the sipp its SRV record names.
+//!   a call through a trunk by name, its first SRV target silent, reaches the sipp the
+//!   second SRV record names.
 //!
 //! Needs kamailio, sipp and dnsmasq (`scripts/setup.sh --test`). Every wait is bounded.
 
@@ -457,22 +458,26 @@ fn trunk_host_names_resolve_by_naptr_srv_and_a_and_fail_over_to_the_next_target(
     let kamailio = Kamailio::start();
     let silent = UdpSocket::bind((LOCALHOST, 0)).unwrap();
     silent.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let silent_callee = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    silent_callee.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let (rtp, _) = RtpCapture::bind();
     let callee_port = free_udp_port();
     let callee = SippCall::uas("uas_trunk_answer.xml", callee_port).rtp(rtp.addr).timeout(Duration::from_secs(30)).spawn();
     // reg.voxline.test: NAPTR -> _sip._udp.reg.voxline.test; SRV priority 10 a silent socket,
-    // priority 20 Kamailio. calls.voxline.test: no NAPTR; SRV -> the sipp callee.
+    // priority 20 Kamailio. calls.voxline.test: no NAPTR; SRV priority 10 a silent socket,
+    // priority 20 the sipp callee.
     let dns = Dnsmasq::start(&[
         "--naptr-record=reg.voxline.test,10,10,s,SIP+D2U,,_sip._udp.reg.voxline.test".into(),
         format!("--srv-host=_sip._udp.reg.voxline.test,silent.voxline.test,{},10,10", silent.local_addr().unwrap().port()),
         format!("--srv-host=_sip._udp.reg.voxline.test,kamailio.voxline.test,{},20,10", kamailio.addr.port()),
-        format!("--srv-host=_sip._udp.calls.voxline.test,callee.voxline.test,{callee_port},10,10"),
+        format!("--srv-host=_sip._udp.calls.voxline.test,silent.voxline.test,{},10,10", silent_callee.local_addr().unwrap().port()),
+        format!("--srv-host=_sip._udp.calls.voxline.test,callee.voxline.test,{callee_port},20,10"),
         "--host-record=silent.voxline.test,127.0.0.1".into(),
         "--host-record=kamailio.voxline.test,127.0.0.1".into(),
         "--host-record=callee.voxline.test,127.0.0.1".into(),
     ]);
     let reg = format!("name=reg,host=reg.voxline.test,username={USER},password={PASSWORD},from_user=agent,register=yes,timeout=1");
-    let calls = "name=calls,host=calls.voxline.test";
+    let calls = "name=calls,host=calls.voxline.test,timeout=1";
     let server = Server::start(&["--greeting", "", "--dns-server", &dns.addr.to_string(), "--trunk", &reg, "--trunk", calls]);
     let mut events = events_socket(&server);
 
@@ -495,5 +500,7 @@ fn trunk_host_names_resolve_by_naptr_srv_and_a_and_fail_over_to_the_next_target(
     let result = callee.wait();
     result.assert_success("a call through a trunk found by SRV");
     assert_eq!(result.requests("INVITE")[0].msg.request_uri(), Some("sip:+15557654321@calls.voxline.test"));
+    let (n, _) = silent_callee.recv_from(&mut buf).expect("the first SRV target got the first INVITE");
+    assert!(buf[..n].starts_with(b"INVITE sip:+15557654321@calls.voxline.test SIP/2.0"), "{}", String::from_utf8_lossy(&buf[..n]));
     assert!(dns.log().contains("query[SRV] _sip._udp.calls.voxline.test"));
 }

@@ -175,7 +175,7 @@ impl Call {
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let give_up = match &self.role {
-            Role::Uac(uac) => uac.give_up,
+            Role::Uac(uac) => soonest(uac.give_up, uac.failover_at),
             Role::Uas(_) => None,
         };
         [

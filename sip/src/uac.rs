@@ -58,6 +58,13 @@ pub struct CallRequest {
     /// Give up when no final response came this long after the INVITE: CANCEL, and the call
     /// fails with 408. `None`: ring for as long as the callee does.
     pub ring_timeout: Option<Duration>,
+    /// Where the INVITE goes next, in order, when `destination` (then each of these) sends
+    /// no response at all within `failover_after` (RFC 3263 4.3): a new INVITE (new branch,
+    /// next CSeq) to the next address.
+    pub alternates: Vec<SocketAddr>,
+    /// How long an address may stay silent before the next alternate is tried (64*T1, Timer B,
+    /// at most).
+    pub failover_after: Duration,
 }
 
 impl CallRequest {
@@ -78,6 +85,8 @@ impl CallRequest {
             sdp_offer: sdp_offer.into(),
             credentials: None,
             ring_timeout: None,
+            alternates: Vec::new(),
+            failover_after: Duration::from_secs(32),
         }
     }
 
@@ -230,6 +239,10 @@ pub(crate) struct Uac {
     pub forks: Vec<(String, Transmit)>,
     /// The ring timeout; after CANCEL, the 64*T1 wait for the INVITE's final response (9.1).
     pub give_up: Option<Instant>,
+    /// Addresses not tried yet, and when the current one counts as silent.
+    pub alternates: std::collections::VecDeque<SocketAddr>,
+    pub failover_after: Duration,
+    pub failover_at: Option<Instant>,
 }
 
 impl Uac {
@@ -249,6 +262,9 @@ impl Uac {
             ack: None,
             forks: Vec::new(),
             give_up: request.ring_timeout.map(|d| now + d),
+            alternates: request.alternates.into_iter().collect(),
+            failover_after: request.failover_after,
+            failover_at: None,
         }
     }
 

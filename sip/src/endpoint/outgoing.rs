@@ -85,6 +85,7 @@ impl Endpoint {
         uac.branch = branch.clone();
         uac.cseq = cseq;
         uac.provisional = false;
+        uac.failover_at = (!uac.alternates.is_empty()).then(|| now + uac.failover_after);
         let tx = ClientInviteTransaction::new(now, handle, transmit.clone(), &self.timers);
         self.invite_clients.insert(branch, tx);
         self.transmits.push_back(transmit);
@@ -147,6 +148,7 @@ impl Endpoint {
             return;
         };
         uac.provisional = true;
+        uac.failover_at = None;
         match *state {
             CallState::Cancelling if !uac.cancel_sent => self.send_cancel(now, handle),
             CallState::Calling if status > 100 && uac.reported != Some(status) => {
@@ -362,7 +364,10 @@ impl Endpoint {
             if tx.is_terminated() {
                 self.invite_clients.remove(&branch);
             }
-            if outcome == Some(Outcome::Timeout) && !self.refresh_timed_out(now, handle, &branch) {
+            if outcome == Some(Outcome::Timeout)
+                && !self.refresh_timed_out(now, handle, &branch)
+                && !self.fail_over(now, handle, true)
+            {
                 self.attempt_over(handle, 408, "Request Timeout (no response to the INVITE)");
             }
         }
@@ -372,6 +377,9 @@ impl Endpoint {
     /// fail with 408), or the end of the wait for the INVITE's final response after CANCEL.
     /// Returns whether it was due.
     pub(super) fn on_give_up(&mut self, now: Instant, handle: CallHandle) -> bool {
+        if self.fail_over(now, handle, false) {
+            return true;
+        }
         let Some(Placed { state, uac, .. }) = placed(&mut self.calls, handle) else {
             return false;
         };
@@ -394,6 +402,28 @@ impl Endpoint {
                 "Request Timeout (no final response after CANCEL)",
             );
         }
+        true
+    }
+
+    /// The current address sent nothing back (no response within `failover_after`, or Timer B
+    /// when `timed_out`): the INVITE goes to the next alternate (RFC 3263 4.3). Returns whether
+    /// it did.
+    fn fail_over(&mut self, now: Instant, handle: CallHandle, timed_out: bool) -> bool {
+        let Some(Placed { state, dialog, uac }) = placed(&mut self.calls, handle) else {
+            return false;
+        };
+        let silent = timed_out || due(uac.failover_at, now);
+        if !silent || *state != CallState::Calling || uac.provisional {
+            return false;
+        }
+        uac.failover_at = None;
+        let Some(next) = uac.alternates.pop_front() else {
+            return false;
+        };
+        tracing::debug!(%handle, from = %dialog.peer, to = %next, "no response to the INVITE; next address");
+        self.invite_clients.remove(&uac.branch);
+        dialog.peer = next;
+        self.send_invite(now, handle);
         true
     }
 

@@ -6,8 +6,9 @@ use super::{resolve, Trunks};
 
 /// The INVITE's request for calling `to` through trunk `name`: the Request-URI
 /// `sip:USER@TRUNK_HOST[:PORT]` (USER: `to` itself, or the user part of a `sip:` URI), sent to
-/// the outbound proxy or the trunk's host (resolved, the first address), From and the
-/// credentials of the trunk. Errors: (API error code, message).
+/// the outbound proxy or the trunk's host (resolved: the first address, the others tried in
+/// turn when one sends nothing back within the trunk's `timeout`), From and the credentials
+/// of the trunk. Errors: (API error code, message).
 pub async fn request(trunks: &Trunks, name: &str, to: &str) -> Result<CallRequest, (&'static str, String)> {
     let Some(trunk) = trunks.get(name) else {
         let names: Vec<&str> = trunks.all().iter().map(|t| t.name.as_str()).collect();
@@ -23,6 +24,8 @@ pub async fn request(trunks: &Trunks, name: &str, to: &str) -> Result<CallReques
     let mut request = CallRequest::new(trunk.request_uri(&user), destinations[0], String::new());
     request.from = Some(trunk.from());
     request.credentials = trunk.credentials();
+    request.alternates = destinations[1..].to_vec();
+    request.failover_after = trunk.timeout;
     Ok(request)
 }
 

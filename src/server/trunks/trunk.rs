@@ -43,7 +43,8 @@ pub struct Trunk {
     pub expires: Duration,
     /// The wait after a failed registration, doubled after each further failure (up to 30 min).
     pub retry: Duration,
-    /// How long one REGISTER waits for an answer before the next address is tried.
+    /// How long one REGISTER waits for an answer, and an INVITE for any response, before the
+    /// next address is tried.
     pub timeout: Duration,
 }
 
