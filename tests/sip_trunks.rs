@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::agent::Agent;
+use common::kamailio::Kamailio;
 use common::sip::*;
 use serde_json::{json, Value};
 
@@ -125,59 +126,16 @@ request_route {{
     )
 }
 
-/// Kamailio on a free loopback port, killed on drop.
-struct Kamailio {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
+/// Kamailio with [`kamailio_config`] on a free loopback port (tests/common/kamailio.rs runs
+/// it, bounded, and stops it on drop).
+fn start_kamailio() -> Kamailio {
+    let addr = SocketAddr::new(LOCALHOST, free_udp_port());
+    Kamailio::launch(scratch_dir("kamailio-registrar"), &kamailio_config(addr), addr, &[])
 }
 
-impl Kamailio {
-    fn start() -> Kamailio {
-        require_tool("kamailio", "install it with `scripts/setup.sh --test` (apt: kamailio)");
-        let dir = scratch_dir("kamailio-registrar");
-        let addr = SocketAddr::new(LOCALHOST, free_udp_port());
-        let cfg = dir.join("kamailio.cfg");
-        std::fs::write(&cfg, kamailio_config(addr)).expect("write kamailio.cfg");
-        let log = std::fs::File::create(dir.join("kamailio.log")).expect("create kamailio.log");
-        let child = Command::new("kamailio")
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("run kamailio");
-        let mut k = Kamailio { child, addr, dir };
-        let end = Instant::now() + Duration::from_secs(10);
-        while !k.log().contains("SO_RCVBUF is finally") {
-            if let Ok(Some(status)) = k.child.try_wait() {
-                panic!("kamailio exited ({status}) before listening:\n{}", tail(&k.log(), 40));
-            }
-            assert!(Instant::now() < end, "kamailio did not start within 10 s:\n{}", tail(&k.log(), 40));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        k
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
-    }
-
-    fn count(&self, text: &str) -> usize {
-        self.log().matches(text).count()
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("pkill").args(["-f", &self.dir.join("kamailio.cfg").display().to_string()]).status();
-    }
+/// How many log lines of `kamailio` contain `text`.
+fn count(kamailio: &Kamailio, text: &str) -> usize {
+    kamailio.log().matches(text).count()
 }
 
 /// dnsmasq serving only the records given, on a free loopback port; killed on drop.
@@ -288,7 +246,7 @@ fn place(server: &Server, body: Value) -> String {
 fn registration_through_kamailio_survives_refreshes_routes_calls_in_and_is_removed_at_shutdown() {
     require_sipp();
     let _slot = shared_slot();
-    let kamailio = Kamailio::start();
+    let kamailio = start_kamailio();
     let spec = format!("name=carrier,host={REALM},proxy={},username={USER},password={PASSWORD},from_user=agent,register=yes,expires=4", kamailio.addr);
     let mut server = Server::start(&["--greeting", "You reached the registered agent.", "--trunk", &spec]);
     let mut events = events_socket(&server);
@@ -299,13 +257,13 @@ fn registration_through_kamailio_survives_refreshes_routes_calls_in_and_is_remov
     assert_eq!(registered["registration"]["last_error"], Value::Null);
     assert_eq!(registered["from"], format!("<sip:agent@{REALM}>"));
     assert!(!registered.to_string().contains(PASSWORD), "the password never shows: {registered}");
-    assert!(kamailio.count("REGISTER challenged") >= 1, "the first REGISTER was challenged:\n{}", kamailio.log());
-    let saved = kamailio.count("REGISTER saved");
+    assert!(count(&kamailio, "REGISTER challenged") >= 1, "the first REGISTER was challenged:\n{}", kamailio.log());
+    let saved = count(&kamailio, "REGISTER saved");
     assert!(saved >= 1);
 
     // Refreshed at half the 4 s granted: two more within 5 s, and still registered.
     let end = Instant::now() + Duration::from_secs(6);
-    while kamailio.count("REGISTER saved") < saved + 2 {
+    while count(&kamailio, "REGISTER saved") < saved + 2 {
         assert!(Instant::now() < end, "fewer than two refreshes in 6 s:\n{}", tail(&kamailio.log(), 30));
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -334,7 +292,7 @@ fn registration_through_kamailio_survives_refreshes_routes_calls_in_and_is_remov
 fn twenty_calls_out_through_an_authenticating_record_routing_kamailio_with_bye_from_either_side() {
     require_sipp();
     let _slot = shared_slot();
-    let kamailio = Kamailio::start();
+    let kamailio = start_kamailio();
     let (rtp, _) = RtpCapture::bind();
     let (port_a, port_b) = (free_udp_port(), free_udp_port());
     let answer = SippCall::uas("uas_trunk_answer.xml", port_a).rtp(rtp.addr).calls(10, 10).timeout(Duration::from_secs(60)).spawn();
@@ -398,7 +356,7 @@ fn twenty_calls_out_through_an_authenticating_record_routing_kamailio_with_bye_f
 #[test]
 fn wrong_credentials_fail_the_call_after_one_retry() {
     let _slot = shared_slot();
-    let kamailio = Kamailio::start();
+    let kamailio = start_kamailio();
     let spec = format!("name=carrier,host=127.0.0.1,port=9,proxy={},username={USER},password=not-{PASSWORD}", kamailio.addr);
     let server = Server::start(&["--greeting", "", "--trunk", &spec]);
     let mut events = events_socket(&server);
@@ -408,8 +366,8 @@ fn wrong_credentials_fail_the_call_after_one_retry() {
     assert!(failed["reason"].as_str().unwrap().contains("credentials refused"), "{failed}");
     assert_eq!(event_for(&mut events, "call.ended", &id)["reason"], "failed");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(kamailio.count("INVITE challenged"), 2, "one retry, then no more:\n{}", tail(&kamailio.log(), 20));
-    assert_eq!(kamailio.count("INVITE authorized"), 0);
+    assert_eq!(count(&kamailio, "INVITE challenged"), 2, "one retry, then no more:\n{}", tail(&kamailio.log(), 20));
+    assert_eq!(count(&kamailio, "INVITE authorized"), 0);
 }
 
 #[test]
@@ -455,7 +413,7 @@ fn a_registrar_that_never_answers_is_retried_with_exponential_backoff() {
 fn trunk_host_names_resolve_by_naptr_srv_and_a_and_fail_over_to_the_next_target() {
     require_sipp();
     let _slot = shared_slot();
-    let kamailio = Kamailio::start();
+    let kamailio = start_kamailio();
     let silent = UdpSocket::bind((LOCALHOST, 0)).unwrap();
     silent.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let silent_callee = UdpSocket::bind((LOCALHOST, 0)).unwrap();
