@@ -171,8 +171,10 @@ mod tests {
         let agent = choices.agent.expect("an agent");
         assert_eq!((agent.url.as_str(), agent.dialect), ("ws://127.0.0.1:9/a", crate::server::control::Dialect::ConversationRelay));
         assert_eq!(CallChoices::default().with_agent(None, None).unwrap().agent, None);
-        let (code, message) = CallChoices::default().with_agent(Some("wss://agent.example/"), None).unwrap_err();
+        let wss = CallChoices::default().with_agent(Some("wss://agent.example/"), None).unwrap().agent.expect("a wss agent");
+        assert_eq!(wss.url, "wss://agent.example/");
+        let (code, message) = CallChoices::default().with_agent(Some("http://agent.example/"), None).unwrap_err();
         assert_eq!(code, "invalid_message");
-        assert!(message.contains("wss://"), "{message}");
+        assert!(message.contains("ws://"), "{message}");
     }
 }
