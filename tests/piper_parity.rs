@@ -5,6 +5,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
+use common::harness::OutputWithin;
 use common::*;
 use rand::SeedableRng;
 use voxline::synth::piper::onnx::OnnxWeights;
@@ -122,4 +123,24 @@ fn tiny_multispeaker_voice_matches_onnxruntime_per_speaker() {
     // An id past the table is a clear error.
     let err = vits.prepare(&ids, Some(99), NO_NOISE, &mut rng).err().expect("unknown speaker");
     assert!(err.to_string().contains("speaker 99"), "{err}");
+}
+
+/// The tests above run the direct AVX-512 convolution kernel where the CPU has
+/// it; a CPU without AVX-512 takes the portable path (im2col + gemm). This
+/// runs them again in a child process with `VOXLINE_DIRECT_CONV=0`, so both
+/// paths are held to the reference on every machine.
+#[test]
+fn the_portable_convolution_path_matches_onnxruntime_too() {
+    if std::env::var_os("VOXLINE_DIRECT_CONV").is_some() {
+        return; // this is the child run
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(&exe)
+        .env("VOXLINE_DIRECT_CONV", "0")
+        .args(["--exact", "--test-threads", "1", "joe_modules_match_onnxruntime", "joe_end_to_end_matches_onnxruntime", "tiny_high_quality_voice_matches_onnxruntime", "tiny_multispeaker_voice_matches_onnxruntime_per_speaker"])
+        .output_within(std::time::Duration::from_secs(300), "the parity tests on the portable path")
+        .expect("run the parity tests again");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the portable path fails parity:\n{text}");
+    assert!(text.contains("4 passed"), "all four parity tests ran on the portable path:\n{text}");
 }

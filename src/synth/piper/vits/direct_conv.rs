@@ -27,12 +27,15 @@ const TV: usize = 4;
 /// Output steps per micro-tile.
 pub const TILE_T: usize = TV * LANES;
 
-/// Whether this CPU runs the direct kernel (x86-64 with AVX-512F).
+/// Whether this CPU runs the direct kernel (x86-64 with AVX-512F), unless
+/// `VOXLINE_DIRECT_CONV=0` asks for the portable path (im2col + gemm), the one
+/// CPUs without AVX-512 take: for diagnosis, and so tests on an AVX-512
+/// machine exercise that path too.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+        *AVX512.get_or_init(|| std::env::var_os("VOXLINE_DIRECT_CONV").is_none_or(|v| v != "0") && std::is_x86_feature_detected!("avx512f"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
