@@ -70,6 +70,23 @@ pub(crate) struct Challenge {
     pub userhash: bool,
 }
 
+/// The Digest challenges of a 401 (`WWW-Authenticate`) or 407 (`Proxy-Authenticate`)
+/// answer, one per realm (the first of each); the error says the answer has none voxline
+/// can answer.
+pub(crate) fn challenges_of(response: &crate::message::Response) -> Result<Vec<Challenge>, String> {
+    let header = if response.status == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
+    let mut challenges: Vec<Challenge> = Vec::new();
+    for c in response.headers.all(header).filter_map(|v| Challenge::parse(v).ok()) {
+        if !challenges.iter().any(|o| o.realm == c.realm) {
+            challenges.push(c);
+        }
+    }
+    if challenges.is_empty() {
+        return Err(format!("{} (no Digest challenge voxline can answer)", response.reason));
+    }
+    Ok(challenges)
+}
+
 impl Challenge {
     /// Parses one challenge header value. Errors say why it cannot be answered.
     pub(crate) fn parse(value: &str) -> Result<Challenge, &'static str> {

@@ -427,27 +427,7 @@ impl Registration {
                 response.reason
             ));
         };
-        let header = if proxy {
-            "Proxy-Authenticate"
-        } else {
-            "WWW-Authenticate"
-        };
-        let mut challenges: Vec<Challenge> = Vec::new();
-        for c in response
-            .headers
-            .all(header)
-            .filter_map(|v| Challenge::parse(v).ok())
-        {
-            if !challenges.iter().any(|o| o.realm == c.realm) {
-                challenges.push(c);
-            }
-        }
-        if challenges.is_empty() {
-            return Err(format!(
-                "{} (no Digest challenge voxline can answer)",
-                response.reason
-            ));
-        }
+        let challenges = digest::challenges_of(response)?;
         for challenge in &challenges {
             let key = (proxy, challenge.realm.clone());
             if self.answered.contains(&key) {

@@ -20,7 +20,7 @@ use rand::Rng;
 use super::Endpoint;
 use crate::call::{Call, CallState, Role};
 use crate::dialog::{Body, Dialog, Extra};
-use crate::digest::{self, Challenge};
+use crate::digest;
 use crate::error::SipError;
 use crate::event::{CallHandle, EndReason, Event};
 use crate::message::Response;
@@ -242,27 +242,10 @@ impl Endpoint {
                 response.reason
             ));
         };
-        let header = if proxy {
-            "Proxy-Authenticate"
-        } else {
-            "WWW-Authenticate"
+        let challenges = match digest::challenges_of(&response) {
+            Ok(c) => c,
+            Err(e) => return Some(e),
         };
-        let mut challenges: Vec<Challenge> = Vec::new();
-        for challenge in response
-            .headers
-            .all(header)
-            .filter_map(|v| Challenge::parse(v).ok())
-        {
-            if !challenges.iter().any(|c| c.realm == challenge.realm) {
-                challenges.push(challenge);
-            }
-        }
-        if challenges.is_empty() {
-            return Some(format!(
-                "{} (no Digest challenge voxline can answer)",
-                response.reason
-            ));
-        }
         for challenge in &challenges {
             let previous = uac
                 .authorization
