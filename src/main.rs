@@ -276,6 +276,9 @@ struct SayArgs {
 }
 
 fn main() {
+    // Before any thread starts: decoder windows reuse freed buffers instead
+    // of faulting fresh pages in (see the module docs).
+    voxline::synth::heap::keep_freed_buffers();
     // candle's own CPU ops split even small tensors across threads, which costs
     // more than it gains on this model (see BENCHMARKS.md): they run on the
     // calling thread, and the convolutions use `--threads`.

@@ -12,6 +12,7 @@
 //! request with its scheduler and the stream receives that request's chunks.
 
 pub mod chatterbox;
+pub mod heap;
 pub mod piper;
 
 use std::sync::atomic::{AtomicBool, Ordering};
