@@ -157,7 +157,11 @@ impl Rig {
     fn tick(&mut self, n: usize) {
         for _ in 0..n {
             self.k += 1;
-            self.call.tick(self.k, Instant::now(), &mut self.out);
+            let due = Instant::now();
+            self.call.tick(self.k, due, &mut self.out);
+            // What the shard does at the tick's end.
+            let (call, out) = (&self.call, &mut self.out);
+            out.batch.flush(|_, len, result| call.sent(len, result, due, Instant::now(), &mut out.tallies));
             self.drain(false);
         }
     }
