@@ -47,18 +47,7 @@ fn twenty_calls_through_a_record_routing_kamailio_with_bye_from_either_side() {
 
     // Five calls hung up by voxline: its BYE goes back through the proxy.
     let sipp = SippCall::new("uac_remote_hangup.xml", proxy.addr).rtp(capture.addr).calls(5, 5).timeout(Duration::from_secs(30)).spawn();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut hung_up = Vec::new();
-    while hung_up.len() < 5 {
-        assert!(Instant::now() < deadline, "only {} of 5 calls became active through the proxy: {:?}", hung_up.len(), server.calls());
-        let active: Vec<_> = server.calls().into_iter().filter(|c| c.state == "active" && !hung_up.contains(&c.id)).collect();
-        for call in active {
-            let r = server.hangup(&call.id);
-            assert!(r.is_success(), "hangup {} -> {} {}", call.id, r.status, r.body);
-            hung_up.push(call.id);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    server.hang_up_active(5, Duration::from_secs(15), "calls through the proxy");
     sipp.wait().assert_success("5 calls through the proxy, voxline hanging up");
     assert!(!proxy.log().contains("without our route"), "the proxy saw in-dialog requests off the route set:\n{}", proxy.log());
 }

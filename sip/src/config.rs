@@ -73,8 +73,16 @@ impl EndpointConfig {
         }
     }
 
-    /// Our Contact header value.
+    /// Our Contact header value (UDP).
     pub(crate) fn contact(&self) -> String {
-        format!("<sip:{}>", self.host_port())
+        self.contact_on(crate::Transport::Udp)
+    }
+
+    /// Our Contact header value for messages on `transport`: `;transport=tcp` over TCP.
+    pub(crate) fn contact_on(&self, transport: crate::Transport) -> String {
+        match transport {
+            crate::Transport::Udp => format!("<sip:{}>", self.host_port()),
+            other => format!("<sip:{};transport={}>", self.host_port(), other.param()),
+        }
     }
 }

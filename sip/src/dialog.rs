@@ -8,7 +8,7 @@ use rsip::headers as h;
 
 use crate::config::EndpointConfig;
 use crate::message::{self, NameAddr, Request, Response, Uri};
-use crate::transmit::Transmit;
+use crate::transmit::{Transmit, Transport};
 
 /// Identifies a dialog from our side: Call-ID, our tag (To of their requests), their tag
 /// (From of their requests; empty for RFC 2543 peers without one).
@@ -53,6 +53,9 @@ pub(crate) struct Dialog {
     /// Without a route set, requests go to `peer`: the caller's top Via asked for `rport`
     /// (RFC 3581: symmetric signalling, typically behind NAT), or our INVITE is unanswered.
     pub symmetric: bool,
+    /// The transport the dialog was set up on: our requests use it unless the next hop's URI
+    /// names another (`;transport=tcp`).
+    pub transport: Transport,
 }
 
 /// What a request carries besides the dialog's own headers.
@@ -114,6 +117,7 @@ impl Dialog {
             route_set: invite.record_route.clone(),
             peer: source,
             symmetric,
+            transport: invite.echo.transport,
         }
     }
 
@@ -142,6 +146,7 @@ impl Dialog {
             route_set: Vec::new(),
             peer: destination,
             symmetric: true,
+            transport: Transport::Udp,
         }
     }
 
@@ -221,9 +226,11 @@ impl Dialog {
                 (first.uri.as_str(), routes)
             }
         };
+        let transport = self.next_transport();
         let mut headers = rsip::Headers::default();
         headers.push(rsip::Header::Via(h::Via::from(format!(
-            "SIP/2.0/UDP {};branch={branch};rport",
+            "SIP/2.0/{} {};branch={branch};rport",
+            transport.via_name(),
             config.host_port()
         ))));
         headers.push(rsip::Header::MaxForwards(h::MaxForwards::from("70")));
@@ -256,8 +263,25 @@ impl Dialog {
         )));
         Transmit {
             destination: self.next_hop(),
+            transport,
             payload: message::print_request(method, uri, headers, body),
         }
+    }
+
+    /// The transport of our next request: the one the next hop's URI (first route, or remote
+    /// target without a route set) names, else the dialog's. A transport we cannot use
+    /// (`tls`) falls back to the dialog's.
+    fn next_transport(&self) -> Transport {
+        let uri = self.route_set.first().map_or(&self.remote_target, |r| &r.uri);
+        uri.as_sip()
+            .and_then(|sip| sip.transport().flatten())
+            .unwrap_or(self.transport)
+    }
+
+    /// Our Contact for this dialog: with `;transport=tcp` when it runs over TCP, so the
+    /// peer's in-dialog requests come back over TCP.
+    pub(crate) fn contact(&self, config: &EndpointConfig) -> String {
+        config.contact_on(self.transport)
     }
 
     /// Where requests in this dialog go. No DNS here: the first route (or the remote target

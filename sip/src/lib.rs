@@ -56,8 +56,10 @@
 //!   (`incoming`: requests we receive; `outgoing`: calls we place; `transfer`, `info`: REFER
 //!   and INFO in a dialog; `session`: session refreshes and UPDATE, RFC 4028 and 3311).
 //!
-//! Only UDP is supported, and the core does no DNS: requests go to socket addresses, which the
-//! application resolves (voxline's trunks: RFC 3263 NAPTR/SRV/A, then
+//! UDP and TCP are supported (TLS is not): the application cuts a TCP stream into messages
+//! with [`StreamFramer`] and hands each to [`Endpoint::handle_message`]; every [`Transmit`]
+//! says which transport it goes on. The core does no DNS: requests go to socket addresses,
+//! which the application resolves (voxline's trunks: RFC 3263 NAPTR/SRV/A, then
 //! [`RegisterRequest::destinations`] in order).
 
 #![warn(missing_docs)]
@@ -85,6 +87,7 @@ pub use config::EndpointConfig;
 pub use endpoint::{Endpoint, Stats, HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
 pub use error::SipError;
 pub use event::{CallHandle, EndReason, Event, TransferUpdate};
-pub use transmit::Transmit;
+pub use message::{StreamError, StreamFramer, StreamItem, PONG};
+pub use transmit::{Transmit, Transport};
 pub use registration::{RegisterRequest, RegistrationHandle, RegistrationState, RegistrationStatus};
 pub use uac::{CallRequest, Credentials};

@@ -12,7 +12,7 @@ use crate::config::EndpointConfig;
 use crate::dialog::{Dialog, Extra};
 use crate::error::SipError;
 use crate::message::{self, NameAddr, Uri};
-use crate::transmit::Transmit;
+use crate::transmit::{Transmit, Transport};
 
 /// A username and password for Digest authentication (RFC 7616), given per call.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,6 +65,9 @@ pub struct CallRequest {
     /// How long an address may stay silent before the next alternate is tried (64*T1, Timer B,
     /// at most).
     pub failover_after: Duration,
+    /// The transport the INVITE and the call's requests go on (UDP by default); over TCP our
+    /// Via says `SIP/2.0/TCP` and our Contact `;transport=tcp`.
+    pub transport: Transport,
 }
 
 impl CallRequest {
@@ -87,6 +90,7 @@ impl CallRequest {
             ring_timeout: None,
             alternates: Vec::new(),
             failover_after: Duration::from_secs(32),
+            transport: Transport::Udp,
         }
     }
 
@@ -127,7 +131,10 @@ impl CallRequest {
                 "From `{from}` has a tag; the endpoint adds its own"
             )));
         }
-        let contact = self.contact.clone().unwrap_or_else(|| config.contact());
+        let contact = self
+            .contact
+            .clone()
+            .unwrap_or_else(|| config.contact_on(self.transport));
         NameAddr::parse(&contact).map_err(|e| invalid(format!("Contact `{contact}`: {e}")))?;
         let mut headers = vec![
             rsip::Header::Contact(h::Contact::from(contact)),

@@ -36,20 +36,20 @@ impl Default for HttpLimits {
     }
 }
 
-/// Open connections per client address.
+/// Open connections per client address (HTTP's, and SIP over TCP's in [`super::sip_tcp`]).
 #[derive(Debug, Default)]
-struct PerIp {
+pub(super) struct PerIp {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One open connection; counted while it lives.
-struct Slot {
+pub(super) struct Slot {
     table: Arc<PerIp>,
     ip: IpAddr,
 }
 
 impl PerIp {
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Slot> {
+    pub(super) fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= max {

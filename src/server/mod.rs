@@ -33,6 +33,7 @@ pub mod listener;
 pub mod outbound;
 pub mod sip;
 pub mod sip_dialog;
+pub mod sip_tcp;
 pub mod state;
 pub mod trunks;
 pub mod tts_api;
@@ -78,6 +79,7 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
     }
     let sip_socket = tokio::net::UdpSocket::bind(config.sip_listen).await.with_context(|| format!("binding SIP to {}", config.sip_listen))?;
     let sip_addr = sip_socket.local_addr()?;
+    let sip_tcp_listener = tokio::net::TcpListener::bind(sip_addr).await.with_context(|| format!("binding SIP over TCP to {sip_addr}"))?;
     let http_listener =
         tokio::net::TcpListener::bind(config.http_listen).await.with_context(|| format!("binding HTTP to {}", config.http_listen))?;
     let http_addr = http_listener.local_addr()?;
@@ -105,7 +107,8 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
         config,
     });
     let mut signals = drain::Signals::new().context("listening for SIGTERM/SIGINT")?;
-    let mut sip_task = tokio::spawn(sip::run(server.clone(), sip_socket, endpoint, sip_rx));
+    let sip_tcp = sip_tcp::SipTcp::start(sip_tcp_listener, endpoint.config().max_message);
+    let mut sip_task = tokio::spawn(sip::run(server.clone(), sip_socket, sip_tcp, endpoint, sip_rx));
     let app = http::router(server.clone());
     let http_limits = server.config.http_limits;
     let mut http_task = tokio::spawn(listener::serve(http_listener, app, http_limits));

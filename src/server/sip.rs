@@ -1,4 +1,5 @@
-//! The SIP side of the server: a tokio UDP socket around the sans-IO SIP
+//! The SIP side of the server: a tokio UDP socket and the TCP connections
+//! ([`super::sip_tcp`]) around the sans-IO SIP
 //! core, and the call control that turns its events into calls with media.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -8,7 +9,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use voxline_sdp::{build_answer, negotiate, LocalMedia, Negotiated, SessionDescription};
-use voxline_sip::{Endpoint, Event};
+use voxline_sip::{Endpoint, Event, Transport};
 
 use super::call_media::start_media;
 use super::calls::{new_call_id, Call, CallState, Leg, SipHandle};
@@ -16,11 +17,12 @@ use super::commands::{Decision, SipCommand};
 use super::flood::{InviteRate, Unconfirmed};
 use super::lifecycle::LifecycleEvent;
 use super::outbound::Outbound;
+use super::sip_tcp::SipTcp;
 use super::state::Server;
 use crate::media::{CallMedia, MediaEvent, MediaLeg, RemoteMedia};
 
-/// Runs the SIP task until the socket fails.
-pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint, mut commands: mpsc::UnboundedReceiver<SipCommand>) {
+/// Runs the SIP task: UDP on `socket`, TCP through `tcp` ([`super::sip_tcp`]).
+pub async fn run(server: Arc<Server>, socket: UdpSocket, mut tcp: SipTcp, mut endpoint: Endpoint, mut commands: mpsc::UnboundedReceiver<SipCommand>) {
     let mut buf = vec![0u8; 65536];
     let mut ringing: Vec<Pending> = Vec::new();
     let mut outbound = Outbound::default();
@@ -49,6 +51,12 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
                     tracing::debug!(error = %e, "SIP socket receive error");
                 }
             },
+            Some(event) = tcp.events.recv() => {
+                if let Some((from, message)) = tcp.on_event(event) {
+                    endpoint.set_unavailable(server.drain_retry_after());
+                    endpoint.handle_message(Instant::now(), from, Transport::Tcp, &message);
+                }
+            }
             () = sleep => {
                 let now = Instant::now();
                 endpoint.handle_timeout(now);
@@ -94,6 +102,10 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut endpoint: Endpoint,
             handle_event(&server, &mut endpoint, event, &mut ringing, &mut outbound, &mut door);
         }
         while let Some(t) = endpoint.poll_transmit() {
+            if t.transport == Transport::Tcp {
+                tcp.send(t.destination, t.payload);
+                continue;
+            }
             crate::metrics::metrics().sip_sent(&t.payload);
             if let Err(e) = socket.send_to(&t.payload, t.destination).await {
                 tracing::debug!(to = %t.destination, error = %e, "SIP send failed");

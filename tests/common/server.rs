@@ -208,6 +208,24 @@ impl Server {
         self.post(&format!("/calls/{id}/hangup"), "")
     }
 
+    /// Hangs up `n` calls over the API as each becomes active; fails when fewer than `n`
+    /// became active `within` (`what` names them). Returns their ids.
+    pub fn hang_up_active(&self, n: usize, within: Duration, what: &str) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut hung_up: Vec<String> = Vec::new();
+        while hung_up.len() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} {what} became active: {:?}", hung_up.len(), self.calls());
+            let active: Vec<_> = self.calls().into_iter().filter(|c| c.state == "active" && !hung_up.contains(&c.id)).collect();
+            for call in active {
+                let r = self.hangup(&call.id);
+                assert!(r.is_success(), "hangup {} -> {} {}", call.id, r.status, r.body);
+                hung_up.push(call.id);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hung_up
+    }
+
     fn diagnostics(&self) -> String {
         let mut out = format!(
             "=== voxline server (sip {} http {}) args: {:?}\n--- server stderr ({}) ---\n{}\n",

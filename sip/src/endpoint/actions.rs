@@ -61,9 +61,7 @@ impl Endpoint {
         let (ctx, tag) = self.unanswered(call, "send 180 Ringing")?;
         let transmit = Reply::new(180)
             .tag(&tag)
-            .header(rsip::Header::Contact(h::Contact::from(
-                self.config.contact(),
-            )))
+            .header(rsip::Header::Contact(h::Contact::from(self.contact_of(call))))
             .build(&ctx.echo, ctx.source, &self.config.user_agent);
         if let Some(tx) = self.invite_servers.get_mut(&ctx.key) {
             self.transmits.extend(tx.respond_provisional(transmit));
@@ -252,9 +250,7 @@ impl Endpoint {
     fn success<'a>(&self, call: CallHandle, tag: &'a str, sdp: &'a str) -> Reply<'a> {
         let mut reply = Reply::new(200)
             .tag(tag)
-            .header(rsip::Header::Contact(h::Contact::from(
-                self.config.contact(),
-            )))
+            .header(rsip::Header::Contact(h::Contact::from(self.contact_of(call))))
             .header(rsip::Header::Allow(h::Allow::from(message::ALLOW)))
             .header(rsip::Header::Supported(h::Supported::from(self.supported())))
             .sdp(sdp);

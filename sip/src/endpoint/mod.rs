@@ -33,12 +33,12 @@ use crate::transaction::client_non_invite::{ClientNonInviteTransaction, Outcome}
 use crate::transaction::server_invite::ServerInviteTransaction;
 use crate::transaction::server_non_invite::ServerNonInviteTransaction;
 use crate::transaction::{soonest, Timers, TransactionKey};
-use crate::transmit::Transmit;
+use crate::transmit::{Transmit, Transport};
 
 /// Counters of what the endpoint received and did not process normally.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Datagrams handed to [`Endpoint::handle_datagram`].
+    /// Messages handed to [`Endpoint::handle_datagram`] or [`Endpoint::handle_message`].
     pub datagrams: u64,
     /// Datagrams dropped without any answer: `oversized + malformed + unexpected_responses`.
     pub dropped: u64,
@@ -133,8 +133,16 @@ impl Endpoint {
         self.unavailable = retry_after_secs;
     }
 
-    /// Processes one received datagram.
+    /// Processes one received UDP datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.handle_message(now, from, Transport::Udp, data);
+    }
+
+    /// Processes one received message: a UDP datagram, or over TCP one message cut from the
+    /// connection's stream by a [`StreamFramer`](crate::StreamFramer). `from` is the peer's
+    /// address (over TCP, the connection's); responses to a request go back on `transport`
+    /// to `from` (RFC 3261 18.2.2), and a dialog it sets up sends its requests on it.
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8]) {
         self.stats.datagrams += 1;
         if data.len() > self.config.max_message {
             self.stats.oversized += 1;
@@ -167,8 +175,12 @@ impl Endpoint {
                     }
                 );
                 match Request::from_frame(frame) {
-                    Ok(request) => self.on_request(now, from, request),
-                    Err(invalid) => {
+                    Ok(mut request) => {
+                        request.echo.transport = transport;
+                        self.on_request(now, from, request)
+                    }
+                    Err(mut invalid) => {
+                        invalid.echo.transport = transport;
                         self.on_bad_request(from, is_ack, invalid.rejection, &invalid.echo)
                     }
                 }
@@ -436,6 +448,13 @@ impl Endpoint {
                 reason,
             });
         }
+    }
+
+    /// Our Contact in `call`'s dialog (`;transport=tcp` when it runs over TCP).
+    fn contact_of(&self, call: CallHandle) -> String {
+        self.calls
+            .get(&call)
+            .map_or_else(|| self.config.contact(), |c| c.dialog.contact(&self.config))
     }
 
     /// A fresh To tag.

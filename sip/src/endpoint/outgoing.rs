@@ -46,7 +46,7 @@ impl Endpoint {
         let tag = self.new_tag();
         let call_id = format!("{:016x}@{}", self.rng.gen::<u64>(), self.config.host_port());
         let local_seq = self.rng.gen_range(1..0x8000_0000);
-        let dialog = Dialog::for_outgoing(
+        let mut dialog = Dialog::for_outgoing(
             call_id,
             &tag,
             &from,
@@ -55,6 +55,7 @@ impl Endpoint {
             request.destination,
             local_seq,
         );
+        dialog.transport = request.transport;
         let uac = Uac::new(now, headers, request);
         self.calls.insert(
             handle,

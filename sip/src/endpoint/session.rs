@@ -236,7 +236,7 @@ impl Endpoint {
     fn send_refresh(&mut self, now: Instant, handle: CallHandle) {
         let branch = self.new_branch();
         let min_se = self.config.session_policy().min_se;
-        let contact = self.config.contact();
+        let contact = self.contact_of(handle);
         let Some(c) = self.calls.get_mut(&handle) else {
             return;
         };
@@ -494,9 +494,7 @@ impl Endpoint {
     /// The 200 to an UPDATE: our Contact, the session headers, our answer if any.
     fn update_ok<'a>(&self, handle: CallHandle, sdp: Option<&'a str>) -> Reply<'a> {
         let mut reply = Reply::new(200)
-            .header(rsip::Header::Contact(h::Contact::from(
-                self.config.contact(),
-            )))
+            .header(rsip::Header::Contact(h::Contact::from(self.contact_of(handle))))
             .header(rsip::Header::Supported(h::Supported::from(
                 self.supported(),
             )));

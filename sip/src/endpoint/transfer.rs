@@ -53,7 +53,7 @@ impl Endpoint {
         let headers = [
             rsip::Header::Other("Refer-To".into(), format!("<{}>", target.as_str())),
             rsip::Header::Other("Referred-By".into(), referred_by(&c.dialog.local_party)),
-            rsip::Header::Contact(h::Contact::from(self.config.contact())),
+            rsip::Header::Contact(h::Contact::from(c.dialog.contact(&self.config))),
         ];
         let extra = Extra {
             headers: &headers,

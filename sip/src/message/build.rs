@@ -165,6 +165,7 @@ impl<'a> Reply<'a> {
         };
         Transmit {
             destination,
+            transport: echo.transport,
             payload: response.to_string().into_bytes(),
         }
     }

@@ -25,6 +25,7 @@ use super::method::Method;
 use super::name_addr::{self, NameAddr};
 use super::uri::Uri;
 use super::via::{self, Via};
+use crate::transmit::Transport;
 
 /// A status code and reason phrase for a request that cannot be processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub(crate) struct Echo {
     /// Record-Route values as written, in order: copied into the responses
     /// that establish a dialog (RFC 3261 12.1.1).
     pub record_route: Vec<String>,
+    /// The transport the request came on: its responses go back on it (RFC 3261 18.2.2).
+    pub transport: Transport,
 }
 
 impl Echo {
@@ -92,6 +95,7 @@ impl Echo {
             call_id: headers.first("Call-ID").map(str::to_string),
             cseq: headers.first("CSeq").map(str::to_string),
             record_route: headers.all("Record-Route").map(str::to_string).collect(),
+            transport: Transport::Udp,
         }
     }
 
@@ -105,6 +109,8 @@ impl Echo {
     /// The Via values for a response to a request from `source`, with the top one stamped
     /// (RFC 3581), and where the response goes. An unparsable top Via is copied as written
     /// and the response goes back to the source address.
+    /// Over TCP the response goes back to the connection the request came on (18.2.2), so to
+    /// `source` whatever the Via says.
     pub(crate) fn response_vias(&self, source: SocketAddr) -> (Vec<String>, SocketAddr) {
         let mut vias = self.vias.clone();
         match (&self.top_via, vias.first_mut()) {
@@ -112,7 +118,10 @@ impl Echo {
                 let mut top = top.clone();
                 let destination = top.stamp_received(source);
                 *slot = top.to_string();
-                (vias, destination)
+                match self.transport {
+                    Transport::Udp => (vias, destination),
+                    Transport::Tcp => (vias, source),
+                }
             }
             _ => (vias, source),
         }

@@ -192,6 +192,14 @@ impl SipUri {
         })
     }
 
+    /// The transport its `transport` parameter names: `Some(None)` for one we do not
+    /// support (TLS, SCTP), `None` without the parameter.
+    pub(crate) fn transport(&self) -> Option<Option<crate::Transport>> {
+        grammar::find_param(&self.params, "transport")
+            .flatten()
+            .map(crate::Transport::parse)
+    }
+
     /// True when the URI has the loose-routing `lr` parameter.
     pub(crate) fn is_loose_route(&self) -> bool {
         grammar::find_param(&self.params, "lr").is_some()

@@ -1,4 +1,5 @@
-//! INVITE client transaction (RFC 3261 17.1.1, amended by RFC 6026 7.2), over UDP.
+//! INVITE client transaction (RFC 3261 17.1.1, amended by RFC 6026 7.2). Over TCP there is
+//! no Timer A and Timer D is zero.
 //!
 //! ```text
 //!            | INVITE sent
@@ -26,7 +27,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{due, soonest, Timers};
+use super::{due, retransmit_at, soonest, unreliable_only, Timers};
 use crate::event::CallHandle;
 use crate::transmit::Transmit;
 
@@ -96,13 +97,13 @@ impl ClientInviteTransaction {
         ClientInviteTransaction {
             state: State::Calling,
             call,
-            request,
             ack: None,
-            timer_a: Some(now + timers.t1),
+            timer_a: retransmit_at(request.transport, now, timers.t1),
             a_interval: timers.t1,
             timer_b: Some(now + timers.transaction_timeout()),
             timer_d: None,
             timer_m: None,
+            request,
         }
     }
 
@@ -152,7 +153,7 @@ impl ClientInviteTransaction {
                 self.become_(State::Completed);
                 self.timer_a = None;
                 self.timer_b = None;
-                self.timer_d = Some(now + TIMER_D);
+                self.timer_d = Some(now + unreliable_only(self.request.transport, TIMER_D));
                 out.extend(ack.clone());
                 self.ack = ack;
                 Some(Outcome::Failure(status))
@@ -212,6 +213,7 @@ mod tests {
     fn t(text: &str) -> Transmit {
         Transmit {
             destination: "192.0.2.1:5060".parse().unwrap(),
+            transport: crate::Transport::Udp,
             payload: text.as_bytes().to_vec(),
         }
     }

@@ -1,6 +1,7 @@
-//! Non-INVITE client transaction (RFC 3261 17.1.2), over UDP: Timer E retransmits the request
+//! Non-INVITE client transaction (RFC 3261 17.1.2). Over UDP: Timer E retransmits the request
 //! starting at T1 and doubling up to T2 (at T2 once a provisional arrived), Timer F gives up
-//! after 64*T1, Timer K absorbs response retransmissions for T4.
+//! after 64*T1, Timer K absorbs response retransmissions for T4. Over TCP only Timer F runs
+//! (and a zero Timer K).
 //!
 //! ```text
 //!   Trying --1xx--> Proceeding
@@ -14,7 +15,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{due, soonest, Timers, T4};
+use super::{due, retransmit_at, soonest, unreliable_only, Timers, T4};
 use crate::event::CallHandle;
 use crate::transmit::Transmit;
 
@@ -67,11 +68,11 @@ impl ClientNonInviteTransaction {
             state: State::Trying,
             call,
             method,
-            request,
-            timer_e: Some(now + timers.t1),
+            timer_e: retransmit_at(request.transport, now, timers.t1),
             e_interval: timers.t1,
             timer_f: Some(now + timers.transaction_timeout()),
             timer_k: None,
+            request,
         }
     }
 
@@ -91,7 +92,7 @@ impl ClientNonInviteTransaction {
                 self.state = State::Completed;
                 self.timer_e = None;
                 self.timer_f = None;
-                self.timer_k = Some(now + T4);
+                self.timer_k = Some(now + unreliable_only(self.request.transport, T4));
                 Some(Outcome::Final(status))
             }
             _ => None,
@@ -146,6 +147,7 @@ mod tests {
     fn request() -> Transmit {
         Transmit {
             destination: "192.0.2.1:5060".parse().unwrap(),
+            transport: crate::Transport::Udp,
             payload: b"BYE".to_vec(),
         }
     }

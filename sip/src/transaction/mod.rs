@@ -1,4 +1,5 @@
-//! SIP transactions (RFC 3261 17) over an unreliable transport. Each transaction is a state
+//! SIP transactions (RFC 3261 17) over UDP and TCP (no retransmissions and no waits for
+//! them over TCP: [`unreliable_only`], [`retransmit_at`]). Each transaction is a state
 //! machine with explicit states and named timers; it never reads a clock, it is told `now` and
 //! reports its next deadline.
 //!
@@ -16,6 +17,7 @@ pub(crate) mod server_non_invite;
 use std::time::{Duration, Instant};
 
 use crate::message::{Method, Request};
+use crate::transmit::Transport;
 
 /// T4: maximum duration a message remains in the network (RFC 3261 17.1.2.2, table 4).
 pub(crate) const T4: Duration = Duration::from_secs(5);
@@ -50,6 +52,22 @@ pub(crate) const RFC_TIMERS: Timers = Timers {
     t2: Duration::from_secs(4),
     ack_timeout: Duration::from_secs(32),
 };
+
+/// A wait for retransmissions (Timers D, I, J, K): zero over a reliable transport, where
+/// nothing is retransmitted (RFC 3261 17.1.1.2, 17.1.2.2, 17.2.1, 17.2.2).
+pub(crate) fn unreliable_only(transport: Transport, wait: Duration) -> Duration {
+    if transport.is_reliable() {
+        Duration::ZERO
+    } else {
+        wait
+    }
+}
+
+/// A retransmission timer (A, E, G) started at `now + interval`: none over a reliable
+/// transport.
+pub(crate) fn retransmit_at(transport: Transport, now: Instant, interval: Duration) -> Option<Instant> {
+    (!transport.is_reliable()).then(|| now + interval)
+}
 
 /// The earlier of two optional deadlines.
 pub(crate) fn soonest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -14,12 +14,13 @@
 //!          V
 //!      Confirmed --Timer I--> Terminated
 //! ```
-//! The 2xx itself is retransmitted by the user agent core (13.3.1.4), not here.
+//! The 2xx itself is retransmitted by the user agent core (13.3.1.4), not here. Over TCP
+//! there is no Timer G and Timer I is zero; Timer H still applies.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{due, soonest, Timers, T4};
+use super::{due, retransmit_at, soonest, unreliable_only, Timers, T4};
 use crate::event::CallHandle;
 use crate::transmit::Transmit;
 
@@ -116,7 +117,7 @@ impl ServerInviteTransaction {
             return None;
         }
         self.g_interval = timers.t1;
-        self.timer_g = Some(now + timers.t1);
+        self.timer_g = retransmit_at(response.transport, now, timers.t1);
         self.timer_h = Some(now + timers.transaction_timeout());
         self.last_response = Some(response.clone());
         Some(response)
@@ -155,7 +156,8 @@ impl ServerInviteTransaction {
                 self.become_(State::Confirmed);
                 self.timer_g = None;
                 self.timer_h = None;
-                self.timer_i = Some(now + T4);
+                let transport = self.last_response.as_ref().map(|r| r.transport).unwrap_or_default();
+                self.timer_i = Some(now + unreliable_only(transport, T4));
                 true
             }
             State::Confirmed | State::Terminated => true,
@@ -213,6 +215,7 @@ mod tests {
     fn t(n: u8) -> Transmit {
         Transmit {
             destination: "192.0.2.1:5060".parse().unwrap(),
+            transport: crate::Transport::Udp,
             payload: vec![n],
         }
     }

@@ -1,10 +1,10 @@
 //! Non-INVITE server transaction (RFC 3261 17.2.2). This user agent answers non-INVITE
 //! requests at once with a final response, so the transaction goes Trying -> Completed; in
-//! Completed a retransmitted request gets the same response again, until Timer J.
+//! Completed a retransmitted request gets the same response again, until Timer J (zero over TCP).
 
 use std::time::Instant;
 
-use super::{due, Timers};
+use super::{due, unreliable_only, Timers};
 use crate::transmit::Transmit;
 
 /// States of the non-INVITE server transaction (Proceeding is unused: no provisional
@@ -21,7 +21,7 @@ pub(crate) enum State {
 pub(crate) struct ServerNonInviteTransaction {
     state: State,
     last_response: Option<Transmit>,
-    /// Timer J: how long to answer retransmissions (64*T1 over UDP).
+    /// Timer J: how long to answer retransmissions (64*T1 over UDP, zero over TCP).
     timer_j: Option<Instant>,
 }
 
@@ -45,7 +45,7 @@ impl ServerNonInviteTransaction {
             return None;
         }
         self.state = State::Completed;
-        self.timer_j = Some(now + timers.transaction_timeout());
+        self.timer_j = Some(now + unreliable_only(response.transport, timers.transaction_timeout()));
         self.last_response = Some(response.clone());
         Some(response)
     }
@@ -91,6 +91,7 @@ mod tests {
         assert_eq!(tx.on_retransmission(), None);
         let t = Transmit {
             destination: "192.0.2.1:5060".parse().unwrap(),
+            transport: crate::Transport::Udp,
             payload: b"200".to_vec(),
         };
         assert!(tx.respond(now, t.clone(), &timers).is_some());

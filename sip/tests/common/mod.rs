@@ -275,6 +275,7 @@ pub fn drain(ep: &mut Endpoint) -> Vec<Sent> {
     while let Some(Transmit {
         destination,
         payload,
+        ..
     }) = ep.poll_transmit()
     {
         let sent = Sent {

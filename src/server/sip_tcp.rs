@@ -1,0 +1,285 @@
+//! SIP over TCP (RFC 3261 18): the listener beside the UDP socket, one task per connection
+//! cutting its stream into messages ([`voxline_sip::StreamFramer`]), and the connection
+//! table the SIP task writes through.
+//!
+//! * Every connection, accepted or opened by us, is keyed by its peer address. A response
+//!   goes back on the connection its request came on (18.2.2); a request of ours to an
+//!   address with a connection reuses it; otherwise a new connection is opened (and kept for
+//!   the next message, e.g. every request of a trunk's calls).
+//! * Keep-alives: a CRLFCRLF ping is answered with a CRLF pong (RFC 5626 3.5.1).
+//! * A connection that breaks the framing (no Content-Length, a message over the size cap,
+//!   not SIP) is closed; nothing else is affected. One silent for [`IDLE_TIMEOUT`] is closed.
+//! * At most [`MAX_PER_IP`] connections per client address and [`MAX_CONNECTIONS`] in all:
+//!   beyond them a new connection is closed at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use voxline_sip::{StreamFramer, StreamItem, PONG};
+
+use super::listener::PerIp;
+
+/// A connection with no message (or keep-alive) for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Open connections per client address, at most.
+pub const MAX_PER_IP: usize = 64;
+/// Open connections in all, at most.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How long opening a connection of ours may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the connections tell the SIP task.
+#[derive(Debug)]
+pub enum TcpEvent {
+    /// A connection was accepted: its writer joins the table.
+    Opened { peer: SocketAddr, id: u64, writer: mpsc::UnboundedSender<Vec<u8>> },
+    /// One whole message from `peer`.
+    Message { peer: SocketAddr, data: Vec<u8> },
+    /// The connection `id` with `peer` is gone.
+    Closed { peer: SocketAddr, id: u64 },
+}
+
+/// The SIP task's side: the events of every connection and the table to write through.
+pub struct SipTcp {
+    pub events: mpsc::Receiver<TcpEvent>,
+    events_tx: mpsc::Sender<TcpEvent>,
+    table: HashMap<SocketAddr, (u64, mpsc::UnboundedSender<Vec<u8>>)>,
+    shared: Arc<Shared>,
+}
+
+/// What the accept loop and the connections share.
+struct Shared {
+    max_message: usize,
+    per_ip: Arc<PerIp>,
+    total: Arc<Semaphore>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl SipTcp {
+    /// Starts accepting on `listener`; messages are cut at `max_message` bytes.
+    pub fn start(listener: TcpListener, max_message: usize) -> SipTcp {
+        let (events_tx, events) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            max_message,
+            per_ip: Arc::default(),
+            total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            next_id: 1.into(),
+        });
+        tokio::spawn(accept(listener, shared.clone(), events_tx.clone()));
+        SipTcp { events, events_tx, table: HashMap::new(), shared }
+    }
+
+    /// Applies a connection's event to the table; a message comes back for the endpoint.
+    pub fn on_event(&mut self, event: TcpEvent) -> Option<(SocketAddr, Vec<u8>)> {
+        match event {
+            TcpEvent::Opened { peer, id, writer } => {
+                self.table.insert(peer, (id, writer));
+                None
+            }
+            TcpEvent::Message { peer, data } => Some((peer, data)),
+            TcpEvent::Closed { peer, id } => {
+                if self.table.get(&peer).is_some_and(|(open, _)| *open == id) {
+                    self.table.remove(&peer);
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends `payload` to `peer`: on its connection, or on a new one (kept for what follows).
+    pub fn send(&mut self, peer: SocketAddr, payload: Vec<u8>) {
+        if let Some((_, writer)) = self.table.get(&peer) {
+            match writer.send(payload) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(payload)) => {
+                    self.table.remove(&peer);
+                    return self.send(peer, payload);
+                }
+            }
+        }
+        let id = self.shared.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (writer, queue) = mpsc::unbounded_channel();
+        let _ = writer.send(payload);
+        self.table.insert(peer, (id, writer));
+        tokio::spawn(connect(peer, id, queue, self.shared.clone(), self.events_tx.clone()));
+    }
+
+    /// Open connections (the table's size).
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.table.len()
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, events: mpsc::Sender<TcpEvent>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = shared.per_ip.acquire(peer.ip(), MAX_PER_IP) else {
+            tracing::info!(%peer, "SIP TCP connection over the per-address cap; closed");
+            continue;
+        };
+        let Ok(permit) = shared.total.clone().try_acquire_owned() else {
+            tracing::info!("SIP TCP connection over the total cap; closed");
+            continue;
+        };
+        let id = shared.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (writer, queue) = mpsc::unbounded_channel();
+        if events.send(TcpEvent::Opened { peer, id, writer }).await.is_err() {
+            return; // the SIP task is gone
+        }
+        let (shared, events) = (shared.clone(), events.clone());
+        tokio::spawn(async move {
+            let _held = (slot, permit);
+            serve(stream, peer, id, queue, &shared, &events).await;
+        });
+    }
+}
+
+/// Opens a connection of ours and serves it like an accepted one.
+async fn connect(
+    peer: SocketAddr,
+    id: u64,
+    queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<TcpEvent>,
+) {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+        Ok(Ok(stream)) => {
+            tracing::debug!(%peer, "SIP TCP connection opened");
+            serve(stream, peer, id, queue, &shared, &events).await;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "SIP TCP connect failed");
+            let _ = events.send(TcpEvent::Closed { peer, id }).await;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "SIP TCP connect timed out");
+            let _ = events.send(TcpEvent::Closed { peer, id }).await;
+        }
+    }
+}
+
+/// Reads messages from one connection and writes what the table queues for it, until
+/// either side fails, the stream breaks the framing, or it stays idle too long.
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    shared: &Shared,
+    events: &mpsc::Sender<TcpEvent>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut framer = StreamFramer::new(shared.max_message);
+    let mut buf = vec![0u8; 16 * 1024];
+    let why = loop {
+        tokio::select! {
+            read = tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buf)) => {
+                let n = match read {
+                    Err(_) => break "idle".to_string(),
+                    Ok(Err(e)) => break format!("read failed: {e}"),
+                    Ok(Ok(0)) => break "closed by the peer".to_string(),
+                    Ok(Ok(n)) => n,
+                };
+                framer.push(&buf[..n]);
+                let mut failed = None;
+                loop {
+                    match framer.next() {
+                        Ok(Some(StreamItem::Message(data))) => {
+                            if events.send(TcpEvent::Message { peer, data }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(StreamItem::Ping)) => {
+                            if let Err(e) = writer.write_all(PONG).await {
+                                failed = Some(format!("write failed: {e}"));
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                if let Some(why) = failed {
+                    break why;
+                }
+            }
+            next = queue.recv() => match next {
+                Some(payload) => {
+                    crate::metrics::metrics().sip_sent(&payload);
+                    if let Err(e) = writer.write_all(&payload).await {
+                        break format!("write failed: {e}");
+                    }
+                }
+                None => break "dropped from the table".to_string(),
+            },
+        }
+    };
+    tracing::debug!(%peer, why, "SIP TCP connection closed");
+    let _ = writer.shutdown().await;
+    let _ = events.send(TcpEvent::Closed { peer, id }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_some(stream: &mut TcpStream) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("data within 5 s").unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_ping_gets_a_pong_and_messages_reach_the_sip_task_and_replies_go_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tcp = SipTcp::start(listener, 4096);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nhi").await.unwrap();
+        assert_eq!(read_some(&mut client).await, PONG);
+        let opened = tcp.events.recv().await.unwrap();
+        assert!(tcp.on_event(opened).is_none());
+        let message = tcp.events.recv().await.unwrap();
+        let (peer, data) = tcp.on_event(message).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(data.ends_with(b"hi"));
+        tcp.send(peer, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec());
+        assert!(read_some(&mut client).await.starts_with(b"SIP/2.0 200 OK"));
+        assert_eq!(tcp.open(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_content_length_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tcp = SipTcp::start(listener, 4096);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n").await.unwrap();
+        assert_eq!(read_some(&mut client).await, b"", "the server closes the connection");
+        let mut closed = false;
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), tcp.events.recv()).await {
+            closed |= matches!(event, TcpEvent::Closed { .. });
+            tcp.on_event(event);
+        }
+        assert!(closed);
+        assert_eq!(tcp.open(), 0);
+    }
+}
