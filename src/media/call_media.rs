@@ -18,7 +18,7 @@ use super::playout::{FrameKind, Playout, PlayoutEvent};
 use super::rtcp::{self, OurReception, PeerReport};
 use super::rtp_in::{Inbound, RtpReceiver, SourcePolicy};
 use super::rtp_out::RtpSender;
-use super::shard::{Paced, Tallies, TickOut};
+use super::shard::{Paced, TickOut};
 use super::{FRAME_BYTES, RATE, SILENCE_PCMU};
 
 /// Silence, prebuilt per codec (mu-law's zero, and A-law's).
@@ -418,7 +418,7 @@ impl CallMedia {
                     }
                     FrameKind::Underrun => {
                         self.stats.underruns.fetch_add(1, Ordering::Relaxed);
-                        out.tallies.underruns += 1;
+                        out.underruns += 1;
                         tracing::debug!(call = %self.id, "underrun: the utterance's next 20 ms had not arrived");
                     }
                     FrameKind::Silence if !self.config.send_silence => {
@@ -437,36 +437,23 @@ impl CallMedia {
             }
         };
         let dest = tx.remote.rtp;
-        match self.leg.udp_rtp() {
-            // Sent with the rest of the shard's tick (`sent` follows).
-            Some(socket) => out.batch.push(socket, dest, &out.buf[..n], out.owner),
-            None => {
-                let result = self.leg.send_rtp(&out.buf[..n], dest);
-                self.sent_now(n, result, deadline, Instant::now(), &mut out.tallies);
-            }
-        }
-        if tick % RTCP_TICKS == self.rtcp_phase {
-            self.send_report(&tx);
-        }
-    }
-
-    /// Counts this call's packet of `len` bytes, due at `deadline`, that
-    /// left at `at` (or failed).
-    fn sent_now(&self, len: usize, result: io::Result<()>, deadline: Instant, at: Instant, out: &mut Tallies) {
-        match result {
-            Ok(()) => {
+        match self.leg.send_rtp(&buf[..n], dest) {
+            Ok(_) => {
                 self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
                 out.sent += 1;
-                self.stats.octets_sent.fetch_add(len.saturating_sub(12) as u64, Ordering::Relaxed);
+                self.stats.octets_sent.fetch_add(n.saturating_sub(12) as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(call = %self.id, error = %e, "RTP send failed");
+                tracing::debug!(call = %self.id, %dest, error = %e, "RTP send failed");
             }
         }
-        if at.saturating_duration_since(deadline) > LATE {
+        if Instant::now().saturating_duration_since(deadline) > LATE {
             self.stats.late_sends.fetch_add(1, Ordering::Relaxed);
             out.late += 1;
+        }
+        if tick % RTCP_TICKS == self.rtcp_phase {
+            self.send_report(&tx);
         }
     }
 
@@ -545,10 +532,6 @@ impl Paced for Arc<CallMedia> {
 
     fn skip(&self, ticks: u64) {
         CallMedia::skip(self, ticks);
-    }
-
-    fn sent(&self, len: usize, result: io::Result<()>, deadline: Instant, at: Instant, out: &mut Tallies) {
-        self.sent_now(len, result, deadline, at, out);
     }
 }
 

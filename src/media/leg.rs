@@ -105,14 +105,6 @@ impl MediaLeg {
         (MediaLeg::Track(queue.clone()), queue)
     }
 
-    /// A SIP call's RTP socket (a track has none).
-    pub fn udp_rtp(&self) -> Option<&UdpSocket> {
-        match self {
-            MediaLeg::Udp { rtp, .. } => Some(rtp),
-            MediaLeg::Track(_) => None,
-        }
-    }
-
     /// Sends one RTP packet (never blocks).
     pub fn send_rtp(&self, packet: &[u8], dest: SocketAddr) -> io::Result<()> {
         match self {

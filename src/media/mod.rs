@@ -20,7 +20,6 @@ pub mod rtcp;
 pub mod rtp_header;
 pub mod rtp_in;
 pub mod rtp_out;
-pub mod send_batch;
 pub mod shard;
 pub mod speech_tally;
 pub mod signal;

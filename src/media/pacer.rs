@@ -14,11 +14,10 @@
 //! A new call goes to the shard carrying the fewest calls. The threads never
 //! wait on async I/O and allocate nothing per packet.
 //!
-//! A tick's packets leave together at its end ([`super::send_batch`]: one
-//! io_uring submission for up to a thousand `sendmsg`s). Not `sendmmsg` or
-//! UDP GSO: both batch datagrams of *one* socket, and every call sends from
-//! its own socket (the port its SDP gave the peer, which symmetric-RTP peers
-//! and NATs check), to its own destination.
+//! Why each packet is its own `sendto` (no `sendmmsg`, no UDP GSO): both
+//! batch datagrams of *one* socket, and every call sends from its own socket
+//! (the port its SDP gave the peer, which symmetric-RTP peers and NATs check),
+//! to its own destination. A shard's packets in one tick share neither.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +25,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::call_media::CallMedia;
-use super::shard::{on_wake, Inbox, Roster, ShardClock, Tallies, TickOut, Woke};
+use super::shard::{on_wake, Inbox, Roster, ShardClock, TickOut, Woke};
 use crate::metrics::metrics;
 
 /// What one shard thread shares with the [`Pacer`].
@@ -121,7 +120,7 @@ fn run(shard: Weak<ShardShared>, epoch: Instant) {
                 }
             }
             Woke::Ticked { .. } => {
-                let Tallies { sent, late, underruns } = out.take_tallies();
+                let (sent, late, underruns) = out.take_tallies();
                 let m = metrics();
                 if sent > 0 {
                     m.rtp_packets_sent.inc_by(sent);

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::send_batch::SendBatch;
 use super::FRAME;
 
 /// Stalled longer than this: skip the missed ticks instead of bursting them.
@@ -96,31 +95,16 @@ pub trait Paced {
     fn tick(&self, tick: u64, deadline: Instant, out: &mut TickOut);
     /// `ticks` ticks were skipped after a stall.
     fn skip(&self, ticks: u64);
-    /// The packet of `len` bytes this call queued in `out.batch` during the
-    /// tick due at `deadline` left at `at` (the batch's flush), or failed.
-    fn sent(&self, len: usize, result: std::io::Result<()>, deadline: Instant, at: Instant, out: &mut Tallies) {
-        let _ = (len, result, deadline, at, out);
-    }
 }
 
 /// A tick's scratch space and tallies, owned by the shard and reused: the
-/// packet is built in `buf` and queued in `batch` (nothing allocated per
-/// packet; the batch goes out at the tick's end, [`SendBatch`]), and the
+/// packet is built in `buf` (nothing allocated per packet), and the
 /// server-wide counters are added to once per tick instead of once per
 /// packet (shards on different cores would otherwise bounce the counters'
 /// cache lines between them thousands of times a tick).
 #[derive(Debug)]
 pub struct TickOut {
     pub buf: [u8; super::rtp_out::PACKET_LEN],
-    pub batch: SendBatch,
-    /// The roster index of the call being ticked (a queued packet's owner).
-    pub owner: usize,
-    pub tallies: Tallies,
-}
-
-/// Server-wide counts of one tick.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tallies {
     pub sent: u64,
     pub late: u64,
     pub underruns: u64,
@@ -128,18 +112,16 @@ pub struct Tallies {
 
 impl Default for TickOut {
     fn default() -> Self {
-        Self::with_batch(SendBatch::new())
+        Self { buf: [0; super::rtp_out::PACKET_LEN], sent: 0, late: 0, underruns: 0 }
     }
 }
 
 impl TickOut {
-    pub fn with_batch(batch: SendBatch) -> Self {
-        Self { buf: [0; super::rtp_out::PACKET_LEN], batch, owner: 0, tallies: Tallies::default() }
-    }
-
     /// Takes the tallies, leaving zeros.
-    pub fn take_tallies(&mut self) -> Tallies {
-        std::mem::take(&mut self.tallies)
+    pub fn take_tallies(&mut self) -> (u64, u64, u64) {
+        let t = (self.sent, self.late, self.underruns);
+        (self.sent, self.late, self.underruns) = (0, 0, 0);
+        t
     }
 }
 
@@ -181,13 +163,11 @@ impl<C> Inbox<C> {
 #[derive(Debug)]
 pub struct Roster<C> {
     calls: Vec<C>,
-    /// The flush's outcomes, kept for the next tick's (no allocation per tick).
-    reports: Vec<(usize, usize, std::io::Result<()>)>,
 }
 
 impl<C> Default for Roster<C> {
     fn default() -> Self {
-        Self { calls: Vec::new(), reports: Vec::new() }
+        Self { calls: Vec::new() }
     }
 }
 
@@ -217,26 +197,11 @@ impl<C: Paced> Roster<C> {
 
     /// One tick for every call on the roster (a call closed since the tick
     /// began, by another thread or by the tick of a call before it, is
-    /// passed over), then the packets they queued go out together and each
-    /// call hears how its packet went. `now` is the clock the flush is
-    /// timed by (fake in tests).
-    pub fn tick(&mut self, tick: u64, deadline: Instant, out: &mut TickOut, now: impl Fn() -> Instant) {
-        for (i, call) in self.calls.iter().enumerate() {
+    /// passed over).
+    pub fn tick(&self, tick: u64, deadline: Instant, out: &mut TickOut) {
+        for call in &self.calls {
             if !call.is_closed() {
-                out.owner = i;
                 call.tick(tick, deadline, out);
-            }
-        }
-        if out.batch.is_empty() {
-            return;
-        }
-        let TickOut { batch, tallies, .. } = out;
-        let reports = &mut self.reports;
-        batch.flush(|owner, len, result| reports.push((owner, len, result)));
-        let at = now();
-        for (owner, len, result) in reports.drain(..) {
-            if let Some(call) = self.calls.get(owner) {
-                call.sent(len, result, deadline, at, tallies);
             }
         }
     }
@@ -267,7 +232,7 @@ pub fn on_wake<C: Paced>(clock: &mut ShardClock, roster: &mut Roster<C>, inbox: 
         Step::Wait(at) => Woke::Slept(at),
         Step::Tick { tick, deadline } => {
             roster.refresh(inbox);
-            roster.tick(tick, deadline, out, Instant::now);
+            roster.tick(tick, deadline, out);
             Woke::Ticked { tick, next: clock.deadline(clock.next_tick()) }
         }
         Step::Skip { from, missed } => {
