@@ -462,3 +462,46 @@ fn trunk_host_names_resolve_by_naptr_srv_and_a_and_fail_over_to_the_next_target(
     assert!(buf[..n].starts_with(b"INVITE sip:+15557654321@calls.voxline.test SIP/2.0"), "{}", String::from_utf8_lossy(&buf[..n]));
     assert!(dns.log().contains("query[SRV] _sip._udp.calls.voxline.test"));
 }
+
+#[test]
+fn calls_out_through_a_tcp_trunk_with_bye_from_either_side() {
+    require_sipp();
+    let _slot = shared_slot();
+    let (rtp, _) = RtpCapture::bind();
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let tcp = |scenario: &str, port: u16| SippCall::uas(scenario, port).arg("-t").arg("t1").rtp(rtp.addr).calls(3, 3).timeout(Duration::from_secs(30)).spawn();
+    let (answer, hangup) = (tcp("uas_trunk_answer.xml", port_a), tcp("uas_trunk_hangup.xml", port_b));
+    std::thread::sleep(Duration::from_millis(300));
+    let trunk_spec = |name: &str, port: u16| format!("name={name},host=127.0.0.1,port={port},transport=tcp,from_user=agent");
+    let (a, b) = (trunk_spec("ours", port_a), trunk_spec("theirs", port_b));
+    let server = Server::start(&["--greeting", "", "--trunk", &a, "--trunk", &b]);
+    assert_eq!(trunk(&server, "ours")["transport"], "tcp", "GET /v1/trunks shows the transport");
+    let mut events = events_socket(&server);
+
+    let mut placed = Vec::new();
+    for n in 0..3 {
+        placed.push((true, place(&server, json!({"to": format!("+1555200{n:04}"), "trunk": "ours", "greeting": false}))));
+        placed.push((false, place(&server, json!({"to": format!("+1555300{n:04}"), "trunk": "theirs", "greeting": false}))));
+    }
+    for (hang_up, id) in &placed {
+        event_for(&mut events, "call.answered", id);
+        if *hang_up {
+            assert_eq!(server.hangup(id).status, 202);
+        }
+    }
+    for (hang_up, id) in &placed {
+        let reason = if *hang_up { "local_bye" } else { "remote_bye" };
+        assert_eq!(event_for(&mut events, "call.ended", id)["reason"], reason, "{id}");
+    }
+    let (answer, hangup) = (answer.wait(), hangup.wait());
+    answer.assert_success("3 calls over a TCP trunk, hung up by voxline");
+    hangup.assert_success("3 calls over a TCP trunk, hung up by the callee");
+    for result in [&answer, &hangup] {
+        for invite in result.requests("INVITE") {
+            assert!(invite.msg.header("Via").is_some_and(|v| v.starts_with("SIP/2.0/TCP")), "{:?}", invite.msg.header("Via"));
+            assert!(invite.msg.request_uri().is_some_and(|u| u.ends_with(";transport=tcp")), "{:?}", invite.msg.request_uri());
+            assert!(invite.msg.header("Contact").is_some_and(|c| c.contains(";transport=tcp")), "{:?}", invite.msg.header("Contact"));
+        }
+    }
+    assert_eq!(answer.requests("BYE").len(), 3, "voxline's BYEs reached the callee over TCP");
+}

@@ -53,6 +53,9 @@ pub struct RegisterRequest {
     pub retry: Duration,
     /// The longest wait between attempts.
     pub retry_max: Duration,
+    /// The transport the REGISTERs go on (UDP by default); over TCP the default Contact
+    /// carries `;transport=tcp`.
+    pub transport: crate::Transport,
 }
 
 impl RegisterRequest {
@@ -74,6 +77,7 @@ impl RegisterRequest {
             attempt_timeout: Duration::from_secs(32),
             retry: Duration::from_secs(30),
             retry_max: Duration::from_secs(1800),
+            transport: crate::Transport::Udp,
         }
     }
 }
@@ -198,15 +202,22 @@ impl Registration {
             .and_then(|rest| rest.split_once('@').map(|(user, _)| user.to_string()));
         let contact = match &request.contact {
             Some(c) => c.clone(),
-            None => match user {
-                Some(user) => format!("sip:{user}@{}", config.host_port()),
-                None => format!("sip:{}", config.host_port()),
-            },
+            None => {
+                let params = match request.transport {
+                    crate::Transport::Udp => String::new(),
+                    other => format!(";transport={}", other.param()),
+                };
+                match user {
+                    Some(user) => format!("sip:{user}@{}{params}", config.host_port()),
+                    None => format!("sip:{}{params}", config.host_port()),
+                }
+            }
         };
         NameAddr::parse(&format!("<{contact}>"))
             .map_err(|e| invalid(format!("Contact `{contact}`: {e}")))?;
         let to = format!("<{}>", request.aor);
-        let dialog = Dialog::for_outgoing(call_id, tag, &to, &to, registrar, first, local_seq);
+        let mut dialog = Dialog::for_outgoing(call_id, tag, &to, &to, registrar, first, local_seq);
+        dialog.transport = request.transport;
         let expires = secs(request.expires);
         Ok(Registration {
             dialog,

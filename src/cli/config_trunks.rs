@@ -147,9 +147,9 @@ mod tests {
         let problems = ConfigFile::parse("[[trunk]]\nname = \"a\"\nhots = \"x\"\n", &serve_command()).unwrap_err();
         assert_eq!(problems[0].line, 3, "{problems:?}");
         assert!(problems[0].message.contains("unknown key `hots` in [[trunk]]"), "{problems:?}");
-        let problems = ConfigFile::parse("[[trunk]]\nname = \"a\"\nhost = \"x\"\ntransport = \"tcp\"\n", &serve_command()).unwrap_err();
+        let problems = ConfigFile::parse("[[trunk]]\nname = \"a\"\nhost = \"x\"\ntransport = \"tls\"\n", &serve_command()).unwrap_err();
         assert_eq!(problems[0].line, 1, "{problems:?}");
-        assert!(problems[0].message.contains("UDP only"), "{problems:?}");
+        assert!(problems[0].message.contains("UDP and TCP"), "{problems:?}");
     }
 
     #[test]

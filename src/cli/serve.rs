@@ -124,7 +124,7 @@ pub struct ServeArgs {
     #[arg(long, env = "VOXLINE_MAX_UNCONFIRMED", default_value_t = 64)]
     pub max_unconfirmed: usize,
     /// A SIP trunk to call out through (`"trunk"` in POST /v1/calls) and, with
-    /// register=yes, to register with: name=NAME,host=HOST[,port=N][,transport=udp]
+    /// register=yes, to register with: name=NAME,host=HOST[,port=N][,transport=udp|tcp]
     /// [,proxy=HOST[:PORT]][,username=U,password=P][,register=yes][,from_user=U]
     /// [,from_domain=D][,expires=S][,retry=S][,timeout=S]; `\,` for a comma in a value.
     /// Repeatable (docs/sip.md, "Trunks").
@@ -291,6 +291,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // One machine-readable line for scripts and tests, then a human one.
         println!("ready sip={} http={}", bound.sip, bound.http);
         let _ = std::io::stdout().flush();
-        eprintln!("voxline: answering SIP on udp:{}, HTTP API on http://{}", bound.sip, bound.http);
+        eprintln!("voxline: answering SIP on udp and tcp {}, HTTP API on http://{}", bound.sip, bound.http);
     }))
 }

@@ -60,7 +60,7 @@ pub async fn list(State(server): State<Arc<Server>>) -> Json<TrunkList> {
             name: t.name.clone(),
             host: t.host.clone(),
             port: t.port,
-            transport: "udp",
+            transport: t.transport.param(),
             proxy: t.proxy.clone(),
             username: t.username.clone(),
             from: t.from(),

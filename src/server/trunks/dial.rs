@@ -20,12 +20,13 @@ pub async fn request(trunks: &Trunks, name: &str, to: &str) -> Result<CallReques
         Some(proxy) => super::trunk::host_port(proxy).map_err(|e| ("invalid_trunk", e))?,
         None => (trunk.host.clone(), trunk.port),
     };
-    let destinations = resolve::targets(&host, port, trunks.dns_server).await.map_err(|e| ("unresolved_trunk", format!("trunk `{name}`: {e}")))?;
+    let destinations = resolve::targets(&host, port, trunk.transport, trunks.dns_server).await.map_err(|e| ("unresolved_trunk", format!("trunk `{name}`: {e}")))?;
     let mut request = CallRequest::new(trunk.request_uri(&user), destinations[0], String::new());
     request.from = Some(trunk.from());
     request.credentials = trunk.credentials();
     request.alternates = destinations[1..].to_vec();
     request.failover_after = trunk.timeout;
+    request.transport = trunk.transport;
     Ok(request)
 }
 

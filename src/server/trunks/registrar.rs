@@ -43,7 +43,7 @@ impl Registrar {
                     Some(proxy) => super::trunk::host_port(proxy).unwrap_or((proxy.clone(), None)),
                     None => (trunk.host.clone(), trunk.port),
                 };
-                match resolve::targets(&host, port, trunks.dns_server).await {
+                match resolve::targets(&host, port, trunk.transport, trunks.dns_server).await {
                     Ok(destinations) => {
                         tracing::info!(trunk = %trunk.name, ?destinations, "registering");
                         let _ = server.sip.send(SipCommand::Trunk(TrunkCommand::Register { trunk: trunk.name.clone(), destinations }));
@@ -76,6 +76,7 @@ impl Registrar {
                 request.retry = t.retry;
                 request.retry_max = t.retry.max(Duration::from_secs(1800));
                 request.attempt_timeout = t.timeout;
+                request.transport = t.transport;
                 match endpoint.register(now, request) {
                     Ok(handle) => {
                         self.handles.insert(handle, trunk.clone());

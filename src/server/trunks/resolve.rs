@@ -4,8 +4,8 @@
 //! ```text
 //! IP address            -> IP:port (5060)
 //! name with a port      -> A/AAAA of the name, that port                   (4.2)
-//! name                  -> NAPTR: SIP+D2U records, by order then preference -> SRV name
-//!                          (none: _sip._udp.NAME)                           (4.1)
+//! name                  -> NAPTR: SIP+D2U (UDP) or SIP+D2T (TCP) records, by order then
+//!                          preference -> SRV name (none: _sip._udp.NAME or _sip._tcp.NAME) (4.1)
 //!                       -> SRV: by priority, weighted within one (RFC 2782) -> target:port
 //!                          (none: A/AAAA of the name, port 5060)
 //!                       -> A/AAAA of each target
@@ -22,12 +22,13 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use rand::Rng;
+use voxline_sip::Transport;
 
 /// How long one DNS query waits for its answer (twice).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The addresses for `host` (`port` when given), in the order to try them.
-pub async fn targets(host: &str, port: Option<u16>, dns_server: Option<SocketAddr>) -> Result<Vec<SocketAddr>, String> {
+pub async fn targets(host: &str, port: Option<u16>, transport: Transport, dns_server: Option<SocketAddr>) -> Result<Vec<SocketAddr>, String> {
     if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port.unwrap_or(5060))]);
     }
@@ -36,9 +37,9 @@ pub async fn targets(host: &str, port: Option<u16>, dns_server: Option<SocketAdd
     if let Some(port) = port {
         return addresses(&resolver, &fqdn, port).await;
     }
-    let srv_name = match naptr(&resolver, &fqdn).await {
+    let srv_name = match naptr(&resolver, &fqdn, transport).await {
         Some(name) => name,
-        None => format!("_sip._udp.{fqdn}"),
+        None => format!("_sip._{}.{fqdn}", transport.param()),
     };
     let services = srv(&resolver, &srv_name).await;
     if services.is_empty() {
@@ -78,14 +79,19 @@ fn resolver(dns_server: Option<SocketAddr>) -> Result<TokioResolver, String> {
     builder.build().map_err(|e| format!("cannot start a DNS resolver: {e}"))
 }
 
-/// The SRV name of the best UDP NAPTR record (flag `s`, service `SIP+D2U`), if any.
-async fn naptr(resolver: &TokioResolver, fqdn: &str) -> Option<String> {
+/// The SRV name of the best NAPTR record for `transport` (flag `s`, service `SIP+D2U` for
+/// UDP, `SIP+D2T` for TCP), if any.
+async fn naptr(resolver: &TokioResolver, fqdn: &str, transport: Transport) -> Option<String> {
+    let service: &[u8] = match transport {
+        Transport::Tcp => b"SIP+D2T",
+        _ => b"SIP+D2U",
+    };
     let lookup = resolver.lookup(fqdn, RecordType::NAPTR).await.ok()?;
     let mut records: Vec<(u16, u16, String)> = lookup
         .answers()
         .iter()
         .filter_map(|r| match &r.data {
-            RData::NAPTR(n) if n.flags.eq_ignore_ascii_case(b"s") && n.services.eq_ignore_ascii_case(b"SIP+D2U") => {
+            RData::NAPTR(n) if n.flags.eq_ignore_ascii_case(b"s") && n.services.eq_ignore_ascii_case(service) => {
                 Some((n.order, n.preference, n.replacement.to_string()))
             }
             _ => None,

@@ -11,11 +11,8 @@ pub const KEYS: &[&str] = &[
     "timeout",
 ];
 
-/// Signalling transports. Only UDP is implemented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-}
+/// Signalling transports: UDP and TCP (TLS is not supported).
+pub use voxline_sip::Transport;
 
 /// A named trunk.
 #[derive(Clone, PartialEq, Eq)]
@@ -106,10 +103,10 @@ impl Trunk {
                 "host" => trunk.host = value,
                 "port" => trunk.port = Some(value.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("trunk key `port` takes 1-65535, not `{value}`"))?),
                 "transport" => {
-                    trunk.transport = match value.to_ascii_lowercase().as_str() {
-                        "udp" => Transport::Udp,
-                        "tcp" | "tls" => return Err(format!("transport `{value}` is not supported yet: voxline speaks SIP over UDP only; use transport=udp")),
-                        _ => return Err(format!("unknown transport `{value}`; use udp")),
+                    trunk.transport = match Transport::parse(&value) {
+                        Some(transport) => transport,
+                        None if value.eq_ignore_ascii_case("tls") => return Err(format!("transport `{value}` is not supported: voxline speaks SIP over UDP and TCP; use transport=udp or tcp")),
+                        None => return Err(format!("unknown transport `{value}`; use udp or tcp")),
                     }
                 }
                 "proxy" => trunk.proxy = Some(value),
@@ -174,7 +171,10 @@ impl Trunk {
 
     /// The Request-URI for calling `user` through this trunk.
     pub fn request_uri(&self, user: &str) -> String {
-        format!("sip:{user}@{}", self.host_port())
+        match self.transport {
+            Transport::Udp => format!("sip:{user}@{}", self.host_port()),
+            other => format!("sip:{user}@{};transport={}", self.host_port(), other.param()),
+        }
     }
 
     /// Our address on the trunk, for From (without a tag).
@@ -209,7 +209,7 @@ impl Trunk {
         if let Some(port) = self.port {
             out.push(("port", port.to_string()));
         }
-        out.push(("transport", "udp".into()));
+        out.push(("transport", self.transport.param().into()));
         opt(&mut out, "proxy", &self.proxy);
         opt(&mut out, "username", &self.username);
         opt(&mut out, "password", &self.password);
@@ -319,7 +319,7 @@ mod tests {
             ("name=a b,host=x", "needs name="),
             ("name=a", "needs host="),
             ("name=a,host=bad host", "needs host="),
-            ("name=a,host=x,transport=tcp", "UDP only"),
+            ("name=a,host=x,transport=tls", "UDP and TCP"),
             ("name=a,host=x,transport=sctp", "unknown transport"),
             ("name=a,host=x,colour=red", "unknown trunk key `colour`"),
             ("name=a,host=x,port=0", "`port`"),
