@@ -6,7 +6,7 @@ use std::time::Duration;
 /// How an [`Endpoint`](crate::Endpoint) identifies itself and times its retransmissions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointConfig {
-    /// The UDP address the transport is bound to.
+    /// The address the transports (UDP, TCP) are bound to.
     pub local_addr: SocketAddr,
     /// Host and port to put in Via and Contact instead of `local_addr`: the public address
     /// when behind NAT, or when bound to a wildcard address (`0.0.0.0`), which must not be

@@ -1,5 +1,5 @@
-//! The endpoint: one UDP address's worth of SIP. Datagrams and time go in
-//! ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`]); datagrams, events and the
+//! The endpoint: one SIP address's worth (UDP and TCP). Messages and time go in
+//! ([`Endpoint::handle_datagram`], [`Endpoint::handle_message`], [`Endpoint::handle_timeout`]); messages, events and the
 //! next deadline come out ([`Endpoint::poll_transmit`], [`Endpoint::poll_event`],
 //! [`Endpoint::poll_timeout`]).
 
@@ -54,7 +54,7 @@ pub struct Stats {
     pub retransmissions: u64,
 }
 
-/// A sans-IO SIP user agent for one UDP transport: it answers calls and places them.
+/// A sans-IO SIP user agent for one address (UDP and TCP): it answers calls and places them.
 ///
 /// Drive it with one loop: feed every received datagram and every expired deadline, then
 /// drain [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event), and
