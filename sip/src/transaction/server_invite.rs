@@ -138,12 +138,14 @@ impl ServerInviteTransaction {
         Some(response)
     }
 
-    /// A retransmitted INVITE: the latest response goes out again (Proceeding, Completed,
-    /// Accepted); in Confirmed it is absorbed.
+    /// A retransmitted INVITE: the latest response goes out again (Proceeding, Completed);
+    /// in Accepted (a 2xx was sent) and Confirmed it is absorbed (RFC 6026 7.1: the 2xx is
+    /// retransmitted by the user agent core on its own timer until the ACK, not in answer to
+    /// INVITE retransmissions, which would send a peer two 200s back to back).
     pub(crate) fn on_invite_retransmission(&self) -> Option<Transmit> {
         match self.state {
-            State::Proceeding | State::Completed | State::Accepted => self.last_response.clone(),
-            State::Confirmed | State::Terminated => None,
+            State::Proceeding | State::Completed => self.last_response.clone(),
+            State::Accepted | State::Confirmed | State::Terminated => None,
         }
     }
 
@@ -265,7 +267,7 @@ mod tests {
         let mut tx = ServerInviteTransaction::new(CallHandle::new(1));
         assert!(tx.respond_success(now, t(3), &TIMERS).is_some());
         assert!(tx.respond_failure(now, t(4), &TIMERS).is_none());
-        assert_eq!(tx.on_invite_retransmission(), Some(t(3)));
+        assert_eq!(tx.on_invite_retransmission(), None, "absorbed after the 2xx (RFC 6026 7.1)");
         assert!(!tx.on_ack(now));
     }
 }
