@@ -6,6 +6,8 @@
 //! * registration: voxline registers through Kamailio (401, then credentials), the binding
 //!   is refreshed at least twice (Expires 4 s), a sipp call to the AOR routed by Kamailio's
 //!   lookup("location") reaches voxline, and SIGTERM removes the binding (Expires: 0);
+//! * 20 calls in to the registered AOR through the same proxy, each caller challenged (407)
+//!   and authenticated, every ACK and BYE through the proxy;
 //! * 20 calls out through the authenticating proxy (407, then Proxy-Authorization), ten hung
 //!   up by voxline and ten by the callee, every ACK and BYE through the proxy;
 //! * wrong credentials: 407, one retry, 407 again -> `call.failed`, no third INVITE;
@@ -34,8 +36,9 @@ const REALM: &str = "voxline.test";
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Kamailio as registrar (REGISTER: www_challenge, then save("location")) and as an
-/// authenticating proxy (INVITE to a registered user: lookup("location"); any other INVITE:
-/// proxy_challenge, then record-routed on to its Request-URI).
+/// authenticating proxy (every INVITE: proxy_challenge, then record-routed on: to the
+/// registered contact when lookup("location") finds its Request-URI, else to the
+/// Request-URI itself).
 fn kamailio_config(listen: SocketAddr) -> String {
     format!(
         r#"#!KAMAILIO
@@ -105,20 +108,19 @@ request_route {{
         exit;
     }}
     if (is_method("INVITE")) {{
-        if (lookup("location")) {{
-            xlog("L_NOTICE", "INVITE to a registered user, to $ru\n");
-            record_route();
-            t_relay();
-            exit;
-        }}
         if (!pv_proxy_authenticate("{REALM}", "{PASSWORD}", "0") || $au != "{USER}") {{
             xlog("L_NOTICE", "INVITE challenged\n");
             proxy_challenge("{REALM}", "1");
             exit;
         }}
         consume_credentials();
-        xlog("L_NOTICE", "INVITE authorized, to $ru\n");
         record_route();
+        if (lookup("location")) {{
+            xlog("L_NOTICE", "INVITE to a registered user, to $ru\n");
+            t_relay();
+            exit;
+        }}
+        xlog("L_NOTICE", "INVITE authorized, to $ru\n");
     }}
     t_relay();
 }}
@@ -272,7 +274,7 @@ fn registration_through_kamailio_survives_refreshes_routes_calls_in_and_is_remov
 
     // A call to the AOR, routed by Kamailio's location lookup, reaches voxline.
     let (capture, _) = RtpCapture::bind();
-    let run = SippCall::new("uac_greeting.xml", kamailio.addr).rtp(capture.addr).pause_ms(1000).timeout(Duration::from_secs(20)).run();
+    let run = caller(&kamailio, capture.addr).run();
     run.assert_success("a call to sip:agent@ through the registrar's location");
     assert!(kamailio.log().contains(&format!("INVITE to a registered user, to sip:agent@{}", server.sip)), "{}", tail(&kamailio.log(), 20));
     let ended = events.wait_for("call.ended", Duration::from_secs(10)).1;
@@ -286,6 +288,52 @@ fn registration_through_kamailio_survives_refreshes_routes_calls_in_and_is_remov
         assert!(Instant::now() < end, "no REGISTER with Expires: 0 at shutdown:\n{}", tail(&kamailio.log(), 20));
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A sipp caller of sip:agent@ through `kamailio`, with the credentials it asks for.
+fn caller(kamailio: &Kamailio, rtp: SocketAddr) -> SippCall {
+    SippCall::new("uac_auth_greeting.xml", kamailio.addr)
+        .rtp(rtp)
+        .pause_ms(1000)
+        .timeout(Duration::from_secs(30))
+        .arg("-au")
+        .arg(USER)
+        .arg("-ap")
+        .arg(PASSWORD)
+}
+
+#[test]
+fn twenty_calls_in_through_an_authenticating_record_routing_kamailio() {
+    require_sipp();
+    let _slot = shared_slot();
+    let kamailio = start_kamailio();
+    let spec = format!("name=carrier,host={REALM},proxy={},username={USER},password={PASSWORD},from_user=agent,register=yes,expires=60", kamailio.addr);
+    let server = Server::start(&["--greeting", "You reached the registered agent.", "--trunk", &spec]);
+    let mut events = events_socket(&server);
+    wait_state(&server, "carrier", "registered", Duration::from_secs(10));
+
+    // Twenty callers of the AOR, five at a time: each INVITE challenged (407), sent again
+    // with credentials, routed by the location lookup to voxline, record-routed.
+    let (capture, _) = RtpCapture::bind();
+    let run = caller(&kamailio, capture.addr).calls(20, 5).timeout(Duration::from_secs(60)).run();
+    run.assert_success("20 calls to sip:agent@ through the authenticating proxy");
+    for _ in 0..20 {
+        assert_eq!(events.wait_for("call.ended", WAIT).1["reason"], "remote_bye");
+    }
+    // Each call's RTP comes from its own voxline socket.
+    let sources: std::collections::BTreeSet<SocketAddr> = capture.snapshot().iter().map(|p| p.from).collect();
+    assert_eq!(sources.len(), 20, "RTP from 20 calls");
+    let log = kamailio.log();
+    assert_eq!(log.matches("INVITE challenged").count(), 20, "{}", tail(&log, 40));
+    assert_eq!(log.matches(&format!("INVITE to a registered user, to sip:agent@{}", server.sip)).count(), 20, "{}", tail(&log, 40));
+    assert_eq!(log.matches("in-dialog ACK through our route").count(), 20, "{}", tail(&log, 40));
+    assert_eq!(log.matches("in-dialog BYE through our route").count(), 20);
+    assert!(!log.contains("without our route"), "{}", tail(&log, 40));
+    for invite in run.sent_requests("INVITE").iter().filter(|m| m.msg.header("Proxy-Authorization").is_some()) {
+        assert!(invite.msg.header("Proxy-Authorization").is_some_and(|a| a.contains("username=\"alice\"")), "{:?}", invite.msg.header("Proxy-Authorization"));
+    }
+    assert_eq!(run.responses(407).len(), 20, "one challenge per call");
+    assert_eq!(run.responses(200).iter().filter(|m| m.msg.header("Record-Route").is_some_and(|rr| rr.contains(&kamailio.addr.to_string()))).count(), 20, "every answer record-routed by the proxy");
 }
 
 #[test]
