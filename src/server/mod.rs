@@ -77,9 +77,8 @@ pub async fn serve(config: ServerConfig, engine: Arc<dyn Engine>, catalog: Voice
         let greeting = greeting.clone();
         tokio::task::spawn_blocking(move || speech.prepare(&greeting)).await?.context("synthesizing the greeting")?;
     }
-    let sip_socket = tokio::net::UdpSocket::bind(config.sip_listen).await.with_context(|| format!("binding SIP to {}", config.sip_listen))?;
+    let (sip_socket, sip_tcp_listener) = bind_sip(config.sip_listen).await?;
     let sip_addr = sip_socket.local_addr()?;
-    let sip_tcp_listener = tokio::net::TcpListener::bind(sip_addr).await.with_context(|| format!("binding SIP over TCP to {sip_addr}"))?;
     let http_listener =
         tokio::net::TcpListener::bind(config.http_listen).await.with_context(|| format!("binding HTTP to {}", config.http_listen))?;
     let http_addr = http_listener.local_addr()?;
@@ -134,6 +133,22 @@ fn raise_fd_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max.min(1 << 20);
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// SIP's UDP socket and TCP listener on one address and port. With port 0 the OS picks
+/// the UDP port, which may be taken on TCP by someone else: then another pick, a few
+/// times. A port given explicitly must be free on both.
+async fn bind_sip(listen: std::net::SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let udp = tokio::net::UdpSocket::bind(listen).await.with_context(|| format!("binding SIP to {listen}"))?;
+        let addr = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && attempts < 20 => attempts += 1,
+            Err(e) => return Err(e).with_context(|| format!("binding SIP over TCP to {addr}")),
         }
     }
 }
