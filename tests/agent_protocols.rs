@@ -73,7 +73,7 @@ fn digits_sent(events: &[(u8, bool, u16, u32)]) -> String {
 #[test]
 fn the_events_socket_announces_calls_and_the_agent_accepts_rejects_or_lets_the_greeting_run() {
     let _slot = shared_slot();
-    let server = Server::start(&["--greeting", "Hello from voxline.", "--decision-timeout-ms", "1500"]);
+    let server = Server::start(&["--greeting", "Hello from voxline.", "--decision-timeout-ms", "1500", "--seed", "1"]);
     let mut watcher = Agent::connect(&format!("ws://{}/v1/events?decide=true", server.http));
     watcher.wait_for("events.attached", WAIT);
 

@@ -109,7 +109,7 @@ fn rms(x: &[f32]) -> f32 {
 #[test]
 fn a_wav_streams_back_while_it_is_synthesized_and_says_the_text() {
     let _slot = shared_slot();
-    let server = Server::start(&["--greeting", "", "--api-token", TOKEN]);
+    let server = Server::start(&["--greeting", "", "--api-token", TOKEN, "--seed", "1"]);
     let wav = speech(server.http, Some(TOKEN), &request("wav", TEXT));
     assert_eq!(wav.status, 200, "{}", String::from_utf8_lossy(&wav.body));
     assert_eq!(wav.header("content-type"), Some("audio/wav"));
