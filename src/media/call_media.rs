@@ -76,18 +76,22 @@ impl RemoteMedia {
 }
 
 /// What a call's media reports to its owner.
+///
+/// The larger variants are boxed: every call's event channel allocates a
+/// block of 32 of these up front, so each byte here is 32 per call (64-byte
+/// events made it 2 KiB; 32-byte ones 1 KiB).
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
-    Playout(PlayoutEvent),
+    Playout(Box<PlayoutEvent>),
     Dtmf { digit: char, duration_ms: u32 },
     /// Caller audio (PCMU payload as received), only while subscribed.
     CallerAudio { pcmu: Vec<u8>, timestamp: u32 },
     /// The peer's view of our stream from its RTCP.
-    PeerReport(PeerReport),
+    PeerReport(Box<PeerReport>),
     /// The call is over (published by the call's owner, not the media plane).
     Ended { reason: String },
     /// A transfer's progress, a failed DTMF INFO (published by the SIP task).
-    Signal(super::CallSignal),
+    Signal(Box<super::CallSignal>),
 }
 
 /// Counters, readable while the call runs.
@@ -363,7 +367,7 @@ impl CallMedia {
             tx.peer = report.clone();
         }
         drop(tx);
-        let _ = self.events.send(MediaEvent::PeerReport(report));
+        let _ = self.events.send(MediaEvent::PeerReport(Box::new(report)));
     }
 
     /// One tick of the pacing clock: sends this call's next packet. The
@@ -407,7 +411,7 @@ impl CallMedia {
                     let frame = playout.tick(deadline);
                     if playout.has_events() {
                         for event in playout.take_events() {
-                            let _ = self.events.send(MediaEvent::Playout(event));
+                            let _ = self.events.send(MediaEvent::Playout(Box::new(event)));
                         }
                     }
                     frame

@@ -60,7 +60,7 @@ fn the_pacer_sends_steady_contiguous_packets_and_the_utterance() {
     assert_eq!(got.iter().filter(|(_, p)| p.header.marker).count(), 1);
     let mut started = false;
     while let Ok(e) = events.try_recv() {
-        started |= matches!(e, MediaEvent::Playout(PlayoutEvent::Started { utterance: 1, .. }));
+        started |= matches!(&e, MediaEvent::Playout(p) if matches!(**p, PlayoutEvent::Started { utterance: 1, .. }));
     }
     assert!(started);
     assert_eq!(call.stats.speech_frames.load(Ordering::Relaxed), 5);

@@ -103,16 +103,19 @@ async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::Unbounded
             event = events.recv() => {
                 let Some(event) = event else { return };
                 match &event {
-                    MediaEvent::Playout(PlayoutEvent::Started { utterance, waited, first_audio, .. }) => {
-                        if let Some(first) = first_audio {
-                            metrics().first_audio.observe(first.as_secs_f64());
+                    MediaEvent::Playout(playout) => match &**playout {
+                        PlayoutEvent::Started { utterance, waited, first_audio, .. } => {
+                            if let Some(first) = first_audio {
+                                metrics().first_audio.observe(first.as_secs_f64());
+                            }
+                            metrics().jitter_wait.observe(waited.as_secs_f64());
+                            tracing::info!(call = %call.id, utterance, waited_ms = waited.as_millis() as u64, "speech started");
                         }
-                        metrics().jitter_wait.observe(waited.as_secs_f64());
-                        tracing::info!(call = %call.id, utterance, waited_ms = waited.as_millis() as u64, "speech started");
-                    }
-                    MediaEvent::Playout(PlayoutEvent::Finished { utterance, played, underruns }) => {
-                        tracing::info!(call = %call.id, utterance, played_ms = played.as_millis() as u64, underruns, "speech done");
-                    }
+                        PlayoutEvent::Finished { utterance, played, underruns } => {
+                            tracing::info!(call = %call.id, utterance, played_ms = played.as_millis() as u64, underruns, "speech done");
+                        }
+                        _ => {}
+                    },
                     MediaEvent::Dtmf { digit, .. } => tracing::info!(call = %call.id, %digit, "DTMF"),
                     _ => {}
                 }

@@ -50,6 +50,6 @@ fn transfer_signal(update: TransferUpdate) -> CallSignal {
 fn publish(server: &Server, call: SipHandle, signal: CallSignal) {
     if let Some(c) = server.calls.by_sip(call) {
         tracing::info!(call = %c.id, ?signal, "call signal");
-        c.events.publish(MediaEvent::Signal(signal));
+        c.events.publish(MediaEvent::Signal(Box::new(signal)));
     }
 }

@@ -84,7 +84,7 @@ impl Endpoint {
                 .extend(tx.respond_success(now, transmit.clone(), &self.timers));
         }
         if let Some(c) = self.calls.get_mut(&call) {
-            c.pending_ack = Some(PendingAck::new(now, transmit, ctx.cseq, true, &self.timers));
+            c.pending_ack = Some(Box::new(PendingAck::new(now, transmit, ctx.cseq, true, &self.timers)));
             c.state = CallState::Accepted;
         }
         self.session_answered(now, call, Some(sdp));
@@ -209,13 +209,13 @@ impl Endpoint {
                 .extend(tx.respond_success(now, transmit.clone(), &self.timers));
         }
         if let Some(c) = self.calls.get_mut(&call) {
-            c.pending_ack = Some(PendingAck::new(
+            c.pending_ack = Some(Box::new(PendingAck::new(
                 now,
                 transmit,
                 ctx.cseq,
                 false,
                 &self.timers,
-            ));
+            )));
         }
         self.session_answered(now, call, Some(sdp));
         Ok(())

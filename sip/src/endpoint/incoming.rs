@@ -162,7 +162,7 @@ impl Endpoint {
             cseq: request.cseq.seq,
         });
         self.calls
-            .insert(handle, Call::new(CallState::Early, dialog, role));
+            .insert(handle, Box::new(Call::new(CallState::Early, dialog, role)));
         self.keep_session(handle, agreed, request);
         tracing::debug!(%handle, "incoming call");
         let headers = request
@@ -237,12 +237,12 @@ impl Endpoint {
         };
         call.dialog.accept_remote_seq(request.cseq.seq);
         call.dialog.refresh_target(request);
-        call.reinvite = Some(InviteContext {
+        call.reinvite = Some(Box::new(InviteContext {
             key: key.clone(),
             echo: request.echo.clone(),
             source,
             cseq: request.cseq.seq,
-        });
+        }));
         let mut tx = ServerInviteTransaction::new(handle);
         let trying = Reply::new(100).build(&request.echo, source, &self.config.user_agent);
         self.transmits.extend(tx.respond_provisional(trying));
@@ -300,7 +300,7 @@ impl Endpoint {
             let tag = call.dialog.id.local_tag.clone();
             let mut unanswered = call.reinvite.take();
             if call.state == CallState::Early {
-                unanswered = call.invite().cloned();
+                unanswered = call.invite().cloned().map(Box::new);
             }
             call.pending_ack = None;
             if let Some(ctx) = unanswered {

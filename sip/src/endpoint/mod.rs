@@ -67,7 +67,8 @@ pub struct Endpoint {
     /// Mixed into stateless To tags so they cannot be predicted.
     secret: u64,
     next_call: u64,
-    calls: BTreeMap<CallHandle, Call>,
+    /// Boxed: a map node holds eleven values inline, mostly empty slots.
+    calls: BTreeMap<CallHandle, Box<Call>>,
     dialogs: BTreeMap<DialogId, CallHandle>,
     invite_servers: BTreeMap<TransactionKey, ServerInviteTransaction>,
     servers: BTreeMap<TransactionKey, ServerNonInviteTransaction>,
@@ -238,7 +239,7 @@ impl Endpoint {
                 self.on_client_outcome(now, call, method, &branch, outcome, "");
             }
         }
-        let due: Vec<CallHandle> = due_keys(&self.calls, now, Call::next_deadline);
+        let due: Vec<CallHandle> = due_keys(&self.calls, now, |c| c.next_deadline());
         for handle in due {
             if self.on_give_up(now, handle) {
                 continue;

@@ -59,7 +59,7 @@ impl Endpoint {
         let uac = Uac::new(now, headers, request);
         self.calls.insert(
             handle,
-            Call::new(CallState::Calling, dialog, Role::Uac(uac)),
+            Box::new(Call::new(CallState::Calling, dialog, Role::Uac(uac))),
         );
         self.send_invite(now, handle);
         tracing::debug!(%handle, "calling");
@@ -447,13 +447,13 @@ struct Placed<'a> {
     uac: &'a mut Uac,
 }
 
-fn placed(calls: &mut BTreeMap<CallHandle, Call>, handle: CallHandle) -> Option<Placed<'_>> {
+fn placed(calls: &mut BTreeMap<CallHandle, Box<Call>>, handle: CallHandle) -> Option<Placed<'_>> {
     let Call {
         state,
         dialog,
         role,
         ..
-    } = calls.get_mut(&handle)?;
+    } = &mut **calls.get_mut(&handle)?;
     match role {
         Role::Uac(uac) => Some(Placed { state, dialog, uac }),
         Role::Uas(_) => None,

@@ -477,12 +477,12 @@ impl Endpoint {
         self.servers
             .insert(key.clone(), ServerNonInviteTransaction::new());
         if let Some(c) = self.calls.get_mut(&handle) {
-            c.update = Some(InviteContext {
+            c.update = Some(Box::new(InviteContext {
                 key,
                 echo: request.echo.clone(),
                 source,
                 cseq: request.cseq.seq,
-            });
+            }));
         }
         tracing::debug!(%handle, "UPDATE with an offer");
         self.events.push_back(Event::ReInvite {

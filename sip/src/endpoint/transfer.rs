@@ -45,7 +45,7 @@ impl Endpoint {
         let first_notify = self.timers.transaction_timeout();
         self.call_in(call, "transfer", |c| {
             c.state == CallState::Confirmed
-                && !c.transfer.as_ref().is_some_and(Transfer::is_pending)
+                && !c.transfer.as_deref().is_some_and(Transfer::is_pending)
         })?;
         let Some(c) = self.calls.get_mut(&call) else {
             return Err(SipError::UnknownCall(call));
@@ -60,7 +60,7 @@ impl Endpoint {
             ..Extra::default()
         };
         let (transmit, _) = c.dialog.request("REFER", &branch, extra, &self.config);
-        c.transfer = Some(Transfer::new(branch.clone(), first_notify));
+        c.transfer = Some(Box::new(Transfer::new(branch.clone(), first_notify)));
         let tx =
             ClientNonInviteTransaction::new(now, call, "REFER", transmit.clone(), &self.timers);
         self.clients.insert(branch, tx);

@@ -442,38 +442,7 @@ impl<P: CallPort> Session<P> {
     /// Turns one of the call's media events into what the agent hears.
     pub fn media(&mut self, event: MediaEvent) -> Vec<Out> {
         let events = match event {
-            MediaEvent::Playout(PlayoutEvent::Started { utterance, at, waited, .. }) => {
-                let Some((turn_id, text)) = self.utterances.get(&utterance).cloned() else { return vec![] };
-                let Some(turn) = self.turn_mut(&turn_id) else { return vec![] };
-                if turn.started {
-                    return vec![];
-                }
-                turn.started = true;
-                let ttfa = at.saturating_duration_since(turn.first_text);
-                vec![CallEvent::SpeechStarted {
-                    turn: turn_id,
-                    utterance,
-                    text,
-                    ttfa_ms: ttfa.as_secs_f64() * 1000.0,
-                    jitter_wait_ms: waited.as_secs_f64() * 1000.0,
-                }]
-            }
-            MediaEvent::Playout(PlayoutEvent::Word { utterance, text, offset }) => {
-                let Some((turn, _)) = self.utterances.get(&utterance).cloned() else { return vec![] };
-                vec![CallEvent::Word { turn, utterance, text, offset_ms: offset.as_millis() as u64 }]
-            }
-            MediaEvent::Playout(PlayoutEvent::Finished { utterance, played, underruns }) => {
-                let Some((turn_id, text)) = self.utterances.remove(&utterance) else { return vec![] };
-                if let Some(turn) = self.turn_mut(&turn_id) {
-                    turn.open = turn.open.saturating_sub(1);
-                    turn.heard.push(text);
-                    turn.heard_ms += played.as_millis() as u64;
-                }
-                let mut out = vec![CallEvent::UtteranceDone { turn: turn_id, utterance, played_ms: played.as_millis() as u64, underruns }];
-                out.extend(self.check_done());
-                out
-            }
-            MediaEvent::Playout(PlayoutEvent::Mark { name }) => vec![CallEvent::Mark { name }],
+            MediaEvent::Playout(event) => self.playout(*event),
             MediaEvent::Dtmf { digit, duration_ms } => {
                 let mut out = Vec::new();
                 if self.dtmf_interrupts() {
@@ -494,9 +463,47 @@ impl<P: CallPort> Session<P> {
             }
             MediaEvent::PeerReport(_) => vec![],
             MediaEvent::Ended { reason } => vec![CallEvent::Ended { reason }],
-            MediaEvent::Signal(signal) => vec![CallEvent::signal(signal)],
+            MediaEvent::Signal(signal) => vec![CallEvent::signal(*signal)],
         };
         events.into_iter().map(Out::Event).collect()
+    }
+
+    /// The agent's events for what the playout did.
+    fn playout(&mut self, event: PlayoutEvent) -> Vec<CallEvent> {
+        match event {
+            PlayoutEvent::Started { utterance, at, waited, .. } => {
+                let Some((turn_id, text)) = self.utterances.get(&utterance).cloned() else { return vec![] };
+                let Some(turn) = self.turn_mut(&turn_id) else { return vec![] };
+                if turn.started {
+                    return vec![];
+                }
+                turn.started = true;
+                let ttfa = at.saturating_duration_since(turn.first_text);
+                vec![CallEvent::SpeechStarted {
+                    turn: turn_id,
+                    utterance,
+                    text,
+                    ttfa_ms: ttfa.as_secs_f64() * 1000.0,
+                    jitter_wait_ms: waited.as_secs_f64() * 1000.0,
+                }]
+            }
+            PlayoutEvent::Word { utterance, text, offset } => {
+                let Some((turn, _)) = self.utterances.get(&utterance).cloned() else { return vec![] };
+                vec![CallEvent::Word { turn, utterance, text, offset_ms: offset.as_millis() as u64 }]
+            }
+            PlayoutEvent::Finished { utterance, played, underruns } => {
+                let Some((turn_id, text)) = self.utterances.remove(&utterance) else { return vec![] };
+                if let Some(turn) = self.turn_mut(&turn_id) {
+                    turn.open = turn.open.saturating_sub(1);
+                    turn.heard.push(text);
+                    turn.heard_ms += played.as_millis() as u64;
+                }
+                let mut out = vec![CallEvent::UtteranceDone { turn: turn_id, utterance, played_ms: played.as_millis() as u64, underruns }];
+                out.extend(self.check_done());
+                out
+            }
+            PlayoutEvent::Mark { name } => vec![CallEvent::Mark { name }],
+        }
     }
 
     /// Whether a caller's digit now stops speech: a turn is being spoken

@@ -70,11 +70,11 @@ fn speak(text: &str, last: bool) -> Request {
 }
 
 fn started(u: UtteranceId, at: Instant) -> MediaEvent {
-    MediaEvent::Playout(PlayoutEvent::Started { utterance: u, at, waited: Duration::ZERO, first_audio: None })
+    MediaEvent::Playout(Box::new(PlayoutEvent::Started { utterance: u, at, waited: Duration::ZERO, first_audio: None }))
 }
 
 fn finished(u: UtteranceId, ms: u64) -> MediaEvent {
-    MediaEvent::Playout(PlayoutEvent::Finished { utterance: u, played: Duration::from_millis(ms), underruns: 0 })
+    MediaEvent::Playout(Box::new(PlayoutEvent::Finished { utterance: u, played: Duration::from_millis(ms), underruns: 0 }))
 }
 
 fn events(out: Vec<Out>) -> Vec<CallEvent> {
@@ -235,11 +235,11 @@ fn transfer_and_info_dtmf_go_to_the_sip_dialog_and_their_outcomes_come_back() {
     assert!(s.request(t0, info).is_empty());
     let bad = s.request(t0, Request::Transfer { to: "bob".into() });
     assert!(matches!(&bad[..], [CallEvent::Error { code: "invalid_message", .. }]), "{bad:?}");
-    let progress = s.media(MediaEvent::Signal(CallSignal::TransferProgress { status: 100, reason: "Trying".into() }));
+    let progress = s.media(MediaEvent::Signal(Box::new(CallSignal::TransferProgress { status: 100, reason: "Trying".into() })));
     assert_eq!(events(progress), vec![CallEvent::TransferProgress { status: 100, reason: "Trying".into() }]);
-    let done = s.media(MediaEvent::Signal(CallSignal::TransferDone { status: 200, reason: "OK".into() }));
+    let done = s.media(MediaEvent::Signal(Box::new(CallSignal::TransferDone { status: 200, reason: "OK".into() })));
     assert_eq!(events(done), vec![CallEvent::TransferDone { status: 200, reason: "OK".into() }]);
-    let failed = s.media(MediaEvent::Signal(CallSignal::DtmfFailed { status: 481, reason: "Gone".into(), dropped: "#".into() }));
+    let failed = s.media(MediaEvent::Signal(Box::new(CallSignal::DtmfFailed { status: 481, reason: "Gone".into(), dropped: "#".into() })));
     assert!(matches!(&events(failed)[..], [CallEvent::Error { code: "dtmf_failed", .. }]));
     assert_eq!(
         s.port.in_dialog,

@@ -93,7 +93,10 @@ impl<'a> Session<'a> {
                     None => break End::Local,
                 },
                 event = self.events.recv(), if self.events_open => match event {
-                    Some(MediaEvent::Playout(PlayoutEvent::Mark { name })) => Some(ToTwilio::Mark { stream_sid: &self.stream_sid, mark: MarkName { name } }),
+                    Some(MediaEvent::Playout(playout)) => match *playout {
+                        PlayoutEvent::Mark { name } => Some(ToTwilio::Mark { stream_sid: &self.stream_sid, mark: MarkName { name } }),
+                        _ => None,
+                    },
                     Some(_) => None,
                     None => {
                         self.events_open = false;
