@@ -1,7 +1,7 @@
 //! SIP over TCP (RFC 3261 18), end to end with sipp over one TCP connection (`-t t1`):
 //! voxline listens on TCP on its SIP address and port, answers on the connection a request
 //! came on, and sends its own BYE on it too; a connection that breaks the framing is closed
-//! without disturbing anything else.
+//! without disturbing anything else (a request without Content-Length first gets its 400).
 //!
 //! Needs sipp (`scripts/setup.sh --test`).
 
@@ -79,6 +79,18 @@ fn a_broken_tcp_stream_closes_only_its_connection() {
     let mut garbage = TcpStream::connect(server.sip).unwrap();
     garbage.write_all(b"hello there\r\nwho: me\r\n\r\n").unwrap();
     assert!(closed_by_server(&mut garbage), "a stream without Content-Length is closed");
+
+    // A request without Content-Length: answered 400 on its connection (RFC 3261 18.3), then closed.
+    let mut unframed = TcpStream::connect(server.sip).unwrap();
+    unframed
+        .write_all(b"OPTIONS sip:agent@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKnolength\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:agent@b>\r\nCall-ID: nolength\r\nCSeq: 1 OPTIONS\r\n\r\n")
+        .unwrap();
+    unframed.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let _ = unframed.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("SIP/2.0 400 Bad Request"), "a request without Content-Length is answered 400: {answer:?}");
+    assert!(answer.contains("Call-ID: nolength"), "{answer}");
 
     // Larger than the 64 KiB message cap without ever ending its headers: closed.
     let mut oversized = TcpStream::connect(server.sip).unwrap();

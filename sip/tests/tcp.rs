@@ -154,6 +154,53 @@ fn two_options_and_a_keep_alive_in_one_read_are_answered_on_the_connection() {
     assert_eq!(ep.poll_timeout(), None);
 }
 
+/// Feeds a stream that breaks the framing as a server does: the framer's rejected header
+/// section goes to `reject_unframed`; returns what the endpoint sent.
+fn feed_unframed(ep: &mut Endpoint, bytes: &[u8]) -> Vec<Transmit> {
+    let mut framer = StreamFramer::new(ep.config().max_message);
+    framer.push(bytes);
+    let error = loop {
+        match framer.next() {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the framer waits for more"),
+            Err(e) => break e,
+        }
+    };
+    let head = framer.take_rejected().expect("the rejected header section");
+    assert_eq!(framer.take_rejected(), None, "handed over once");
+    ep.reject_unframed(connection(), Transport::Tcp, &head, error);
+    sent(ep)
+}
+
+#[test]
+fn a_request_without_content_length_on_a_stream_gets_400_on_its_connection() {
+    let mut ep = Endpoint::with_seed(config(), 7);
+    let options = "OPTIONS sip:agent@192.0.2.10 SIP/2.0\r\n\
+        Via: SIP/2.0/TCP 198.51.100.7:5070;branch=z9hG4bK-nl\r\nMax-Forwards: 70\r\n\
+        From: <sip:caller@example.com>;tag=a\r\nTo: <sip:agent@example.com>\r\n\
+        Call-ID: nl\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    let answers = feed_unframed(&mut ep, options.as_bytes());
+    assert_eq!(answers.len(), 1, "one answer");
+    let answer = &answers[0];
+    assert_eq!((answer.transport, answer.destination), (Transport::Tcp, connection()));
+    assert!(text(answer).starts_with("SIP/2.0 400 Bad Request - message without Content-Length on a stream\r\n"), "{}", text(answer));
+    assert_eq!(header(answer, "Call-ID"), "nl");
+    assert_eq!(header(answer, "CSeq"), "1 OPTIONS");
+    assert!(header(answer, "Via").contains("branch=z9hG4bK-nl"));
+    assert!(!to_tag(answer).is_empty(), "a stateless To tag");
+
+    // Two Content-Length values: 400 too.
+    let twice = options.replace("CSeq: 1 OPTIONS\r\n", "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\nl: 5\r\n");
+    let answers = feed_unframed(&mut ep, twice.as_bytes());
+    assert!(answers.len() == 1 && text(&answers[0]).starts_with("SIP/2.0 400 Bad Request - Content-Length"), "{answers:?}");
+
+    // Neither an ACK nor a response is answered.
+    let ack = options.replace("OPTIONS sip", "ACK sip").replace("1 OPTIONS", "1 ACK");
+    assert!(feed_unframed(&mut ep, ack.as_bytes()).is_empty());
+    let response = "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 192.0.2.10:5060;branch=z9hG4bK-x\r\nCall-ID: r\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    assert!(feed_unframed(&mut ep, response.as_bytes()).is_empty());
+}
+
 #[test]
 fn a_call_placed_over_tcp_sends_no_retransmission_and_times_out_by_timer_b() {
     let mut ep = Endpoint::with_seed(config(), 7);

@@ -17,7 +17,7 @@ use super::commands::{Decision, SipCommand};
 use super::flood::{InviteRate, Unconfirmed};
 use super::lifecycle::LifecycleEvent;
 use super::outbound::Outbound;
-use super::sip_tcp::SipTcp;
+use super::sip_tcp::{Inbound, SipTcp};
 use super::state::Server;
 use crate::media::{CallMedia, MediaEvent, MediaLeg, RemoteMedia};
 
@@ -52,9 +52,13 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, mut tcp: SipTcp, mut en
                 }
             },
             Some(event) = tcp.events.recv() => {
-                if let Some((from, message)) = tcp.on_event(event) {
-                    endpoint.set_unavailable(server.drain_retry_after());
-                    endpoint.handle_message(Instant::now(), from, Transport::Tcp, &message);
+                match tcp.on_event(event) {
+                    Some(Inbound::Message { peer, data }) => {
+                        endpoint.set_unavailable(server.drain_retry_after());
+                        endpoint.handle_message(Instant::now(), peer, Transport::Tcp, &data);
+                    }
+                    Some(Inbound::Unframed { peer, head, error }) => endpoint.reject_unframed(peer, Transport::Tcp, &head, error),
+                    None => {}
                 }
             }
             () = sleep => {

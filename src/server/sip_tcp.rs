@@ -8,7 +8,9 @@
 //!   the next message, e.g. every request of a trunk's calls).
 //! * Keep-alives: a CRLFCRLF ping is answered with a CRLF pong (RFC 5626 3.5.1).
 //! * A connection that breaks the framing (no Content-Length, a message over the size cap,
-//!   not SIP) is closed; nothing else is affected. One silent for [`IDLE_TIMEOUT`] is closed.
+//!   not SIP) is closed; nothing else is affected. A request without a usable
+//!   Content-Length is first answered `400` (RFC 3261 18.3). One silent for
+//!   [`IDLE_TIMEOUT`] is closed.
 //! * At most [`MAX_PER_IP`] connections per client address and [`MAX_CONNECTIONS`] in all:
 //!   beyond them a new connection is closed at once.
 
@@ -20,10 +22,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use voxline_sip::{StreamFramer, StreamItem, PONG};
+use voxline_sip::{StreamError, StreamFramer, StreamItem, PONG};
 
 use super::listener::PerIp;
 
+/// How long a connection that broke the framing waits for the endpoint's answer (a
+/// request's `400`) before it closes.
+const ANSWER_GRACE: Duration = Duration::from_millis(500);
 /// A connection with no message (or keep-alive) for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Open connections per client address, at most.
@@ -40,8 +45,20 @@ pub enum TcpEvent {
     Opened { peer: SocketAddr, id: u64, writer: mpsc::UnboundedSender<Vec<u8>> },
     /// One whole message from `peer`.
     Message { peer: SocketAddr, data: Vec<u8> },
+    /// The header section of a message from `peer` whose end cannot be found; the
+    /// connection waits [`ANSWER_GRACE`] for the answer (a request's `400`), then closes.
+    Unframed { peer: SocketAddr, head: Vec<u8>, error: StreamError },
     /// The connection `id` with `peer` is gone.
     Closed { peer: SocketAddr, id: u64 },
+}
+
+/// What a connection hands the endpoint.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One whole message, for [`voxline_sip::Endpoint::handle_message`].
+    Message { peer: SocketAddr, data: Vec<u8> },
+    /// A message that broke the framing, for [`voxline_sip::Endpoint::reject_unframed`].
+    Unframed { peer: SocketAddr, head: Vec<u8>, error: StreamError },
 }
 
 /// The SIP task's side: the events of every connection and the table to write through.
@@ -74,14 +91,15 @@ impl SipTcp {
         SipTcp { events, events_tx, table: HashMap::new(), shared }
     }
 
-    /// Applies a connection's event to the table; a message comes back for the endpoint.
-    pub fn on_event(&mut self, event: TcpEvent) -> Option<(SocketAddr, Vec<u8>)> {
+    /// Applies a connection's event to the table; what the endpoint must see comes back.
+    pub fn on_event(&mut self, event: TcpEvent) -> Option<Inbound> {
         match event {
             TcpEvent::Opened { peer, id, writer } => {
                 self.table.insert(peer, (id, writer));
                 None
             }
-            TcpEvent::Message { peer, data } => Some((peer, data)),
+            TcpEvent::Message { peer, data } => Some(Inbound::Message { peer, data }),
+            TcpEvent::Unframed { peer, head, error } => Some(Inbound::Unframed { peer, head, error }),
             TcpEvent::Closed { peer, id } => {
                 if self.table.get(&peer).is_some_and(|(open, _)| *open == id) {
                     self.table.remove(&peer);
@@ -196,6 +214,7 @@ async fn serve(
                 };
                 framer.push(&buf[..n]);
                 let mut failed = None;
+                let mut unframed = None;
                 loop {
                     match framer.next() {
                         Ok(Some(StreamItem::Message(data))) => {
@@ -212,7 +231,16 @@ async fn serve(
                         Ok(None) => break,
                         Err(e) => {
                             failed = Some(e.to_string());
+                            unframed = framer.take_rejected().map(|head| (head, e));
                             break;
+                        }
+                    }
+                }
+                if let Some((head, error)) = unframed {
+                    if events.send(TcpEvent::Unframed { peer, head, error }).await.is_ok() {
+                        if let Ok(Some(payload)) = tokio::time::timeout(ANSWER_GRACE, queue.recv()).await {
+                            crate::metrics::metrics().sip_sent(&payload);
+                            let _ = writer.write_all(&payload).await;
                         }
                     }
                 }
@@ -258,7 +286,7 @@ mod tests {
         let opened = tcp.events.recv().await.unwrap();
         assert!(tcp.on_event(opened).is_none());
         let message = tcp.events.recv().await.unwrap();
-        let (peer, data) = tcp.on_event(message).unwrap();
+        let Some(Inbound::Message { peer, data }) = tcp.on_event(message) else { panic!("no message") };
         assert_eq!(peer, client.local_addr().unwrap());
         assert!(data.ends_with(b"hi"));
         tcp.send(peer, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec());
@@ -267,19 +295,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_without_content_length_is_closed() {
+    async fn a_stream_without_content_length_hands_its_head_over_writes_the_answer_and_closes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut tcp = SipTcp::start(listener, 4096);
         let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n").await.unwrap();
-        assert_eq!(read_some(&mut client).await, b"", "the server closes the connection");
+        let head = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        let mut unframed = None;
+        while unframed.is_none() {
+            let event = tokio::time::timeout(Duration::from_secs(5), tcp.events.recv()).await.expect("an event").unwrap();
+            if let Some(Inbound::Unframed { peer, head, error }) = tcp.on_event(event) {
+                unframed = Some((peer, head, error));
+            }
+        }
+        let (peer, got, error) = unframed.unwrap();
+        assert_eq!(got, head);
+        assert_eq!(error, StreamError::MissingContentLength);
+        tcp.send(peer, b"SIP/2.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec());
+        assert!(read_some(&mut client).await.starts_with(b"SIP/2.0 400"), "the answer is written");
+        assert_eq!(read_some(&mut client).await, b"", "then the server closes the connection");
         let mut closed = false;
         while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), tcp.events.recv()).await {
             closed |= matches!(event, TcpEvent::Closed { .. });
             tcp.on_event(event);
         }
         assert!(closed);
+        assert_eq!(tcp.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn unanswered_the_broken_stream_still_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tcp = SipTcp::start(listener, 4096);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"hello there\r\nwho: me\r\n\r\n").await.unwrap();
+        assert_eq!(read_some(&mut client).await, b"", "closed after the grace period");
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), tcp.events.recv()).await {
+            tcp.on_event(event);
+        }
         assert_eq!(tcp.open(), 0);
     }
 }

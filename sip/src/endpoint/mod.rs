@@ -189,6 +189,33 @@ impl Endpoint {
         }
     }
 
+    /// A message on a stream whose end cannot be found (`head`, its header section, from
+    /// [`StreamFramer::take_rejected`](crate::StreamFramer::take_rejected)): a request gets
+    /// `400` with the framing error as its reason, queued for the connection it came on
+    /// (RFC 3261 18.3), which is then closed; a response or an ACK is dropped.
+    pub fn reject_unframed(&mut self, from: SocketAddr, transport: Transport, head: &[u8], error: crate::StreamError) {
+        self.stats.datagrams += 1;
+        let Ok(frame) = message::frame(head) else {
+            self.stats.malformed += 1;
+            self.stats.dropped += 1;
+            return;
+        };
+        let is_ack = match &frame.start {
+            StartLine::Request { method, .. } => *method == message::Method::Ack,
+            StartLine::Response { .. } => {
+                self.stats.dropped += 1;
+                return;
+            }
+        };
+        let mut echo = match Request::from_frame(frame) {
+            Ok(request) => request.echo,
+            Err(invalid) => invalid.echo,
+        };
+        echo.transport = transport;
+        let rejection = message::Rejection { status: 400, reason: error.to_string().into() };
+        self.on_bad_request(from, is_ack, rejection, &echo);
+    }
+
     /// Processes every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<TransactionKey> = due_keys(

@@ -47,6 +47,8 @@ pub struct StreamFramer {
     max_message: usize,
     /// Set once an error was reported: the stream is unusable from there on.
     failed: Option<StreamError>,
+    /// The header section of the message whose Content-Length was missing or bad.
+    rejected: Option<Vec<u8>>,
 }
 
 impl StreamFramer {
@@ -56,6 +58,7 @@ impl StreamFramer {
             buffer: Vec::new(),
             max_message,
             failed: None,
+            rejected: None,
         }
     }
 
@@ -79,9 +82,19 @@ impl StreamFramer {
             return Err(error);
         }
         self.next_item().inspect_err(|&e| {
+            if matches!(e, StreamError::MissingContentLength | StreamError::BadContentLength) {
+                self.rejected = find(&self.buffer, b"\r\n\r\n").map(|end| self.buffer[..end + 4].to_vec());
+            }
             self.failed = Some(e);
             self.buffer = Vec::new();
         })
+    }
+
+    /// After a [`StreamError::MissingContentLength`] or [`StreamError::BadContentLength`]:
+    /// the header section of the message that caused it, for
+    /// [`Endpoint::reject_unframed`](crate::Endpoint::reject_unframed) to answer.
+    pub fn take_rejected(&mut self) -> Option<Vec<u8>> {
+        self.rejected.take()
     }
 
     fn next_item(&mut self) -> Result<Option<StreamItem>, StreamError> {
