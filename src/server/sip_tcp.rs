@@ -6,11 +6,12 @@
 //!   goes back on the connection its request came on (18.2.2); a request of ours to an
 //!   address with a connection reuses it; otherwise a new connection is opened (and kept for
 //!   the next message, e.g. every request of a trunk's calls).
-//! * Keep-alives: a CRLFCRLF ping is answered with a CRLF pong (RFC 5626 3.5.1).
+//! * Keep-alives: a CRLFCRLF ping is answered with a CRLF pong (RFC 5626 3.5.1); on a
+//!   connection we opened, we send one after [`KEEPALIVE_INTERVAL`] without traffic.
 //! * A connection that breaks the framing (no Content-Length, a message over the size cap,
 //!   not SIP) is closed; nothing else is affected. A request without a usable
-//!   Content-Length is first answered `400` (RFC 3261 18.3). One silent for
-//!   [`IDLE_TIMEOUT`] is closed.
+//!   Content-Length is first answered `400` (RFC 3261 18.3). One a peer opened is closed
+//!   after [`IDLE_TIMEOUT`] without traffic; ours stay open (a registrar sends calls on them).
 //! * At most [`MAX_PER_IP`] connections per client address and [`MAX_CONNECTIONS`] in all:
 //!   beyond them a new connection is closed at once.
 
@@ -29,7 +30,14 @@ use super::listener::PerIp;
 /// How long a connection that broke the framing waits for the endpoint's answer (a
 /// request's `400`) before it closes.
 const ANSWER_GRACE: Duration = Duration::from_millis(500);
-/// A connection with no message (or keep-alive) for this long is closed.
+/// On a connection of ours (to a trunk or a registrar, which may send calls back on it), a
+/// CRLFCRLF keep-alive goes out after this long without traffic (RFC 5626 4.4.1 suggests
+/// 95-120 s for connection-oriented transports): it keeps NAT bindings open, and the
+/// connection is not idle-closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(120);
+/// The keep-alive request (RFC 5626 3.5.1); the answer is [`PONG`].
+const PING: &[u8] = b"\r\n\r\n";
+/// A connection a peer opened with no message (or keep-alive) for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Open connections per client address, at most.
 pub const MAX_PER_IP: usize = 64;
@@ -72,6 +80,9 @@ pub struct SipTcp {
 /// What the accept loop and the connections share.
 struct Shared {
     max_message: usize,
+    /// [`IDLE_TIMEOUT`] and [`KEEPALIVE_INTERVAL`] (shorter in tests).
+    idle: Duration,
+    keepalive: Duration,
     per_ip: Arc<PerIp>,
     total: Arc<Semaphore>,
     next_id: std::sync::atomic::AtomicU64,
@@ -80,9 +91,15 @@ struct Shared {
 impl SipTcp {
     /// Starts accepting on `listener`; messages are cut at `max_message` bytes.
     pub fn start(listener: TcpListener, max_message: usize) -> SipTcp {
+        Self::with_timing(listener, max_message, IDLE_TIMEOUT, KEEPALIVE_INTERVAL)
+    }
+
+    fn with_timing(listener: TcpListener, max_message: usize, idle: Duration, keepalive: Duration) -> SipTcp {
         let (events_tx, events) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             max_message,
+            idle,
+            keepalive,
             per_ip: Arc::default(),
             total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             next_id: 1.into(),
@@ -160,7 +177,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, events: mpsc::Sender
         let (shared, events) = (shared.clone(), events.clone());
         tokio::spawn(async move {
             let _held = (slot, permit);
-            serve(stream, peer, id, queue, &shared, &events).await;
+            serve(stream, peer, id, Side::Accepted, queue, &shared, &events).await;
         });
     }
 }
@@ -176,7 +193,7 @@ async fn connect(
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
         Ok(Ok(stream)) => {
             tracing::debug!(%peer, "SIP TCP connection opened");
-            serve(stream, peer, id, queue, &shared, &events).await;
+            serve(stream, peer, id, Side::Ours, queue, &shared, &events).await;
         }
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "SIP TCP connect failed");
@@ -189,12 +206,22 @@ async fn connect(
     }
 }
 
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The peer: closed after [`IDLE_TIMEOUT`] without traffic.
+    Accepted,
+    /// We did: kept open with keep-alives every [`KEEPALIVE_INTERVAL`] without traffic.
+    Ours,
+}
+
 /// Reads messages from one connection and writes what the table queues for it, until
-/// either side fails, the stream breaks the framing, or it stays idle too long.
+/// either side fails, the stream breaks the framing, or (a peer's) it stays idle too long.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
+    side: Side,
     mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
     shared: &Shared,
     events: &mpsc::Sender<TcpEvent>,
@@ -203,10 +230,20 @@ async fn serve(
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new(shared.max_message);
     let mut buf = vec![0u8; 16 * 1024];
+    let quiet = match side {
+        Side::Accepted => shared.idle,
+        Side::Ours => shared.keepalive,
+    };
     let why = loop {
         tokio::select! {
-            read = tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buf)) => {
+            read = tokio::time::timeout(quiet, reader.read(&mut buf)) => {
                 let n = match read {
+                    Err(_) if side == Side::Ours => {
+                        if let Err(e) = writer.write_all(PING).await {
+                            break format!("keep-alive failed: {e}");
+                        }
+                        continue;
+                    }
                     Err(_) => break "idle".to_string(),
                     Ok(Err(e)) => break format!("read failed: {e}"),
                     Ok(Ok(0)) => break "closed by the peer".to_string(),
@@ -271,6 +308,43 @@ mod tests {
     async fn read_some(stream: &mut TcpStream) -> Vec<u8> {
         let mut buf = vec![0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("data within 5 s").unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_connection_of_ours_sends_keep_alives_and_outlives_the_idle_timeout() {
+        let (idle, keepalive) = (Duration::from_millis(300), Duration::from_millis(100));
+        let registrar = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut tcp = SipTcp::with_timing(TcpListener::bind("127.0.0.1:0").await.unwrap(), 4096, idle, keepalive);
+        tcp.send(registrar.local_addr().unwrap(), b"REGISTER sip:r SIP/2.0\r\nContent-Length: 0\r\n\r\n".to_vec());
+        let (mut conn, _) = registrar.accept().await.unwrap();
+        assert!(read_within(&mut conn, Duration::from_secs(5)).await.starts_with(b"REGISTER"));
+        let start = tokio::time::Instant::now();
+        let mut pings = 0;
+        while start.elapsed() < 3 * idle {
+            assert_eq!(read_within(&mut conn, Duration::from_secs(5)).await, PING, "a keep-alive (not a close) after {:?}", start.elapsed());
+            pings += 1;
+        }
+        assert!(pings >= 5, "{pings} keep-alives");
+        assert_eq!(tcp.open(), 1, "still in the table");
+    }
+
+    #[tokio::test]
+    async fn a_connection_a_peer_opened_closes_when_idle() {
+        let idle = Duration::from_millis(300);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _tcp = SipTcp::with_timing(listener, 4096, idle, Duration::from_millis(100));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let start = tokio::time::Instant::now();
+        assert_eq!(read_within(&mut client, Duration::from_secs(5)).await, b"", "closed, no keep-alive sent");
+        assert!(start.elapsed() >= idle, "closed after {:?}", start.elapsed());
+    }
+
+    async fn read_within(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(limit, stream.read(&mut buf)).await.expect("data in time").unwrap();
         buf.truncate(n);
         buf
     }
