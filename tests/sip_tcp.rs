@@ -37,16 +37,9 @@ fn ten_calls_over_one_tcp_connection_hear_audio_and_bye_works_from_both_sides() 
     let server = Server::start(&["--greeting", "Hello over TCP."]);
     let (capture, _) = RtpCapture::bind();
 
-    // Ten calls, five at a time, on sipp's single TCP connection; the caller hangs up.
-    let run = SippCall::new("uac_greeting.xml", server.sip)
-        .arg("-t")
-        .arg("t1")
-        .rtp(capture.addr)
-        .pause_ms(1500)
-        .calls(10, 5)
-        .timeout(Duration::from_secs(60))
-        .run();
-    run.assert_success("10 calls over TCP, the caller hanging up");
+    // Ten calls, five at a time, on sipp's single TCP connection, hung up by the caller; then
+    // five hung up by voxline, its BYE reaching sipp over the TCP connection.
+    let (run, result) = tcp_calls_hung_up_by_either_side(&server, server.sip, capture.addr, "over TCP");
     let received = run.received();
     assert_eq!(received.iter().filter(|m| m.msg.status() == Some(200) && m.msg.header("CSeq").is_some_and(|c| c.ends_with("INVITE"))).count(), 10, "ten 200s to INVITE");
     assert!(
@@ -56,14 +49,9 @@ fn ten_calls_over_one_tcp_connection_hear_audio_and_bye_works_from_both_sides() 
     let ok = run.invite_ok();
     assert!(ok.header("Contact").is_some_and(|c| c.contains(";transport=tcp")), "our Contact asks for TCP: {:?}", ok.header("Contact"));
     // Each call heard audio: RTP from ten different media sockets of voxline.
-    assert!(capture.wait_until(Duration::from_secs(5), |p| p.iter().map(|p| p.from).collect::<HashSet<_>>().len() >= 10), "RTP from each of the 10 calls");
+    assert!(capture.wait_until(Duration::from_secs(5), |p| p.iter().map(|p| p.from).collect::<HashSet<_>>().len() >= 10), "RTP from at least the 10 calls the caller hung up");
     assert!(capture.count() >= 10 * 25, "at least half a second of audio per call, got {} packets", capture.count());
 
-    // Five calls hung up by voxline: its BYE reaches sipp over the TCP connection.
-    let sipp = SippCall::new("uac_remote_hangup.xml", server.sip).arg("-t").arg("t1").rtp(capture.addr).calls(5, 5).timeout(Duration::from_secs(30)).spawn();
-    server.hang_up_active(5, Duration::from_secs(15), "TCP calls");
-    let result = sipp.wait();
-    result.assert_success("5 calls over TCP, voxline hanging up");
     let byes = result.requests("BYE");
     assert_eq!(byes.len(), 5, "sipp got voxline's 5 BYEs");
     assert!(byes.iter().all(|m| m.msg.header("Via").is_some_and(|v| v.starts_with("SIP/2.0/TCP"))), "voxline's BYEs went over TCP");
@@ -114,8 +102,7 @@ fn a_broken_tcp_stream_closes_only_its_connection() {
     let (capture, _) = RtpCapture::bind();
     SippCall::new("uac_greeting.xml", server.sip).rtp(capture.addr).pause_ms(500).timeout(Duration::from_secs(20)).run().assert_success("a UDP call after the broken streams");
     SippCall::new("uac_greeting.xml", server.sip)
-        .arg("-t")
-        .arg("t1")
+        .over_tcp()
         .rtp(capture.addr)
         .pause_ms(500)
         .timeout(Duration::from_secs(20))

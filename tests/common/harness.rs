@@ -46,6 +46,20 @@ pub fn free_udp_port() -> u16 {
     UdpSocket::bind((LOCALHOST, 0)).and_then(|s| s.local_addr()).expect("bind a UDP socket").port()
 }
 
+/// A port on 127.0.0.1 that was free on both UDP and TCP a moment ago (for a peer that
+/// listens on both, as SIP peers do).
+pub fn free_udp_and_tcp_port() -> u16 {
+    (0..20)
+        .map(|_| free_udp_port())
+        .find(|&port| std::net::TcpListener::bind((LOCALHOST, port)).is_ok())
+        .expect("a port free on UDP and TCP in 20 tries")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind((LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("bind a TCP listener").port()
+}
+
 /// Panics with a clear message when a command-line tool is missing.
 pub fn require_tool(name: &str, hint: &str) {
     let found = Command::new("sh")

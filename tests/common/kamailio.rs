@@ -2,7 +2,9 @@
 //! server under test: it record-routes every INVITE, relays it to the
 //! server, and routes in-dialog requests (ACK, BYE in both directions) by
 //! their Route headers, answering 404 to any that bypass its route set's
-//! rules, as a carrier SBC or a PBX would.
+//! rules, as a carrier SBC or a PBX would. Over UDP ([`Kamailio::start`]) or
+//! over TCP ([`Kamailio::start_tcp`]: it listens on TCP too, on the same port,
+//! and relays to the server over TCP).
 
 #![allow(dead_code)]
 
@@ -11,7 +13,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::harness::{free_udp_port, require_tool, scratch_dir, tail, LOCALHOST};
+pub use voxline_sip::Transport;
+
+use super::harness::{free_udp_and_tcp_port, free_udp_port, require_tool, scratch_dir, tail, LOCALHOST};
 
 pub const KAMAILIO: &str = "kamailio";
 
@@ -21,8 +25,14 @@ pub struct Kamailio {
     pub dir: PathBuf,
 }
 
-/// The proxy's routing script: record-route, relay to `target`, loose routing in dialogs.
-fn config(listen: SocketAddr, target: SocketAddr) -> String {
+/// The proxy's routing script: record-route, relay to `target` over `transport`, loose
+/// routing in dialogs. Over TCP it listens on UDP and TCP.
+fn config(listen: SocketAddr, target: SocketAddr, transport: Transport) -> String {
+    let (tcp_listen, target_param) = match transport {
+        Transport::Udp => (String::new(), ""),
+        Transport::Tcp => (format!("listen=tcp:{listen}\n"), ";transport=tcp"),
+        other => panic!("the test proxy is set up for UDP and TCP, not {other:?}"),
+    };
     format!(
         r#"#!KAMAILIO
 debug=2
@@ -31,7 +41,7 @@ fork=yes
 children=2
 auto_aliases=no
 listen=udp:{listen}
-alias="{listen}"
+{tcp_listen}alias="{listen}"
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "tm.so"
 loadmodule "sl.so"
@@ -41,6 +51,7 @@ loadmodule "maxfwd.so"
 loadmodule "siputils.so"
 loadmodule "textops.so"
 loadmodule "xlog.so"
+loadmodule "nathelper.so"
 modparam("rr", "append_fromtag", 1)
 
 request_route {{
@@ -48,8 +59,15 @@ request_route {{
         sl_send_reply("483", "Too Many Hops");
         exit;
     }}
+    # A caller on TCP is reached on its connection: its Contact gets an ;alias of the
+    # connection's address, which routes requests to it back there (Kamailio's default
+    # config does this for clients behind NAT and on TCP).
+    if (proto == TCP && is_method("INVITE") && !has_totag()) {{
+        add_contact_alias();
+    }}
     if (has_totag()) {{
         if (loose_route()) {{
+            handle_ruri_alias();
             t_relay();
             exit;
         }}
@@ -70,7 +88,7 @@ request_route {{
     if (is_method("INVITE")) {{
         record_route();
     }}
-    $du = "sip:{target}";
+    $du = "sip:{target}{target_param}";
     t_relay();
 }}
 "#
@@ -78,11 +96,19 @@ request_route {{
 }
 
 impl Kamailio {
-    /// Starts the proxy in front of `target` (the server's SIP address).
+    /// Starts the proxy in front of `target` (the server's SIP address), over UDP.
     pub fn start(target: SocketAddr) -> Kamailio {
         let dir = scratch_dir("kamailio");
         let addr = SocketAddr::new(LOCALHOST, free_udp_port());
-        Kamailio::launch(dir, &config(addr, target), addr, &[])
+        Kamailio::launch(dir, &config(addr, target, Transport::Udp), addr, &[])
+    }
+
+    /// Starts the proxy in front of `target`, listening on UDP and TCP (one port) and
+    /// relaying to the server over TCP (`;transport=tcp`); its Record-Route says TCP.
+    pub fn start_tcp(target: SocketAddr) -> Kamailio {
+        let dir = scratch_dir("kamailio-tcp");
+        let addr = SocketAddr::new(LOCALHOST, free_udp_and_tcp_port());
+        Kamailio::launch(dir, &config(addr, target, Transport::Tcp), addr, &[])
     }
 
     /// Runs kamailio on the config text `cfg` (written into `dir`) that listens on

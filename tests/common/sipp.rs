@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::harness::{read_lossy, require_tool, scratch_dir, tail, LOCALHOST};
+use super::server::Server;
 use super::sip_message::SipMessage;
 
 pub const SIPP: &str = "sipp";
@@ -89,6 +90,11 @@ impl SippCall {
     pub fn arg(mut self, a: &str) -> SippCall {
         self.extra.push(a.to_string());
         self
+    }
+
+    /// `-t t1`: every call over one TCP connection.
+    pub fn over_tcp(self) -> SippCall {
+        self.arg("-t").arg("t1")
     }
 
     /// The command line (program first).
@@ -250,6 +256,21 @@ impl Drop for Sipp {
             }
         }
     }
+}
+
+/// Calls to `server` over TCP, sent to `target` (the server or a proxy in front of it), media
+/// to `rtp`: ten on one connection, five at a time, each hung up by sipp after 1.5 s; then
+/// five hung up by the server over the API. Both runs must succeed (`what` names the path);
+/// returns them in that order.
+pub fn tcp_calls_hung_up_by_either_side(server: &Server, target: SocketAddr, rtp: SocketAddr, what: &str) -> (SippResult, SippResult) {
+    let by_caller =
+        SippCall::new("uac_greeting.xml", target).over_tcp().rtp(rtp).pause_ms(1500).calls(10, 5).timeout(Duration::from_secs(60)).run();
+    by_caller.assert_success(&format!("10 calls {what}, the caller hanging up"));
+    let sipp = SippCall::new("uac_remote_hangup.xml", target).over_tcp().rtp(rtp).calls(5, 5).timeout(Duration::from_secs(30)).spawn();
+    server.hang_up_active(5, Duration::from_secs(15), &format!("calls {what}"));
+    let by_server = sipp.wait();
+    by_server.assert_success(&format!("5 calls {what}, voxline hanging up"));
+    (by_caller, by_server)
 }
 
 /// `sipp -sf tests/sipp/SCENARIO TARGET -key K V ... -m 1`, bounded by `timeout`.
