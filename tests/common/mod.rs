@@ -8,6 +8,7 @@ use candle_core::Tensor;
 
 pub mod agent;
 pub mod asr;
+pub mod baresip;
 pub mod calls;
 pub mod chatterbox;
 pub mod dispatcher;
