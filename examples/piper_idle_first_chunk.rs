@@ -1,0 +1,72 @@
+//! A sentence's first chunk after the synthesis thread sat idle: how long a
+//! turn-taking call's next turn waits for the engine, by how long the engine
+//! slept before it (0, 1 and 3 s). Prints one JSON line per idle time with the
+//! median and the worst first chunk, and the process's anonymous huge pages.
+//!
+//! ```text
+//! cargo run --release --example piper_idle_first_chunk
+//! ```
+//! Needs the default voice in `models/` (`voxline fetch-voice`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use voxline::synth::piper::{PiperEngine, PiperVoice, StreamConfig};
+use voxline::synth::{CancelToken, Engine, SynthOptions, SynthRequest};
+use voxline::text::EspeakPhonemizer;
+
+const TEXTS: &[&str] = &[
+    "Thank you for calling, how can I help you today?",
+    "Your appointment is confirmed for Tuesday at three thirty in the afternoon.",
+    "I can help you with that, please hold on for a moment.",
+    "The total comes to forty two dollars and fifteen cents.",
+    "Could you please spell your last name for me?",
+    "Please say or enter your account number, followed by the pound key.",
+];
+
+fn anon_huge_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("AnonHugePages:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() {
+    voxline::synth::heap::keep_freed_buffers();
+    std::env::set_var("RAYON_NUM_THREADS", "1");
+    let models = std::env::var("VOXLINE_MODELS").unwrap_or_else(|_| "models".into());
+    let path = std::path::Path::new(&models).join("en_US-joe-medium.onnx");
+    let voice = PiperVoice::load(&path, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("{}: {e} (run `voxline fetch-voice`)", path.display()));
+    let phonemizer = Arc::new(EspeakPhonemizer::new().expect("espeak-ng"));
+    let engine = Arc::new(PiperEngine::new(voice, phonemizer, StreamConfig::default()).expect("engine"));
+    let speak = |text: &str| -> f64 {
+        let t0 = Instant::now();
+        let mut stream = engine.start(SynthRequest { text: text.into(), options: SynthOptions::default() }, CancelToken::new()).expect("start");
+        stream.next_chunk().expect("first chunk");
+        let first = t0.elapsed().as_secs_f64() * 1e3;
+        while stream.next_chunk().expect("chunk").is_some() {}
+        first
+    };
+    for text in TEXTS {
+        speak(text);
+    }
+    for idle in [0u64, 1000, 3000] {
+        let mut firsts: Vec<f64> = Vec::new();
+        for round in 0..2 {
+            for text in TEXTS {
+                std::thread::sleep(Duration::from_millis(idle));
+                let first = speak(text);
+                if round > 0 || idle > 0 {
+                    firsts.push(first);
+                }
+            }
+        }
+        firsts.sort_by(f64::total_cmp);
+        println!(
+            "{{\"idle_ms\": {idle}, \"first_chunk_ms_p50\": {:.1}, \"first_chunk_ms_max\": {:.1}, \"anon_huge_kib\": {}}}",
+            firsts[firsts.len() / 2],
+            firsts[firsts.len() - 1],
+            anon_huge_kib()
+        );
+    }
+}
