@@ -221,7 +221,7 @@ fn a_talkspurt_starts_with_at_most_20_ms_of_silence_and_the_marker_carries_sound
     assert!(f.marker);
     assert_eq!(f.kind, FrameKind::Speech);
     let quiet = f.payload.iter().take_while(|&&b| b == SILENCE_PCMU).count();
-    assert_eq!(quiet as u64, MAX_LEAD_BYTES, "10 ms of lead, then sound in the marker packet");
+    assert_eq!(quiet as u64, MAX_LEAD_BYTES, "no lead: sound from the marker packet's first byte");
 }
 
 #[test]
@@ -282,11 +282,12 @@ fn pauses_between_utterances_of_one_talkspurt_are_kept() {
         kinds.push(f.payload.iter().any(|&b| b != SILENCE_PCMU));
     }
     let sounding: Vec<usize> = kinds.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| i).collect();
-    // First: 10 ms lead + 160 sound bytes -> frames 0-1; the 200 ms tail
-    // (its last frame padded) and the second's 50 ms lead play in full.
+    // First: its lead trimmed to MAX_LEAD, then 160 sound bytes from frame 0;
+    // the 200 ms tail and the second's 50 ms lead play in full, so the
+    // second's sound starts 160 + 1600 + 400 bytes later.
     assert_eq!(sounding.first(), Some(&0));
     let second = sounding.iter().copied().find(|&i| i > 1).unwrap();
-    assert_eq!(second, 14, "the natural pause between the clauses: {kinds:?}");
+    assert_eq!(second as u64, (MAX_LEAD_BYTES + 160 + 1600 + 400) / 160, "the natural pause between the clauses: {kinds:?}");
 }
 
 #[test]
