@@ -74,7 +74,7 @@ request_route {{
     }}
     if (has_totag()) {{
         if (loose_route()) {{
-            xlog("L_NOTICE", "in-dialog $rm through our route\n");
+            xlog("L_NOTICE", "in-dialog $rm through our route, call $ci\n");
             t_relay();
             exit;
         }}
@@ -302,6 +302,13 @@ fn caller(kamailio: &Kamailio, rtp: SocketAddr) -> SippCall {
         .arg(PASSWORD)
 }
 
+/// The calls (Call-IDs) whose in-dialog `method` went through the proxy's route: a request
+/// retransmitted under load is logged again but counts once.
+fn routed(log: &str, method: &str) -> std::collections::BTreeSet<String> {
+    let prefix = format!("in-dialog {method} through our route, call ");
+    log.lines().filter_map(|l| l.split_once(prefix.as_str()).map(|(_, id)| id.trim().to_string())).collect()
+}
+
 #[test]
 fn twenty_calls_in_through_an_authenticating_record_routing_kamailio() {
     require_sipp();
@@ -326,8 +333,8 @@ fn twenty_calls_in_through_an_authenticating_record_routing_kamailio() {
     let log = kamailio.log();
     assert_eq!(log.matches("INVITE challenged").count(), 20, "{}", tail(&log, 40));
     assert_eq!(log.matches(&format!("INVITE to a registered user, to sip:agent@{}", server.sip)).count(), 20, "{}", tail(&log, 40));
-    assert_eq!(log.matches("in-dialog ACK through our route").count(), 20, "{}", tail(&log, 40));
-    assert_eq!(log.matches("in-dialog BYE through our route").count(), 20);
+    assert_eq!(routed(&log, "ACK").len(), 20, "{}", tail(&log, 40));
+    assert_eq!(routed(&log, "BYE").len(), 20, "{}", tail(&log, 40));
     assert!(!log.contains("without our route"), "{}", tail(&log, 40));
     for invite in run.sent_requests("INVITE").iter().filter(|m| m.msg.header("Proxy-Authorization").is_some()) {
         assert!(invite.msg.header("Proxy-Authorization").is_some_and(|a| a.contains("username=\"alice\"")), "{:?}", invite.msg.header("Proxy-Authorization"));
@@ -396,8 +403,8 @@ fn twenty_calls_out_through_an_authenticating_record_routing_kamailio_with_bye_f
     assert!(invite.header("From").is_some_and(|f| f.starts_with(&format!("<sip:agent@{REALM}>"))), "{:?}", invite.header("From"));
     // ACKs and BYEs in both directions went through the proxy's route: 10 BYEs from us,
     // 10 to us, 20 ACKs.
-    assert_eq!(log.matches("in-dialog BYE through our route").count(), 20, "{}", tail(&log, 40));
-    assert_eq!(log.matches("in-dialog ACK through our route").count(), 20);
+    assert_eq!(routed(&log, "BYE").len(), 20, "{}", tail(&log, 40));
+    assert_eq!(routed(&log, "ACK").len(), 20, "{}", tail(&log, 40));
     assert!(!log.contains("without our route"), "{}", tail(&log, 40));
 }
 
