@@ -157,7 +157,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_silence: bool,
     /// Threads that send the calls' RTP, each pacing its share of the calls
-    /// on its own 20 ms clock; 0 = one per core.
+    /// on its own 20 ms clock and pinned to its own CPU (VOXLINE_PACER_PIN=0:
+    /// not pinned); 0 = one per core.
     #[arg(long, env = "VOXLINE_PACER_THREADS", default_value_t = 0)]
     pub pacer_threads: usize,
     /// Synthesis threads shared by all calls; 0 = one per core.
