@@ -312,6 +312,24 @@ mod tests {
         buf
     }
 
+    /// A listening `SipTcp` (with these timings) and a client connected to it.
+    async fn listening(idle: Duration, keepalive: Duration) -> (SipTcp, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tcp = SipTcp::with_timing(listener, 4096, idle, keepalive);
+        (tcp, TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// Applies the connections' events until none comes for a second; true if one closed.
+    async fn settle(tcp: &mut SipTcp) -> bool {
+        let mut closed = false;
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), tcp.events.recv()).await {
+            closed |= matches!(event, TcpEvent::Closed { .. });
+            tcp.on_event(event);
+        }
+        closed
+    }
+
     #[tokio::test]
     async fn a_connection_of_ours_sends_keep_alives_and_outlives_the_idle_timeout() {
         let (idle, keepalive) = (Duration::from_millis(300), Duration::from_millis(100));
@@ -319,11 +337,11 @@ mod tests {
         let mut tcp = SipTcp::with_timing(TcpListener::bind("127.0.0.1:0").await.unwrap(), 4096, idle, keepalive);
         tcp.send(registrar.local_addr().unwrap(), b"REGISTER sip:r SIP/2.0\r\nContent-Length: 0\r\n\r\n".to_vec());
         let (mut conn, _) = registrar.accept().await.unwrap();
-        assert!(read_within(&mut conn, Duration::from_secs(5)).await.starts_with(b"REGISTER"));
+        assert!(read_some(&mut conn).await.starts_with(b"REGISTER"));
         let start = tokio::time::Instant::now();
         let mut pings = 0;
         while start.elapsed() < 3 * idle {
-            assert_eq!(read_within(&mut conn, Duration::from_secs(5)).await, PING, "a keep-alive (not a close) after {:?}", start.elapsed());
+            assert_eq!(read_some(&mut conn).await, PING, "a keep-alive (not a close) after {:?}", start.elapsed());
             pings += 1;
         }
         assert!(pings >= 5, "{pings} keep-alives");
@@ -333,28 +351,15 @@ mod tests {
     #[tokio::test]
     async fn a_connection_a_peer_opened_closes_when_idle() {
         let idle = Duration::from_millis(300);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _tcp = SipTcp::with_timing(listener, 4096, idle, Duration::from_millis(100));
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (_tcp, mut client) = listening(idle, Duration::from_millis(100)).await;
         let start = tokio::time::Instant::now();
-        assert_eq!(read_within(&mut client, Duration::from_secs(5)).await, b"", "closed, no keep-alive sent");
+        assert_eq!(read_some(&mut client).await, b"", "closed, no keep-alive sent");
         assert!(start.elapsed() >= idle, "closed after {:?}", start.elapsed());
-    }
-
-    async fn read_within(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(limit, stream.read(&mut buf)).await.expect("data in time").unwrap();
-        buf.truncate(n);
-        buf
     }
 
     #[tokio::test]
     async fn a_ping_gets_a_pong_and_messages_reach_the_sip_task_and_replies_go_back() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut tcp = SipTcp::start(listener, 4096);
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut tcp, mut client) = listening(IDLE_TIMEOUT, KEEPALIVE_INTERVAL).await;
         client.write_all(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nhi").await.unwrap();
         assert_eq!(read_some(&mut client).await, PONG);
         let opened = tcp.events.recv().await.unwrap();
@@ -370,10 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_without_content_length_hands_its_head_over_writes_the_answer_and_closes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut tcp = SipTcp::start(listener, 4096);
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut tcp, mut client) = listening(IDLE_TIMEOUT, KEEPALIVE_INTERVAL).await;
         let head = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
         client.write_all(head).await.unwrap();
         let mut unframed = None;
@@ -389,26 +391,16 @@ mod tests {
         tcp.send(peer, b"SIP/2.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec());
         assert!(read_some(&mut client).await.starts_with(b"SIP/2.0 400"), "the answer is written");
         assert_eq!(read_some(&mut client).await, b"", "then the server closes the connection");
-        let mut closed = false;
-        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), tcp.events.recv()).await {
-            closed |= matches!(event, TcpEvent::Closed { .. });
-            tcp.on_event(event);
-        }
-        assert!(closed);
+        assert!(settle(&mut tcp).await, "a Closed event");
         assert_eq!(tcp.open(), 0);
     }
 
     #[tokio::test]
     async fn unanswered_the_broken_stream_still_closes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut tcp = SipTcp::start(listener, 4096);
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut tcp, mut client) = listening(IDLE_TIMEOUT, KEEPALIVE_INTERVAL).await;
         client.write_all(b"hello there\r\nwho: me\r\n\r\n").await.unwrap();
         assert_eq!(read_some(&mut client).await, b"", "closed after the grace period");
-        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), tcp.events.recv()).await {
-            tcp.on_event(event);
-        }
+        settle(&mut tcp).await;
         assert_eq!(tcp.open(), 0);
     }
 }
