@@ -15,14 +15,9 @@ use voxline::synth::piper::{PiperEngine, PiperVoice, StreamConfig};
 use voxline::synth::{CancelToken, Engine, SynthOptions, SynthRequest};
 use voxline::text::EspeakPhonemizer;
 
-const TEXTS: &[&str] = &[
-    "Thank you for calling, how can I help you today?",
-    "Your appointment is confirmed for Tuesday at three thirty in the afternoon.",
-    "I can help you with that, please hold on for a moment.",
-    "The total comes to forty two dollars and fifteen cents.",
-    "Could you please spell your last name for me?",
-    "Please say or enter your account number, followed by the pound key.",
-];
+#[path = "common/texts.rs"]
+mod texts;
+use texts::TEXTS;
 
 fn anon_huge_kib() -> u64 {
     std::fs::read_to_string("/proc/self/smaps_rollup")
