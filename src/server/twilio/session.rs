@@ -75,15 +75,10 @@ impl<'a> Session<'a> {
     /// Runs until the stream or the call ends.
     pub async fn run(mut self, hangup: &Notify) -> End {
         let end = loop {
+            // Biased, in this order: a frame the pacer has sent goes out before an event
+            // that is ready at the same time, so a mark never overtakes the audio it marks.
             let out = tokio::select! {
-                message = self.socket.recv() => match message {
-                    Some(Ok(Message::Text(text))) => match self.inbound(text.as_str()) {
-                        Some(end) => break end,
-                        None => None,
-                    },
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::Remote,
-                    Some(Ok(_)) => None,
-                },
+                biased;
                 packet = self.packets.next() => match packet {
                     Some(packet) => payload_of(packet.bytes()).map(|payload| ToTwilio::Media {
                         stream_sid: &self.stream_sid,
@@ -91,6 +86,14 @@ impl<'a> Session<'a> {
                     }),
                     // The call's media closed: it is over.
                     None => break End::Local,
+                },
+                message = self.socket.recv() => match message {
+                    Some(Ok(Message::Text(text))) => match self.inbound(text.as_str()) {
+                        Some(end) => break end,
+                        None => None,
+                    },
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::Remote,
+                    Some(Ok(_)) => None,
                 },
                 event = self.events.recv(), if self.events_open => match event {
                     Some(MediaEvent::Playout(playout)) => match *playout {
