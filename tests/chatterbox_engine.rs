@@ -47,6 +47,9 @@ impl RenderStream for ImmediateStream {
     fn finish(&mut self) -> Result<Vec<f32>, ChatterboxError> {
         Ok(Vec::new())
     }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 /// A checkpoint directory in the layout of ResembleAI/chatterbox-turbo.
@@ -204,4 +207,91 @@ fn bad_requests_and_files_are_reported() {
         .to_string();
     assert!(err.contains("model directory"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Streams run together through `next_chunks` (T3's decoding steps batched
+/// across them) hear what each hears alone: the same chunks, token for token
+/// (the batched step's logits are within 1e-5 of one stream's, the gpt2 unit
+/// test's bound, far from moving a sampled draw), however the streams start,
+/// finish and are cancelled at different moments.
+#[test]
+fn streams_batched_together_speak_as_each_does_alone() {
+    let config = EngineConfig {
+        generate: GenerateParams { max_gen_len: 40, ..GenerateParams::default() },
+        chunk_tokens: 6,
+        ..Default::default()
+    };
+    let e = engine(Arc::new(Immediate(Default::default())), config);
+    assert!(e.max_batch() > 1, "Chatterbox batches its decoding steps");
+    let requests = [(TEXT, 1), ("a short one", 2), ("hello there, how are you doing today?", 3), (TEXT, 4)];
+    let start = |(text, seed): (&str, u64)| {
+        let options = SynthOptions { seed: Some(seed), ..Default::default() };
+        e.start(SynthRequest { text: text.into(), options }, CancelToken::new()).unwrap()
+    };
+    let alone: Vec<Vec<(Vec<f32>, u64, bool)>> = requests
+        .iter()
+        .map(|&r| {
+            let mut stream = start(r);
+            let mut chunks = Vec::new();
+            while let Some(c) = stream.next_chunk().unwrap() {
+                chunks.push((c.samples, c.start_sample, c.last));
+            }
+            chunks
+        })
+        .collect();
+    assert!(alone.iter().all(|c| c.len() >= 2), "every utterance has several chunks");
+
+    // Together: the fourth stream joins after two rounds, so the batch's
+    // members are at different positions in their sequences.
+    let mut streams: Vec<Box<dyn voxline::synth::SynthStream>> = requests[..3].iter().map(|&r| start(r)).collect();
+    let mut together: Vec<Vec<(Vec<f32>, u64, bool)>> = vec![Vec::new(); requests.len()];
+    let mut live: Vec<usize> = (0..3).collect();
+    let mut rounds = 0;
+    while !live.is_empty() {
+        if rounds == 2 {
+            streams.push(start(requests[3]));
+            live.push(3);
+        }
+        rounds += 1;
+        let mut batch: Vec<&mut dyn voxline::synth::SynthStream> = Vec::new();
+        for (i, s) in streams.iter_mut().enumerate() {
+            if live.contains(&i) {
+                batch.push(s.as_mut());
+            }
+        }
+        let answers = e.next_chunks(&mut batch);
+        let mut still = Vec::new();
+        for (&i, answer) in live.iter().zip(answers) {
+            if let Some(c) = answer.unwrap() {
+                together[i].push((c.samples, c.start_sample, c.last));
+                still.push(i);
+            }
+        }
+        live = still;
+        assert!(rounds < 100, "the batch never finished");
+    }
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, t, "stream {i}: batched chunks differ from the stream alone");
+    }
+}
+
+/// A stream cancelled while it is batched with others ends with `Cancelled`;
+/// the others go on to their normal ends.
+#[test]
+fn a_cancelled_stream_leaves_its_batch() {
+    let e = engine(Arc::new(Immediate(Default::default())), greedy());
+    let cancel = CancelToken::new();
+    let mut a = e.start(SynthRequest::new(TEXT), cancel.clone()).unwrap();
+    let mut b = e.start(SynthRequest::new(TEXT), CancelToken::new()).unwrap();
+    let first = e.next_chunks(&mut [a.as_mut(), b.as_mut()]);
+    assert!(first.iter().all(|r| matches!(r, Ok(Some(_)))));
+    cancel.cancel();
+    let second = e.next_chunks(&mut [a.as_mut(), b.as_mut()]);
+    assert!(matches!(second[0], Err(SynthError::Cancelled)), "{:?}", second[0].as_ref().err());
+    assert!(matches!(second[1], Ok(Some(_))));
+    let mut rest = vec![first.into_iter().nth(1).unwrap().unwrap().unwrap().samples, second.into_iter().nth(1).unwrap().unwrap().unwrap().samples];
+    while let Some(c) = b.next_chunk().unwrap() {
+        rest.push(c.samples);
+    }
+    assert_eq!(rest.concat(), token_audio(&expected_tokens(&greedy().generate)), "the other stream spoke its whole utterance");
 }

@@ -3,7 +3,14 @@
 //! prefix, as the engine runs it), then decode tokens per second (model step +
 //! the reference's sampler), printed as one JSON object.
 //!
-//! `voxline-t3-bench [--preset nano|turbo] [--prompt 375] [--text 24] [--tokens 200] [--cuda]`
+//! `voxline-t3-bench [--preset nano|turbo] [--prompt 375] [--text 24] [--tokens 200] [--cuda]
+//!  [--streams "1 2 4 8"] [--stream-tokens 20]`
+//!
+//! With `--streams`, each count `B` of streams (each its own fork of the voice
+//! prefix plus text, its own sampler) then draws `--stream-tokens` tokens two
+//! ways in the same run: one stream's step after another (what an engine that
+//! does not batch does), and all `B` in one batched step (`T3::step_many`, as
+//! `ChatterboxEngine::next_chunks` runs them); aggregate tokens/s of each.
 //!
 //! Speech tokens are 25 Hz, so real time needs 25 tokens/s per stream.
 
@@ -12,7 +19,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use voxline::synth::chatterbox::{Sampler, SamplingParams, T3Cond, T3Config, T3};
+use voxline::synth::chatterbox::{Gpt2State, Sampler, SamplingParams, T3Cond, T3Config, T3};
 
 struct Args {
     preset: String,
@@ -20,10 +27,12 @@ struct Args {
     text: usize,
     tokens: usize,
     cuda: bool,
+    streams: Vec<usize>,
+    stream_tokens: usize,
 }
 
 fn parse() -> Result<Args> {
-    let mut a = Args { preset: "nano".into(), prompt: 375, text: 24, tokens: 200, cuda: false };
+    let mut a = Args { preset: "nano".into(), prompt: 375, text: 24, tokens: 200, cuda: false, streams: Vec::new(), stream_tokens: 20 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -33,6 +42,8 @@ fn parse() -> Result<Args> {
             "--text" => a.text = value()?.parse()?,
             "--tokens" => a.tokens = value()?.parse()?,
             "--cuda" => a.cuda = true,
+            "--streams" => a.streams = value()?.split_whitespace().map(str::parse).collect::<Result<_, _>>()?,
+            "--stream-tokens" => a.stream_tokens = value()?.parse()?,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -95,6 +106,21 @@ fn main() -> Result<()> {
     }
     let decode_s = t1.elapsed().as_secs_f64();
     let tps = args.tokens as f64 / decode_s;
+
+    let mut batched = Vec::new();
+    for &b in &args.streams {
+        let (one_s, together_s) = (
+            decode_streams(&t3, &prefix, &text, b, args.stream_tokens, false)?,
+            decode_streams(&t3, &prefix, &text, b, args.stream_tokens, true)?,
+        );
+        let tokens = (b * args.stream_tokens) as f64;
+        batched.push(serde_json::json!({
+            "streams": b,
+            "one_at_a_time_tokens_per_s": tokens / one_s,
+            "batched_tokens_per_s": tokens / together_s,
+            "gain": one_s / together_s,
+        }));
+    }
     let out = serde_json::json!({
         "preset": args.preset,
         "device": if args.cuda { "cuda" } else { "cpu" },
@@ -107,7 +133,49 @@ fn main() -> Result<()> {
         "decode_s": decode_s,
         "tokens_per_s": tps,
         "real_time_factor": 25.0 / tps,
+        "streams": batched,
     });
     println!("{out}");
     Ok(())
+}
+
+/// Seconds for `b` streams, each forked from `prefix` and prefilled with
+/// `text`, to draw `tokens` tokens each: one step per stream after another,
+/// or all streams in one batched step (the prefills are not timed).
+fn decode_streams(t3: &T3, prefix: &Gpt2State, text: &[u32], b: usize, tokens: usize, batched: bool) -> Result<f64> {
+    let config = t3.config();
+    let mut states = Vec::new();
+    let mut rows = Vec::new();
+    for _ in 0..b {
+        let mut state = prefix.fork()?;
+        rows.push(t3.prefill_text(text, &mut state)?.squeeze(0)?.to_vec1::<f32>()?);
+        states.push(state);
+    }
+    let mut samplers: Vec<Sampler> = (0..b).map(|i| Sampler::new(SamplingParams::default(), i as u64)).collect();
+    let mut histories = vec![vec![config.start_speech_token]; b];
+    let top = config.speech_tokens_dict_size as u32 - 1;
+    let t0 = Instant::now();
+    for i in 0..tokens {
+        let mut drawn = Vec::with_capacity(b);
+        for ((sampler, row), history) in samplers.iter_mut().zip(&mut rows).zip(&mut histories) {
+            let token = sampler.sample(row, history).context("all logits masked")?;
+            if i == 0 {
+                history.clear();
+            }
+            history.push(token);
+            drawn.push(token.min(top));
+        }
+        if batched {
+            let mut refs: Vec<&mut Gpt2State> = states.iter_mut().collect();
+            let logits = t3.step_many(&drawn, &mut refs)?;
+            for (j, row) in rows.iter_mut().enumerate() {
+                *row = logits.get(j)?.to_vec1::<f32>()?;
+            }
+        } else {
+            for ((state, row), &token) in states.iter_mut().zip(&mut rows).zip(&drawn) {
+                *row = t3.step(token, state)?.squeeze(0)?.to_vec1::<f32>()?;
+            }
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
 }

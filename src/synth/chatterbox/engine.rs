@@ -23,10 +23,15 @@ use candle_core::{DType, Device};
 use super::gpt2::Gpt2State;
 use super::t3::{GenerateParams, Generation, T3Cond, T3Config, S3GEN_SILENCE, T3};
 use super::tokenizer::{punc_norm, TextTokenizer};
-use super::ChatterboxError;
+use super::{first_line, ChatterboxError};
 use crate::synth::{
     CancelToken, Engine, EngineInfo, PcmChunk, SynthError, SynthRequest, SynthStream, MAX_REQUEST_CHARS,
 };
+
+/// Streams whose decoding steps run as one batch, at most: past this the
+/// step stops being bound by reading the weights and the batch's members
+/// wait on each other's renders.
+const MAX_BATCH: usize = 8;
 
 /// Which Chatterbox model: the same architecture at two sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +94,15 @@ pub trait SpeechRenderer: Send + Sync {
     fn sample_rate(&self) -> u32;
     /// A renderer for one utterance; `seed` fixes its noise.
     fn start(&self, seed: u64) -> Result<Box<dyn RenderStream>, ChatterboxError>;
+
+    /// Pushes `tokens[i]` into `streams[i]` for every `i` (all started by this
+    /// renderer), in one batched computation where the renderer can; each
+    /// answer is what that stream's own `push` would have returned (within
+    /// the tolerance the renderer's batch test states), and one stream's
+    /// error does not touch the others. The default pushes one at a time.
+    fn push_many(&self, streams: &mut [&mut dyn RenderStream], tokens: &[&[u32]]) -> Vec<Result<Vec<f32>, ChatterboxError>> {
+        streams.iter_mut().zip(tokens).map(|(s, t)| s.push(t)).collect()
+    }
 }
 
 /// One utterance's rendering, fed in token order.
@@ -98,6 +112,9 @@ pub trait RenderStream: Send {
     fn push(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ChatterboxError>;
     /// No more tokens: the rest of the audio.
     fn finish(&mut self) -> Result<Vec<f32>, ChatterboxError>;
+    /// The stream as `Any`, so a renderer's [`SpeechRenderer::push_many`] can
+    /// find its own stream type behind the trait object.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// Function rendering a whole token sequence at once.
@@ -141,6 +158,9 @@ impl RenderStream for WholeUtteranceStream {
     }
     fn finish(&mut self) -> Result<Vec<f32>, ChatterboxError> {
         (self.render)(&std::mem::take(&mut self.tokens), self.seed)
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 
@@ -245,6 +265,35 @@ impl Engine for ChatterboxEngine {
         }
     }
 
+    /// T3's decoding steps batch on any device: a step reads all of GPT-2's
+    /// weights for one position, so `B` streams in one step read them once
+    /// (BENCHMARKS.md, "Chatterbox T3: decoding steps batched across streams").
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// The streams of this engine advance together ([`advance`]); any other
+    /// stream takes its own `next_chunk`.
+    fn next_chunks(&self, streams: &mut [&mut dyn SynthStream]) -> Vec<Result<Option<PcmChunk>, SynthError>> {
+        let mut answers: Vec<Option<Result<Option<PcmChunk>, SynthError>>> = streams.iter().map(|_| None).collect();
+        let (mut batch, mut at) = (Vec::new(), Vec::new());
+        for (i, stream) in streams.iter_mut().enumerate() {
+            if let Some(c) = stream.as_any_mut().downcast_mut::<ChatterboxStream>().filter(|c| Arc::ptr_eq(&c.shared, &self.shared)) {
+                batch.push(c);
+                at.push(i);
+            }
+        }
+        for (i, answer) in at.into_iter().zip(advance(&mut batch)) {
+            answers[i] = Some(answer);
+        }
+        for (stream, answer) in streams.iter_mut().zip(answers.iter_mut()) {
+            if answer.is_none() {
+                *answer = Some(stream.next_chunk());
+            }
+        }
+        answers.into_iter().map(|a| a.expect("every stream is answered")).collect()
+    }
+
     fn start(&self, request: SynthRequest, cancel: CancelToken) -> Result<Box<dyn SynthStream>, SynthError> {
         let chars = request.text.chars().count();
         if chars > MAX_REQUEST_CHARS {
@@ -276,6 +325,7 @@ impl Engine for ChatterboxEngine {
             params,
             generation: None,
             render,
+            tokens: Vec::new(),
             emitted: 0,
             done: false,
         }))
@@ -290,6 +340,8 @@ struct ChatterboxStream {
     /// Started on the first pull (the prefill is the expensive part).
     generation: Option<Generation>,
     render: Box<dyn RenderStream>,
+    /// S3 tokens drawn and not yet given to the renderer.
+    tokens: Vec<u32>,
     emitted: u64,
     done: bool,
 }
@@ -309,6 +361,126 @@ impl ChatterboxStream {
             last,
         }
     }
+
+    /// Before a round of draws: `Some` answer when the stream has none to
+    /// draw (finished, cancelled, or its prefill failed).
+    fn begin(&mut self) -> Option<Result<Option<PcmChunk>, SynthError>> {
+        if self.done {
+            return Some(Ok(None));
+        }
+        if self.cancel.is_cancelled() {
+            self.done = true;
+            return Some(Err(SynthError::Cancelled));
+        }
+        if self.generation.is_none() {
+            let t3 = &self.shared.t3;
+            match t3.start_after(&self.shared.voice, &self.text_ids, &self.params) {
+                Ok(g) => self.generation = Some(g),
+                Err(e) => return Some(self.fail(ChatterboxError::from(e).into())),
+            }
+        }
+        None
+    }
+
+    /// Draws one token; the decoding step it needs is left for the batch.
+    fn draw(&mut self) -> Option<Result<Option<PcmChunk>, SynthError>> {
+        if self.cancel.is_cancelled() {
+            self.done = true;
+            return Some(Err(SynthError::Cancelled));
+        }
+        let t3 = &self.shared.t3;
+        let generation = self.generation.as_mut().expect("begun");
+        match generation.draw(t3) {
+            // Start/stop ids drawn mid-sequence are dropped, as the reference does.
+            Ok(Some(t)) if t < t3.config().s3_vocab() => self.tokens.push(t),
+            Ok(_) => {}
+            Err(e) => return Some(self.fail(ChatterboxError::from(e).into())),
+        }
+        None
+    }
+
+    /// After the batch's decoding step, a sequence that has ended goes to the
+    /// renderer with the reference's three silence tokens, and the rest of
+    /// its audio is the stream's last chunk.
+    fn finish(&mut self, t0: Instant) -> Result<Option<PcmChunk>, SynthError> {
+        self.tokens.extend([S3GEN_SILENCE; 3]);
+        let tokens = std::mem::take(&mut self.tokens);
+        let samples = self.render.push(&tokens).and_then(|mut s| {
+            s.extend(self.render.finish()?);
+            Ok(s)
+        });
+        self.done = true;
+        Ok(Some(self.chunk(samples?, t0.elapsed(), true)))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.generation.as_ref().is_some_and(Generation::is_finished)
+    }
+
+    fn fail(&mut self, e: SynthError) -> Result<Option<PcmChunk>, SynthError> {
+        self.done = true;
+        Err(e)
+    }
+}
+
+/// Advances every stream to its next chunk. Draws run per stream; T3's
+/// decoding steps run as one batch over the streams still drawing
+/// ([`T3::advance`]); every `chunk_tokens` the streams' tokens go to the
+/// renderer, as one batch too ([`SpeechRenderer::push_many`]). One stream alone is the same loop with batches of one.
+/// A stream's answer is what it would get alone, up to the float rounding
+/// of a batched matrix product (tests/chatterbox_engine.rs states the bound).
+fn advance(streams: &mut [&mut ChatterboxStream]) -> Vec<Result<Option<PcmChunk>, SynthError>> {
+    let t0 = Instant::now();
+    let mut answers: Vec<Option<Result<Option<PcmChunk>, SynthError>>> =
+        streams.iter_mut().map(|s| s.begin()).collect();
+    loop {
+        for (stream, answer) in streams.iter_mut().zip(answers.iter_mut()) {
+            if answer.is_none() {
+                *answer = stream.draw();
+            }
+        }
+        let mut drawing: Vec<(&mut ChatterboxStream, &mut Option<_>)> =
+            streams.iter_mut().map(|s| &mut **s).zip(answers.iter_mut()).filter(|(_, a)| a.is_none()).collect();
+        if drawing.is_empty() {
+            break;
+        }
+        let shared = drawing[0].0.shared.clone();
+        let t3 = &shared.t3;
+        let stepped = {
+            let mut generations: Vec<&mut Generation> =
+                drawing.iter_mut().filter_map(|(s, _)| s.generation.as_mut()).collect();
+            t3.advance(&mut generations)
+        };
+        // Then a finished sequence renders the rest of its audio, and every
+        // stream with a chunk's worth of tokens pushes them (one batch).
+        let mut ready = Vec::new();
+        for (stream, answer) in drawing {
+            match &stepped {
+                // Each stream gets the batch's error (the error itself is not `Clone`).
+                Err(e) => *answer = Some(stream.fail(ChatterboxError::Compute(candle_core::Error::Msg(first_line(e))).into())),
+                Ok(()) if stream.is_finished() => *answer = Some(stream.finish(t0)),
+                Ok(()) if stream.tokens.len() >= shared.config.chunk_tokens => ready.push((stream, answer)),
+                Ok(()) => {}
+            }
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let tokens: Vec<Vec<u32>> = ready.iter_mut().map(|(s, _)| std::mem::take(&mut s.tokens)).collect();
+        let tokens: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
+        let pushed = {
+            let mut renders: Vec<&mut dyn RenderStream> = ready.iter_mut().map(|(s, _)| &mut *s.render as &mut dyn RenderStream).collect();
+            shared.renderer.push_many(&mut renders, &tokens)
+        };
+        for ((stream, answer), samples) in ready.into_iter().zip(pushed) {
+            *answer = match samples {
+                Ok(samples) if samples.is_empty() => None,
+                Ok(samples) => Some(Ok(Some(stream.chunk(samples, t0.elapsed(), false)))),
+                Err(e) => Some(stream.fail(e.into())),
+            };
+        }
+    }
+    answers.into_iter().map(|a| a.expect("every stream is answered")).collect()
 }
 
 impl SynthStream for ChatterboxStream {
@@ -317,43 +489,6 @@ impl SynthStream for ChatterboxStream {
     }
 
     fn next_chunk(&mut self) -> Result<Option<PcmChunk>, SynthError> {
-        if self.done {
-            return Ok(None);
-        }
-        let t0 = Instant::now();
-        let shared = self.shared.clone();
-        let t3 = &shared.t3;
-        let s3_vocab = t3.config().s3_vocab();
-        loop {
-            if self.cancel.is_cancelled() {
-                self.done = true;
-                return Err(SynthError::Cancelled);
-            }
-            let generation = match &mut self.generation {
-                Some(g) => g,
-                None => self.generation.insert(
-                    t3.start_after(&shared.voice, &self.text_ids, &self.params).map_err(ChatterboxError::from)?,
-                ),
-            };
-            let mut tokens = Vec::with_capacity(shared.config.chunk_tokens);
-            while tokens.len() < shared.config.chunk_tokens && !self.cancel.is_cancelled() {
-                match generation.next_token(t3).map_err(ChatterboxError::from)? {
-                    Some(t) if t < s3_vocab => tokens.push(t),
-                    Some(_) => {} // start/stop ids drawn mid-sequence: dropped, as the reference does
-                    None => break,
-                }
-            }
-            if generation.is_finished() && !self.cancel.is_cancelled() {
-                tokens.extend([S3GEN_SILENCE; 3]);
-                let mut samples = self.render.push(&tokens)?;
-                samples.extend(self.render.finish()?);
-                self.done = true;
-                return Ok(Some(self.chunk(samples, t0.elapsed(), true)));
-            }
-            let samples = self.render.push(&tokens)?;
-            if !samples.is_empty() {
-                return Ok(Some(self.chunk(samples, t0.elapsed(), false)));
-            }
-        }
+        advance(&mut [self]).pop().expect("one answer")
     }
 }

@@ -89,10 +89,32 @@ impl Attention {
         })
     }
 
-    /// `x`: `[B, T, D]`; `mask`: additive `[T, S]` (None when `T == 1`).
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
+    /// `x`: `[B, T, D]` after what `caches` hold; `mask`: additive `[T, S]`
+    /// (None when `T == 1`). One cache: every row of `x` continues it (the
+    /// prompt, one sequence). One cache per row (`T == 1`): a decoding step
+    /// of `B` sequences at once; the projections run once over the batch and
+    /// each row attends over its own cache.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let qkv = self.c_attn.forward(x)?;
+        let y = match caches {
+            [cache] => self.attend(&qkv, mask, cache)?,
+            caches => {
+                let rows = caches
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, cache)| self.attend(&qkv.narrow(0, i, 1)?, None, cache))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 0)?
+            }
+        };
+        self.c_proj.forward(&y)
+    }
+
+    /// Attention of the projected `qkv` `[B, T, 3D]` over `cache` (which the
+    /// new keys and values join); the heads merged again, `[B, T, D]`.
+    fn attend(&self, qkv: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t, d3) = qkv.dims3()?;
+        let d = d3 / 3;
         let heads = |i: usize| -> Result<Tensor> {
             qkv.narrow(D::Minus1, i * d, d)?
                 .reshape((b, t, self.n_head, self.head_dim))?
@@ -107,8 +129,7 @@ impl Attention {
             att = att.broadcast_add(mask)?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        self.c_proj.forward(&y)
+        att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))
     }
 }
 
@@ -149,8 +170,8 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask, cache)?)?;
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask, caches)?)?;
         &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
     }
 }
@@ -241,23 +262,57 @@ impl Gpt2 {
     /// Runs `embeds` `[B, T, D]` after what `state` holds and returns the final
     /// hidden states `[B, T, D]` (after `ln_f`); `state` grows by `T`.
     pub fn forward(&self, embeds: &Tensor, state: &mut Gpt2State) -> Result<Tensor> {
+        self.run(embeds, &mut [state])
+    }
+
+    /// One decoding step of several sequences at once: row `b` of `embeds`
+    /// `[B, 1, D]` follows what `states[b]` holds, at that sequence's own
+    /// position; the final hidden states `[B, 1, D]`, and each state grows by
+    /// one. The linear layers run once over the batch, so the weights, which
+    /// bound a decoding step, are read once for `B` sequences; attention runs
+    /// per sequence over its own cache. Each row is what [`forward`](Self::forward)
+    /// gives that sequence alone, up to float rounding (a matrix product of
+    /// `B` rows may sum in another order than one of one row).
+    pub fn step_many(&self, embeds: &Tensor, states: &mut [&mut Gpt2State]) -> Result<Tensor> {
+        let (b, t, _) = embeds.dims3()?;
+        if t != 1 || b != states.len() || b == 0 {
+            candle_core::bail!("a batched step takes one position per sequence: input [{b}, {t}] for {} sequences", states.len());
+        }
+        self.run(embeds, states)
+    }
+
+    /// `embeds` after `states`: one state for all rows, or one per row.
+    fn run(&self, embeds: &Tensor, states: &mut [&mut Gpt2State]) -> Result<Tensor> {
         let (_, t, d) = embeds.dims3()?;
         if d != self.config.n_embd {
             candle_core::bail!("GPT-2 input width {d}, the model has {}", self.config.n_embd);
         }
-        let past = state.seq_len();
-        if past + t > self.config.n_positions {
-            candle_core::bail!(
-                "sequence of {} positions exceeds the model's {} (wpe rows)",
-                past + t,
-                self.config.n_positions
-            );
+        // Checked for every sequence before any cache grows.
+        for state in states.iter() {
+            let past = state.seq_len();
+            if past + t > self.config.n_positions {
+                candle_core::bail!(
+                    "sequence of {} positions exceeds the model's {} (wpe rows)",
+                    past + t,
+                    self.config.n_positions
+                );
+            }
         }
-        let pos = self.wpe.narrow(0, past, t)?;
+        let (pos, mask) = match &*states {
+            [state] => {
+                let past = state.seq_len();
+                let mask = if t > 1 { Some(causal_mask(t, past, embeds.dtype(), embeds.device())?) } else { None };
+                (self.wpe.narrow(0, past, t)?, mask)
+            }
+            states => {
+                let at: Vec<u32> = states.iter().map(|s| s.seq_len() as u32).collect();
+                (self.wpe.index_select(&Tensor::new(at.as_slice(), self.wpe.device())?, 0)?.unsqueeze(1)?, None)
+            }
+        };
         let mut x = embeds.broadcast_add(&pos)?;
-        let mask = if t > 1 { Some(causal_mask(t, past, x.dtype(), x.device())?) } else { None };
-        for (block, cache) in self.blocks.iter().zip(state.layers.iter_mut()) {
-            x = block.forward(&x, mask.as_ref(), cache)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let mut caches: Vec<&mut KvCache> = states.iter_mut().map(|s| &mut s.layers[layer]).collect();
+            x = block.forward(&x, mask.as_ref(), &mut caches)?;
         }
         self.ln_f.forward(&x)
     }
@@ -324,6 +379,51 @@ mod tests {
             assert!(diff < 1e-5, "max diff {diff}");
         }
         assert_eq!(prefix.seq_len(), 3);
+    }
+
+    #[test]
+    fn a_batched_step_gives_each_sequence_what_it_gets_alone() {
+        let (model, cfg) = tiny();
+        // Three sequences at different positions (prompts of 5, 2 and 7).
+        let mut alone = Vec::new();
+        let mut batched = Vec::new();
+        for len in [5, 2, 7] {
+            let mut state = model.new_state_with_block(4);
+            let prompt = Tensor::randn(0f32, 1.0, (1, len, cfg.n_embd), &Device::Cpu).unwrap();
+            model.forward(&prompt, &mut state).unwrap();
+            batched.push(state.fork().unwrap());
+            alone.push(state);
+        }
+        // Four steps: the caches grow past their first block on the way.
+        for _ in 0..4 {
+            let x = Tensor::randn(0f32, 1.0, (3, 1, cfg.n_embd), &Device::Cpu).unwrap();
+            let mut states: Vec<&mut Gpt2State> = batched.iter_mut().collect();
+            let together = model.step_many(&x, &mut states).unwrap();
+            for (i, state) in alone.iter_mut().enumerate() {
+                let one = model.forward(&x.narrow(0, i, 1).unwrap(), state).unwrap();
+                let diff = (one - together.narrow(0, i, 1).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+                let diff = diff.to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-5, "sequence {i}: max diff {diff}");
+            }
+        }
+        let lens: Vec<usize> = batched.iter().map(Gpt2State::seq_len).collect();
+        assert_eq!(lens, [9, 6, 11]);
+    }
+
+    #[test]
+    fn a_batched_step_checks_every_sequence_before_touching_any() {
+        let (model, cfg) = tiny();
+        let mut short = model.new_state();
+        let mut full = model.new_state();
+        let prompt = Tensor::zeros((1, cfg.n_positions, cfg.n_embd), DType::F32, &Device::Cpu).unwrap();
+        model.forward(&prompt, &mut full).unwrap();
+        let x = Tensor::zeros((2, 1, cfg.n_embd), DType::F32, &Device::Cpu).unwrap();
+        assert!(model.step_many(&x, &mut [&mut short, &mut full]).is_err());
+        assert_eq!(short.seq_len(), 0, "the sequence with room was not advanced");
+        // One position per sequence, one row per sequence.
+        let two = Tensor::zeros((1, 2, cfg.n_embd), DType::F32, &Device::Cpu).unwrap();
+        assert!(model.step_many(&two, &mut [&mut short]).is_err());
+        assert!(model.step_many(&x, &mut [&mut short]).is_err());
     }
 
     #[test]

@@ -86,4 +86,8 @@ impl RenderStream for Render {
     fn finish(&mut self) -> Result<Vec<f32>, ChatterboxError> {
         Ok(self.0.finish()?)
     }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }

@@ -253,10 +253,36 @@ impl T3 {
 
     /// Feeds one speech token after `state`; its speech logits `[1, V]`.
     pub fn step(&self, token: u32, state: &mut Gpt2State) -> Result<Tensor> {
-        let t = Tensor::new(&[token], self.device())?.unsqueeze(0)?;
+        self.step_many(&[token], &mut [state])
+    }
+
+    /// Feeds `tokens[b]` after `states[b]` for every `b` in one batched
+    /// decoding step ([`Gpt2::step_many`]); the speech logits `[B, V]`.
+    pub fn step_many(&self, tokens: &[u32], states: &mut [&mut Gpt2State]) -> Result<Tensor> {
+        let t = Tensor::new(tokens, self.device())?.unsqueeze(1)?; // [B, 1]
         let t = self.check_ids(&t, self.config.speech_tokens_dict_size, "speech")?;
-        let hidden = self.tfmr.forward(&self.speech_emb.forward(&t)?, state)?;
+        let hidden = self.tfmr.step_many(&self.speech_emb.forward(&t)?, states)?;
         self.speech_head.forward(&hidden.squeeze(1)?)
+    }
+
+    /// Runs the decoding step every generation in `generations` is waiting
+    /// for (a token drawn by [`Generation::draw`]) as one batch; the others
+    /// are left as they are. On an error no generation has moved on.
+    pub fn advance(&self, generations: &mut [&mut Generation]) -> Result<()> {
+        let mut waiting: Vec<&mut Generation> = generations.iter_mut().filter(|g| g.pending.is_some()).map(|g| &mut **g).collect();
+        let tokens: Vec<u32> = waiting.iter().filter_map(|g| g.pending).collect();
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let logits = {
+            let mut states: Vec<&mut Gpt2State> = waiting.iter_mut().map(|g| &mut g.state).collect();
+            self.step_many(&tokens, &mut states)?
+        };
+        for (i, generation) in waiting.into_iter().enumerate() {
+            generation.logits = Some(logits.narrow(0, i, 1)?);
+            generation.pending = None;
+        }
+        Ok(())
     }
 
     /// Starts a generation: validates, runs the prefill, and returns the state
@@ -284,6 +310,7 @@ impl T3 {
         Generation {
             state,
             logits: Some(logits),
+            pending: None,
             generated: Vec::new(),
             sampler: Sampler::new(params.sampling.clone(), params.seed),
             max_tokens: (params.max_gen_len + 1).min(room),
@@ -314,8 +341,11 @@ impl T3 {
 /// A generation in progress: the KV cache, the tokens so far and the sampler.
 pub struct Generation {
     state: Gpt2State,
-    /// Logits of the next draw; `None` once finished.
+    /// Logits of the next draw; `None` once finished or while a drawn token
+    /// waits for its decoding step.
     logits: Option<Tensor>,
+    /// A drawn token the sequence goes on from, not yet run through the model.
+    pending: Option<u32>,
     generated: Vec<u32>,
     sampler: Sampler,
     max_tokens: usize,
@@ -330,6 +360,19 @@ impl Generation {
     /// finished. Returned ids may include the start/stop ids in odd cases;
     /// [`for_s3gen`] drops them, as the reference does before S3Gen.
     pub fn next_token(&mut self, t3: &T3) -> Result<Option<u32>> {
+        let token = self.draw(t3)?;
+        t3.advance(&mut [self])?;
+        Ok(token)
+    }
+
+    /// [`next_token`](Self::next_token)'s draw without its decoding step: a
+    /// token the sequence goes on from waits for [`T3::advance`], which runs
+    /// the steps of many generations as one batch. Drawing again before that
+    /// is an error.
+    pub fn draw(&mut self, t3: &T3) -> Result<Option<u32>> {
+        if self.pending.is_some() {
+            candle_core::bail!("the last token drawn has not been run through the model (T3::advance)");
+        }
         let Some(logits) = self.logits.take() else {
             return Ok(None);
         };
@@ -345,7 +388,7 @@ impl Generation {
             return Ok(None);
         }
         if self.generated.len() < self.max_tokens {
-            self.logits = Some(t3.step(token, &mut self.state)?);
+            self.pending = Some(token);
         }
         Ok(Some(token))
     }
@@ -356,7 +399,7 @@ impl Generation {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.logits.is_none()
+        self.logits.is_none() && self.pending.is_none()
     }
 }
 
