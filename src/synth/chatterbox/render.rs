@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::Device;
 
 use super::engine::{RenderStream, SpeechRenderer};
+use super::s3gen::batch;
 use super::s3gen::conds::BuiltinVoice;
 use super::s3gen::flow::VoiceConds;
 use super::s3gen::stream::{S3GenStream, S3GenStreamConfig};
@@ -73,6 +74,28 @@ impl SpeechRenderer for S3GenRenderer {
     fn start(&self, seed: u64) -> Result<Box<dyn RenderStream>, ChatterboxError> {
         let cfg = S3GenStreamConfig { seed, ..self.stream };
         Ok(Box::new(Render(S3GenStream::new(&self.s3gen, self.voice.clone(), cfg)?)))
+    }
+
+    /// The streams whose steps have equal shapes run S3Gen and HiFT's decode
+    /// as one batch ([`batch::push_batch`]); a stream of another renderer
+    /// type is pushed on its own.
+    fn push_many(&self, streams: &mut [&mut dyn RenderStream], tokens: &[&[u32]]) -> Vec<Result<Vec<f32>, ChatterboxError>> {
+        let mut answers: Vec<Option<Result<Vec<f32>, ChatterboxError>>> = (0..streams.len()).map(|_| None).collect();
+        let (mut mine, mut mine_tokens, mut at) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let t = tokens.get(i).copied().unwrap_or_default();
+            if !stream.as_any_mut().is::<Render>() {
+                answers[i] = Some(stream.push(t));
+            } else if let Some(Render(s)) = stream.as_any_mut().downcast_mut::<Render>() {
+                mine.push(s);
+                mine_tokens.push(t);
+                at.push(i);
+            }
+        }
+        for (i, r) in at.into_iter().zip(batch::push_batch(&self.s3gen, &mut mine, &mine_tokens)) {
+            answers[i] = Some(r.map_err(ChatterboxError::Compute));
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Ok(Vec::new()))).collect()
     }
 }
 

@@ -196,7 +196,8 @@ impl Hift {
         self.source.forward(&f0, state, noise, self.stft.device())
     }
 
-    /// Mel `[1, n_mels, T]` and excitation `[1, 1, T·480]` to audio `[1, T·480]`.
+    /// Mel `[B, n_mels, T]` and excitation `[B, 1, T·480]` to audio `[B, T·480]`
+    /// (each row as it would be alone, to float rounding).
     pub fn decode(&self, mel: &Tensor, source: &Tensor) -> Result<Tensor> {
         let s_stft = self.stft.forward(&source.squeeze(1)?)?;
         let mut x = self.conv_pre.forward(mel)?;

@@ -10,6 +10,8 @@
 
 use candle_core::{Device, Result, Tensor, D};
 
+use crate::synth::chatterbox::s3gen::nn::conv_transpose1d;
+
 /// The two transforms for one `(n_fft, hop)`.
 #[derive(Debug, Clone)]
 pub struct Stft {
@@ -76,7 +78,7 @@ impl Stft {
         let imag = (magnitude * phase.sin()?)?;
         let spec = Tensor::cat(&[real, imag], 1)?;
         let frames = spec.dim(D::Minus1)?;
-        let y = spec.conv_transpose1d(&self.synthesis, 0, 0, self.hop, 1, 1)?.squeeze(1)?;
+        let y = conv_transpose1d(&spec, &self.synthesis, self.hop)?.squeeze(1)?;
         let pad = self.n_fft / 2;
         let len = (frames - 1) * self.hop;
         let envelope = Tensor::from_vec(self.inverse_envelope(frames, pad, len), len, y.device())?;

@@ -49,6 +49,26 @@ impl HiftStreamConfig {
     }
 }
 
+/// What [`HiftStream::prepare`] leaves to do.
+#[derive(Debug)]
+pub enum HiftStep {
+    /// No frame to vocode: these samples (the held tail at the end, else none) are the step's output.
+    Done(Vec<f32>),
+    /// Decode this window, then [`HiftStream::complete`].
+    Vocode(VocodeStep),
+}
+
+/// A window to vocode: mel `[1, n_mels, frames]` and excitation `[1, 1, frames·480]`.
+#[derive(Debug)]
+pub struct VocodeStep {
+    pub mel: Tensor,
+    pub source: Tensor,
+    /// First frame of the window, frames final after it, and whether it ends the stream.
+    start: usize,
+    ready: usize,
+    last: bool,
+}
+
 /// One utterance's vocoder state.
 #[derive(Debug)]
 /// Owns a clone of the vocoder (its tensors are shared, not copied), so a
@@ -132,12 +152,26 @@ impl HiftStream {
     }
 
     fn step(&mut self, last: bool) -> Result<Vec<f32>> {
+        match self.prepare(last)? {
+            HiftStep::Done(audio) => Ok(audio),
+            HiftStep::Vocode(step) => {
+                let audio: Vec<f32> = self.hift.decode(&step.mel, &step.source)?.flatten_all()?.to_vec1()?;
+                self.complete(step, &audio)
+            }
+        }
+    }
+
+    /// The first half of a step (of [`Self::push`] after [`Self::append`], or
+    /// of [`Self::finish`] with `last`): the window and its excitation, for
+    /// [`Hift::decode`] (alone, or stacked with other streams' equal-length
+    /// windows); [`Self::complete`] takes the decoded audio.
+    pub fn prepare(&mut self, last: bool) -> Result<HiftStep> {
         let ready = if last { self.received } else { self.received.saturating_sub(self.cfg.lookahead) };
         if ready <= self.emitted {
             // Nothing new; at the end, the held samples go out as they are.
             let rest = if last { std::mem::take(&mut self.tail) } else { Vec::new() };
             self.written += rest.len();
-            return Ok(rest);
+            return Ok(HiftStep::Done(rest));
         }
         let spf = self.hift.config().samples_per_frame();
         let start = self.emitted.saturating_sub(self.cfg.left_context);
@@ -163,8 +197,17 @@ impl HiftStream {
             source.extend(s.flatten_all()?.to_vec1::<f32>()?);
         }
         let source = Tensor::from_vec(source, (1, 1, (end - start) * spf), window.device())?;
-        let audio: Vec<f32> = self.hift.decode(&window, &source)?.flatten_all()?.to_vec1()?;
+        Ok(HiftStep::Vocode(VocodeStep { mel: window, source, start, ready, last }))
+    }
 
+    /// The second half of a step: `audio` is [`Hift::decode`] of `step`'s
+    /// window (`frames · 480` samples); returns the samples that became final.
+    pub fn complete(&mut self, step: VocodeStep, audio: &[f32]) -> Result<Vec<f32>> {
+        let spf = self.hift.config().samples_per_frame();
+        let VocodeStep { start, ready, last, .. } = step;
+        if audio.len() != step.mel.dim(D::Minus1)? * spf {
+            candle_core::bail!("HiFT step: {} samples for a {}-frame window", audio.len(), step.mel.dim(D::Minus1)?);
+        }
         // Samples [written, ready·spf − hold): the first `tail.len()` of them
         // crossfaded with the previous step's version; the last `hold` kept
         // back (as this step's version) for the next seam.

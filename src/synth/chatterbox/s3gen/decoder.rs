@@ -13,7 +13,9 @@
 //! "U" has one level: down (ResNet + blocks + causal conv), `num_mid_blocks`
 //! × (ResNet + blocks), up (skip concat, ResNet + blocks + causal conv), final
 //! causal block and a 1×1 projection. Attention is full (bidirectional); the
-//! padding masks of the reference are all ones at batch size 1 and omitted.
+//! padding masks of the reference are all ones when every row of a batch has
+//! the same length (batch size 1, or [`super::flow::S3Flow::mel_batch`]'s
+//! equal windows) and are omitted.
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
@@ -236,7 +238,8 @@ impl ConditionalDecoder {
         self.time_2.forward(&self.time_1.forward(&f)?.silu()?)
     }
 
-    /// `x`, `mu`, `cond` `[1, 80, T]`, `spks` `[1, 80]`; `r` is used in meanflow mode.
+    /// `x`, `mu`, `cond` `[B, 80, T]`, `spks` `[1, 80]` (one voice for the
+    /// batch) or `[B, 80]`; `r` is used in meanflow mode.
     pub fn forward(&self, x: &Tensor, mu: &Tensor, t: f32, r: f32, spks: &Tensor, cond: &Tensor) -> Result<Tensor> {
         let dev = x.device();
         let mut temb = self.embed_time(t, dev)?;

@@ -252,7 +252,9 @@ impl UpsampleConformerEncoder {
             x = layer.forward(&x, &pos)?;
         }
         let up = self.up_conv.forward(&repeat_nearest(&x.transpose(1, 2)?.contiguous()?, self.stride)?)?;
-        let (mut x, pos) = self.up_embed.forward(&up.transpose(1, 2)?)?;
+        // Contiguous first: candle 0.11's CPU matmul folds a batch of a
+        // transposed input into one matrix wrongly (rows taken at stride 1).
+        let (mut x, pos) = self.up_embed.forward(&up.transpose(1, 2)?.contiguous()?)?;
         for layer in &self.up_layers {
             x = layer.forward(&x, &pos)?;
         }

@@ -69,15 +69,33 @@ impl S3Flow {
 
     /// Encoder output `[1, 2T, d]` for token ids (prompt included).
     pub fn encode(&self, tokens: &[u32]) -> Result<Tensor> {
+        self.encode_batch(&[tokens])
+    }
+
+    /// Encoder output `[B, 2T, d]` for `B` token sequences of one length `T`.
+    pub fn encode_batch(&self, rows: &[&[u32]]) -> Result<Tensor> {
         let dev = self.spk_affine.weight().device();
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            candle_core::bail!("speech token {bad} is outside the vocabulary of {}", self.cfg.vocab_size);
+        let len = rows.first().map_or(0, |r| r.len());
+        if rows.iter().any(|r| r.len() != len) {
+            candle_core::bail!("encoder batch rows differ in length");
         }
-        let ids = Tensor::from_slice(tokens, (1, tokens.len()), dev)?;
+        for row in rows {
+            self.check_tokens(row)?;
+        }
+        let ids: Vec<u32> = rows.concat();
+        let ids = Tensor::from_vec(ids, (rows.len(), len), dev)?;
         self.encoder.forward(&self.input_embedding.forward(&ids)?)
     }
 
-    /// `mu` `[1, 80, 2T]` from the encoder output.
+    /// Fails on a token outside the vocabulary (the embedding would read past its table).
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            candle_core::bail!("speech token {bad} is outside the vocabulary of {}", self.cfg.vocab_size);
+        }
+        Ok(())
+    }
+
+    /// `mu` `[B, 80, 2T]` from the encoder output.
     pub fn project(&self, h: &Tensor) -> Result<Tensor> {
         self.encoder_proj.forward(h)?.transpose(1, 2)?.contiguous()
     }
@@ -103,23 +121,32 @@ impl S3Flow {
     /// `x0` is the starting noise over prompt and new frames,
     /// `[1, 80, total_frames(..)]`.
     pub fn mel(&self, voice: &VoiceConds, tokens: &[u32], x0: &Tensor, steps: usize, finalize: bool) -> Result<Tensor> {
-        let mut all = voice.prompt_tokens.clone();
-        all.extend_from_slice(tokens);
-        let mut mu = self.project(&self.encode(&all)?)?;
+        self.mel_batch(voice, &[tokens], x0, steps, finalize)
+    }
+
+    /// [`Self::mel`] for `B` token windows of one length, in one computation:
+    /// `x0` `[B, 80, total_frames(..)]` (row `i` the noise of `windows[i]`)
+    /// -> `[B, 80, frames]`. Every row is what `mel` gives it alone, to float
+    /// rounding: all rows have the same length, so no padding or mask is needed.
+    pub fn mel_batch(&self, voice: &VoiceConds, windows: &[&[u32]], x0: &Tensor, steps: usize, finalize: bool) -> Result<Tensor> {
+        let rows: Vec<Vec<u32>> = windows.iter().map(|w| [voice.prompt_tokens.as_slice(), w].concat()).collect();
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let mut mu = self.project(&self.encode_batch(&rows)?)?;
         if !finalize {
             let keep = mu.dim(D::Minus1)?.saturating_sub(self.held_back_frames());
             mu = mu.narrow(D::Minus1, 0, keep)?;
         }
-        let total = mu.dim(D::Minus1)?;
+        let (b, _, total) = mu.dims3()?;
         let prompt = voice.prompt_feat.dim(1)?;
         if prompt > total {
             candle_core::bail!("prompt mel ({prompt} frames) is longer than prompt + tokens ({total})");
         }
-        if x0.dims() != [1, self.cfg.n_mels, total] {
-            candle_core::bail!("x0 is {:?}, expected [1, {}, {total}]", x0.dims(), self.cfg.n_mels);
+        if x0.dims() != [b, self.cfg.n_mels, total] {
+            candle_core::bail!("x0 is {:?}, expected [{b}, {}, {total}]", x0.dims(), self.cfg.n_mels);
         }
         let spks = self.speaker(&voice.embedding)?;
         let cond = voice.prompt_feat.transpose(1, 2)?.pad_with_zeros(D::Minus1, 0, total - prompt)?;
+        let cond = if b == 1 { cond } else { cond.broadcast_as((b, self.cfg.n_mels, total))?.contiguous()? };
         let x = self.solve(x0, &mu, &spks, &cond, steps)?;
         x.narrow(D::Minus1, prompt, total - prompt)
     }

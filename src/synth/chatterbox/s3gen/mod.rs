@@ -12,9 +12,10 @@
 //! ```
 //! [`flow`] holds the token-to-mel half ([`encoder`], [`decoder`]),
 //! [`crate::synth::chatterbox::hift`] the vocoder, [`conds`] the built-in voice
-//! and [`stream`] the chunked driver. Checkpoint names appear only in
+//! and [`stream`] the chunked driver ([`batch`]: several streams stepped as one batch). Checkpoint names appear only in
 //! `vb.pp(..)`: `flow.*` and `mel2wav.*` as in the reference state dict.
 
+pub mod batch;
 pub mod conds;
 pub mod decoder;
 pub mod encoder;

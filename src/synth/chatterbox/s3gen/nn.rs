@@ -66,9 +66,10 @@ impl ConvSpec {
     }
 }
 
-/// `Conv1d` over `[B, C, T]`. On the CPU (batch 1, f32) it runs the
-/// shifted-matmul convolution of [`cpu_conv`] (the Piper engine's), which
-/// avoids candle's im2col copy and its transpose.
+/// `Conv1d` over `[B, C, T]`. On the CPU (f32) it runs the shifted-matmul
+/// convolution of [`cpu_conv`] (the Piper engine's), which avoids candle's
+/// im2col copy and its transpose; it convolves the items of a batch one after
+/// the other, each exactly as alone, so a batched row equals its batch-1 run.
 #[derive(Debug, Clone)]
 pub struct Conv1d {
     weight: Tensor,
@@ -118,7 +119,7 @@ impl Conv1d {
     fn forward_cpu(&self, x: &Tensor, slope: Option<f32>) -> Result<Option<Tensor>> {
         let Some(cpu) = &self.cpu else { return Ok(None) };
         let (b, c_in, len) = x.dims3()?;
-        if b != 1 || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        if x.dtype() != DType::F32 || !x.device().is_cpu() {
             return Ok(None);
         }
         let c_out = self.weight.dim(0)?;
@@ -138,7 +139,7 @@ impl Conv1d {
         let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
         let data = &storage.as_slice::<f32>()?[start..end];
         match cpu_conv::conv1d(data, len, &cpu.0, Some(&cpu.1), &shape, slope, None) {
-            Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (1, c_out, out_len), &Device::Cpu)?)),
+            Some((out, out_len)) => Ok(Some(Tensor::from_vec(out, (b, c_out, out_len), &Device::Cpu)?)),
             None => candle_core::bail!("conv1d: input {c_in}x{len} does not fit kernel {:?}", self.weight.dims()),
         }
     }
@@ -189,10 +190,23 @@ impl ConvTranspose1d {
 impl Module for ConvTranspose1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // candle's CPU backend is fast only without padding: run unpadded, crop.
-        let y = x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+        let y = conv_transpose1d(x, &self.weight, self.stride)?;
         let len = y.dim(D::Minus1)?;
         y.narrow(D::Minus1, self.padding, len - 2 * self.padding)?.broadcast_add(&self.bias)
     }
+}
+
+/// candle's unpadded `conv_transpose1d` of `[B, C, T]`, one item at a time:
+/// for `B > 1` candle 0.11's CPU backend stacks the items into one matrix
+/// product read with the wrong row stride (its input is transposed), so each
+/// row is transformed alone (the same bits as a batch of one).
+pub fn conv_transpose1d(x: &Tensor, weight: &Tensor, stride: usize) -> Result<Tensor> {
+    let b = x.dim(0)?;
+    if b == 1 {
+        return x.conv_transpose1d(weight, 0, 0, stride, 1, 1);
+    }
+    let rows = (0..b).map(|i| x.narrow(0, i, 1)?.conv_transpose1d(weight, 0, 0, stride, 1, 1)).collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&rows, 0)
 }
 
 /// `leaky_relu(x, slope)` for `0 < slope < 1`.

@@ -23,7 +23,7 @@ use rand_distr::StandardNormal;
 
 use super::flow::VoiceConds;
 use super::S3Gen;
-use crate::synth::chatterbox::hift::stream::{HiftStream, HiftStreamConfig};
+use crate::synth::chatterbox::hift::stream::{HiftStep, HiftStream, HiftStreamConfig};
 
 /// Starting noise for the solver, fixed per mel frame.
 #[derive(Debug, Clone)]
@@ -76,6 +76,19 @@ impl Default for S3GenStreamConfig {
     }
 }
 
+/// A step's input to the flow, from [`S3GenStream::prepare_flow`].
+#[derive(Debug)]
+pub struct FlowStep {
+    finalize: bool,
+    /// First token of the window.
+    w0: usize,
+    /// Generated mel frames `first..end` the solver covers.
+    first: usize,
+    end: usize,
+    /// `x₀` `[1, 80, prompt + end − first]`; `None` when no frame is new (no flow to run).
+    pub x0: Option<Tensor>,
+}
+
 /// One utterance.
 #[derive(Debug)]
 /// Owns a clone of the model (shared tensors), so it can be boxed and sent
@@ -110,15 +123,21 @@ impl S3GenStream {
     /// Adds speech tokens; once a chunk's worth has gathered, runs a step and
     /// returns the audio (24 kHz) that became final. Often none.
     pub fn push(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if !self.add(tokens)? {
+            return Ok(Vec::new());
+        }
+        self.step(false)
+    }
+
+    /// Adds speech tokens without stepping; true when a chunk's worth has
+    /// gathered, so that [`Self::push`] would run a step now.
+    pub fn add(&mut self, tokens: &[u32]) -> Result<bool> {
         if self.finished {
             candle_core::bail!("push after finish");
         }
         self.tokens.extend_from_slice(tokens);
         let chunk = if self.stepped == 0 { self.cfg.first_chunk_tokens } else { self.cfg.chunk_tokens };
-        if self.tokens.len() - self.stepped < chunk.max(1) {
-            return Ok(Vec::new());
-        }
-        self.step(false)
+        Ok(self.tokens.len() - self.stepped >= chunk.max(1))
     }
 
     /// No more tokens (Turbo's trailing silence tokens included): the rest of the audio.
@@ -130,33 +149,74 @@ impl S3GenStream {
         self.step(true)
     }
 
+    /// One step, in the three parts that [`super::batch`] runs across streams:
+    /// [`Self::prepare_flow`], the flow (here alone), [`Self::prepare_vocode`],
+    /// the vocoder (here alone), [`Self::complete`].
     fn step(&mut self, finalize: bool) -> Result<Vec<f32>> {
+        let step = self.prepare_flow(finalize)?;
+        let mel = match &step.x0 {
+            Some(x0) => Some(self.s3gen.flow.mel(&self.voice, self.window(&step), x0, self.s3gen.config().n_timesteps, finalize)?),
+            None => None,
+        };
+        let vocode = self.prepare_vocode(&step, mel.as_ref())?;
+        let audio = match &vocode {
+            HiftStep::Vocode(v) => Some(self.s3gen.hift.decode(&v.mel, &v.source)?.flatten_all()?.to_vec1()?),
+            HiftStep::Done(_) => None,
+        };
+        self.complete(vocode, audio.as_deref())
+    }
+
+    /// The per-stream start of a step: which tokens the window holds and the
+    /// solver's starting noise for them.
+    pub fn prepare_flow(&mut self, finalize: bool) -> Result<FlowStep> {
         self.stepped = self.tokens.len();
         let flow = &self.s3gen.flow;
         let stride = self.s3gen.config().mel_frames_per_token();
         let w0 = (self.mel_done / stride).saturating_sub(self.cfg.context_tokens);
         let window = &self.tokens[w0..];
+        // Checked here, so that a bad token fails its own stream and not a batch.
+        flow.check_tokens(window)?;
         let prompt = self.voice.prompt_feat.dim(1)?;
         let total = flow.total_frames(&self.voice, window.len(), finalize);
         let first = w0 * stride;
         let end = first + total.saturating_sub(prompt);
-        let mut audio = Vec::new();
-        if end > self.mel_done {
-            let x0 = self.noise.x0(first, end, self.voice.prompt_feat.device())?;
-            let mel = flow.mel(&self.voice, window, &x0, self.s3gen.config().n_timesteps, finalize)?;
-            let new = mel.narrow(D::Minus1, self.mel_done - first, end - self.mel_done)?;
-            self.mel_done = end;
-            if finalize {
-                self.hift.append(&new)?;
-            } else {
-                audio = self.hift.push(&new)?;
-            }
+        let x0 = if end > self.mel_done { Some(self.noise.x0(first, end, self.voice.prompt_feat.device())?) } else { None };
+        Ok(FlowStep { finalize, w0, first, end, x0 })
+    }
+
+    /// The tokens `step`'s flow runs over (after the voice's prompt).
+    pub fn window(&self, step: &FlowStep) -> &[u32] {
+        &self.tokens[step.w0..]
+    }
+
+    /// The voice the flow conditions on.
+    pub fn voice(&self) -> &VoiceConds {
+        &self.voice
+    }
+
+    /// Hands the flow's mel for `step` (`[1, 80, frames]`, `None` when
+    /// `step.x0` is) to the vocoder and prepares its window.
+    pub fn prepare_vocode(&mut self, step: &FlowStep, mel: Option<&Tensor>) -> Result<HiftStep> {
+        if let Some(mel) = mel {
+            let new = mel.narrow(D::Minus1, self.mel_done - step.first, step.end - self.mel_done)?;
+            self.mel_done = step.end;
+            self.hift.append(&new)?;
         }
-        if finalize {
-            audio.extend(self.hift.finish()?);
-        }
-        self.fade(&mut audio);
-        Ok(audio)
+        self.hift.prepare(step.finalize)
+    }
+
+    /// Ends a step: `audio` is [`crate::synth::chatterbox::hift::Hift::decode`]
+    /// of the window when `step` has one. Returns the step's audio.
+    pub fn complete(&mut self, step: HiftStep, audio: Option<&[f32]>) -> Result<Vec<f32>> {
+        let mut out = match step {
+            HiftStep::Done(out) => out,
+            HiftStep::Vocode(v) => match audio {
+                Some(audio) => self.hift.complete(v, audio)?,
+                None => candle_core::bail!("S3Gen step: the vocoder window was not decoded"),
+            },
+        };
+        self.fade(&mut out);
+        Ok(out)
     }
 
     /// The utterance-start trim fade, on whichever samples it covers.
