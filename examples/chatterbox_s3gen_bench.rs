@@ -3,12 +3,16 @@
 //! the cost does not depend on the values).
 //!
 //! ```text
-//! RAYON_NUM_THREADS=1 cargo run --release --example chatterbox_s3gen_bench -- [PROMPT_TOKENS] [TOKENS] [STEPS] [ROUNDS] [stream]
+//! RAYON_NUM_THREADS=1 cargo run --release --example chatterbox_s3gen_bench -- [PROMPT_TOKENS] [TOKENS] [STEPS] [ROUNDS] [stream|batch]
 //! ```
 //! Defaults: a 250-token (10 s) voice prompt, 100 new tokens (4 s of audio),
 //! 2 meanflow steps, 3 rounds after one warm-up. With `stream`, the tokens go
 //! one at a time into an `S3GenStream` (default chunking: 10, then 25) and the
-//! compute time of each step that returns audio is reported.
+//! compute time of each step that returns audio is reported. With `batch`,
+//! B = 1, 2, 4 streams are brought to steady state (a full left context, so
+//! every step has the same window) and then each round times one step of
+//! every stream pushed one at a time, then one step of all of them through
+//! `S3GenRenderer::push_many` (batched), alternating; TOKENS is ignored.
 
 use std::time::Instant;
 
@@ -16,7 +20,9 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use rand::SeedableRng;
+use voxline::synth::chatterbox::engine::{RenderStream, SpeechRenderer};
 use voxline::synth::chatterbox::hift::source::Noise;
+use voxline::synth::chatterbox::render::S3GenRenderer;
 use voxline::synth::chatterbox::s3gen::flow::VoiceConds;
 use voxline::synth::chatterbox::s3gen::stream::{S3GenStream, S3GenStreamConfig};
 use voxline::synth::chatterbox::s3gen::{gaussian, S3Gen, S3GenConfig};
@@ -45,7 +51,9 @@ impl SimpleBackend for RandomWeights {
 
 fn main() -> Result<()> {
     let stream = std::env::args().any(|a| a == "stream");
-    let args: Vec<usize> = std::env::args().skip(1).filter(|a| a != "stream").map(|a| a.parse().expect("numbers")).collect();
+    let batch = std::env::args().any(|a| a == "batch");
+    let args: Vec<usize> =
+        std::env::args().skip(1).filter(|a| a != "stream" && a != "batch").map(|a| a.parse().expect("numbers")).collect();
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (prompt_tokens, tokens, steps, rounds) = (arg(0, 250), arg(1, 100), arg(2, 2), arg(3, 3));
     let dev = Device::Cpu;
@@ -69,6 +77,9 @@ fn main() -> Result<()> {
     );
     if stream {
         return bench_stream(&s3gen, &voice, &ids, rounds, audio_s);
+    }
+    if batch {
+        return bench_batch(s3gen, voice, rounds);
     }
     let mut all = voice.prompt_tokens.clone();
     all.extend(&ids);
@@ -128,6 +139,72 @@ fn bench_stream(s3gen: &S3Gen, voice: &VoiceConds, ids: &[u32], rounds: usize, a
             steps.join(", "),
             total / audio_s
         );
+    }
+    Ok(())
+}
+
+/// Steady-state steps of B streams, one at a time versus batched.
+fn bench_batch(s3gen: S3Gen, voice: VoiceConds, rounds: usize) -> Result<()> {
+    let cfg = S3GenStreamConfig::default();
+    let spt = s3gen.config().samples_per_token();
+    let renderer = S3GenRenderer::from_parts(s3gen, voice, cfg);
+    let err = |e: voxline::synth::chatterbox::ChatterboxError| candle_core::Error::Msg(e.to_string());
+    // The first chunk, then chunks until the left context is full (the window stops growing).
+    let warm_up = 1 + cfg.context_tokens.div_ceil(cfg.chunk_tokens) + 1;
+    println!(
+        "batched across streams: chunks of {} then {} tokens, {} tokens of left context; {warm_up} warm-up steps, then steady-state steps ({} s of audio per stream)",
+        cfg.first_chunk_tokens,
+        cfg.chunk_tokens,
+        cfg.context_tokens,
+        (cfg.chunk_tokens * spt) as f64 / 24_000.0
+    );
+    println!("| B | one at a time (s) | batched (s) | speed-up |");
+    println!("|---|---|---|---|");
+    for b in [1usize, 2, 4] {
+        let mut streams: Vec<Box<dyn RenderStream>> = (0..b).map(|i| renderer.start(i as u64)).collect::<std::result::Result<_, _>>().map_err(err)?;
+        let mut next = 0usize;
+        let mut chunk = |n: usize| -> Vec<u32> {
+            next += n;
+            (next - n..next).map(|i| (i * 104_729 % 6561) as u32).collect()
+        };
+        let push_all = |streams: &mut Vec<Box<dyn RenderStream>>, parts: &[Vec<u32>]| -> Result<usize> {
+            let mut refs: Vec<&mut dyn RenderStream> = Vec::new();
+            for s in streams.iter_mut() {
+                refs.push(s.as_mut());
+            }
+            let tokens: Vec<&[u32]> = parts.iter().map(Vec::as_slice).collect();
+            let mut samples = 0;
+            for a in renderer.push_many(&mut refs, &tokens) {
+                samples += a.map_err(err)?.len();
+            }
+            Ok(samples)
+        };
+        for step in 0..warm_up {
+            let n = if step == 0 { cfg.first_chunk_tokens } else { cfg.chunk_tokens };
+            let parts: Vec<Vec<u32>> = (0..b).map(|_| chunk(n)).collect();
+            push_all(&mut streams, &parts)?;
+        }
+        let (mut alone, mut batched) = (Vec::new(), Vec::new());
+        for _ in 0..rounds.max(1) {
+            let parts: Vec<Vec<u32>> = (0..b).map(|_| chunk(cfg.chunk_tokens)).collect();
+            let t = Instant::now();
+            for (s, p) in streams.iter_mut().zip(&parts) {
+                if s.push(p).map_err(err)?.is_empty() {
+                    candle_core::bail!("a steady-state step returned no audio");
+                }
+            }
+            alone.push(t.elapsed().as_secs_f64());
+            let parts: Vec<Vec<u32>> = (0..b).map(|_| chunk(cfg.chunk_tokens)).collect();
+            let t = Instant::now();
+            let samples = push_all(&mut streams, &parts)?;
+            batched.push(t.elapsed().as_secs_f64());
+            if samples == 0 {
+                candle_core::bail!("a steady-state batch returned no audio");
+            }
+        }
+        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        println!("| {b} | {} | {} | {:.2}x |", fmt(&alone), fmt(&batched), mean(&alone) / mean(&batched));
     }
     Ok(())
 }
