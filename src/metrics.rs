@@ -12,6 +12,7 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, I
 const LATENCY_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0];
 /// Real-time factors: compute time over audio time.
 const RTF_BUCKETS: &[f64] = &[0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -23,6 +24,7 @@ pub struct Metrics {
     pub late_sends: IntCounter,
     pub rtp_packets_sent: IntCounter,
     pub synthesis_rtf: Histogram,
+    pub synthesis_batch: Histogram,
     pub synthesis_queue: IntGauge,
     pub sip_responses: IntCounterVec,
 }
@@ -51,11 +53,16 @@ impl Metrics {
             late_sends: IntCounter::new("voxline_late_sends_total", "RTP packets sent over 10 ms after their tick").expect("counter"),
             rtp_packets_sent: IntCounter::new("voxline_rtp_packets_sent_total", "RTP packets sent").expect("counter"),
             synthesis_rtf: histogram("voxline_synthesis_rtf", "Synthesis compute time over the audio it made, per chunk", RTF_BUCKETS),
+            synthesis_batch: histogram(
+                "voxline_synthesis_batch_size",
+                "Streams advanced by one chunk in one engine call (engines that batch: Chatterbox; Piper on a GPU)",
+                BATCH_BUCKETS,
+            ),
             synthesis_queue: IntGauge::new("voxline_synthesis_queue", "Speech streams waiting for a synthesis worker").expect("gauge"),
             sip_responses: IntCounterVec::new(Opts::new("voxline_sip_responses_total", "SIP responses sent, by status code"), &["code"])
                 .expect("counter"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(m.calls_active.clone()),
             Box::new(m.calls_total.clone()),
             Box::new(m.first_audio.clone()),
@@ -64,6 +71,7 @@ impl Metrics {
             Box::new(m.late_sends.clone()),
             Box::new(m.rtp_packets_sent.clone()),
             Box::new(m.synthesis_rtf.clone()),
+            Box::new(m.synthesis_batch.clone()),
             Box::new(m.synthesis_queue.clone()),
             Box::new(m.sip_responses.clone()),
         ];

@@ -86,3 +86,49 @@ fn a_piper_voice_asked_of_chatterbox_gets_an_error_event_and_the_call_keeps_goin
     drop(capture);
     std::fs::remove_dir_all(&work).ok();
 }
+
+/// Four calls whose agents speak at once: every caller hears its own
+/// utterance, and the scheduler handed the engine batches of several calls'
+/// streams (the `voxline_synthesis_batch_size` histogram has observations
+/// above 1), so T3's decoding steps ran across calls.
+#[test]
+fn calls_speaking_at_once_are_synthesized_in_batches_and_each_hears_its_speech() {
+    let _slot = shared_slot();
+    let work = scratch_dir("chatterbox-server-batch");
+    let model = common::chatterbox::tiny_model(&work.join("model"));
+    let server = Server::start(&["--greeting", "", "--engine", "chatterbox-nano", "--model-dir", model.to_str().unwrap()]);
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let sip = SipSocket::bind(server.sip);
+        let (capture, _) = RtpCapture::bind();
+        let dialog = call(&server, &sip, capture.addr);
+        let agent = Agent::attach(&server, &dialog.id);
+        calls.push((sip, capture, dialog, agent));
+    }
+    let text = "Hello there, this is a longer sentence so that every call keeps its synthesis busy for a while.";
+    for (i, (_, _, _, agent)) in calls.iter_mut().enumerate() {
+        agent.send(json!({"type": "speak", "text": text, "turn": format!("t{i}"), "last": true}));
+    }
+    for (i, (_, _, _, agent)) in calls.iter_mut().enumerate() {
+        let (_, done) = agent.wait_for("speech.done", Duration::from_secs(90));
+        assert_eq!(done["turn"], format!("t{i}"), "{done}");
+    }
+    let metrics = server.get("/metrics").body;
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
+    };
+    let (alone, all) = (sample("voxline_synthesis_batch_size_bucket{le=\"1\"}"), sample("voxline_synthesis_batch_size_count"));
+    assert!(all > alone, "no batch of more than one stream: {alone} of {all} engine calls had one stream");
+    for (sip, capture, mut dialog, _) in calls {
+        dialog.bye(&sip);
+        let a = RtpAnalysis::new(&capture.stop());
+        assert!(!a.utterances().is_empty(), "a caller heard no speech: {}", a.envelope());
+        assert_eq!(a.seq_lost, 0, "{}", a.summary());
+    }
+    std::fs::remove_dir_all(&work).ok();
+}

@@ -241,6 +241,7 @@ fn step(shared: &Shared, mut jobs: Vec<Job>) -> Vec<(Job, Instant)> {
     };
     let compute = t0.elapsed();
     let results_len = results.len();
+    crate::metrics::metrics().synthesis_batch.observe(results_len as f64);
     let now = Instant::now();
     // The pacing model, read once for the batch.
     let hold = lock(&shared.state).pacing.hold(now);
