@@ -5,13 +5,14 @@
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use super::calls::{Call, Greeting};
+use super::rtp_timeout::{next_check, Check, Watched};
 use super::state::Server;
 use crate::media::{CallMedia, MediaEvent, PlayoutEvent};
 use crate::metrics::metrics;
@@ -97,7 +98,17 @@ async fn receive_loop(socket: StdUdpSocket, mut handle: impl FnMut(SocketAddr, &
 
 /// Follows a call's media events and ends it when media stops arriving.
 async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    // The RTP-timeout check wakes only when a call could have gone stale
+    // ([`next_check`]), not every second for every call.
+    let watched = |call: &Call| Watched {
+        limit: server.config.rtp_timeout,
+        sip: call.sip().is_some(),
+        on_hold: !call.media.remote().send,
+        last_received: call.media.last_received(),
+    };
+    let mut armed = true;
+    let check = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(check);
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -121,24 +132,15 @@ async fn watch(server: Arc<Server>, call: Arc<Call>, mut events: mpsc::Unbounded
                 }
                 call.events.publish(event);
             }
-            _ = check.tick() => {
-                let Some(limit) = server.config.rtp_timeout else { continue };
-                // A browser may send no audio at all (no microphone); ICE
-                // consent tells whether it is still there.
-                if call.sip().is_none() {
-                    continue;
-                }
-                let remote = call.media.remote();
-                // A call on hold may legitimately be silent.
-                if !remote.send {
-                    continue;
-                }
-                if call.media.last_received().elapsed() > limit {
-                    tracing::info!(call = %call.id, "no RTP for {:?}: ending the call", limit);
+            _ = &mut check, if armed => match next_check(watched(&call), Instant::now()) {
+                Check::Never => armed = false,
+                Check::At(at) => check.as_mut().reset(at.into()),
+                Check::HangUp => {
+                    tracing::info!(call = %call.id, "no RTP for {:?}: ending the call", server.config.rtp_timeout.unwrap_or_default());
                     server.hangup(&call, "rtp-timeout");
                     return;
                 }
-            }
+            },
         }
     }
 }

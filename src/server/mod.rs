@@ -31,6 +31,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod listener;
 pub mod outbound;
+pub mod rtp_timeout;
 pub mod sip;
 pub mod sip_dialog;
 pub mod sip_tcp;
