@@ -248,6 +248,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         media: MediaConfig {
             send_silence: !args.no_silence,
             source_policy: if args.nat { SourcePolicy::Latch { window: std::time::Duration::from_secs(5) } } else { SourcePolicy::Strict },
+            connect_rtp: std::env::var("VOXLINE_RTP_CONNECT").map_or(true, |v| v != "0"),
         },
         pacer_threads: args.pacer_threads,
         trunks: voxline::server::trunks::Trunks::new(args.trunks.clone(), args.dns_server),

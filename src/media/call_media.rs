@@ -41,11 +41,15 @@ pub struct MediaConfig {
     pub send_silence: bool,
     /// How the caller's media source is accepted.
     pub source_policy: SourcePolicy,
+    /// Connect a SIP call's RTP socket to the caller's media address once
+    /// it is the only one accepted (cheaper sends; see [`MediaLeg`]).
+    /// `VOXLINE_RTP_CONNECT=0` turns it off (`voxline serve`).
+    pub connect_rtp: bool,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { send_silence: true, source_policy: SourcePolicy::Strict }
+        Self { send_silence: true, source_policy: SourcePolicy::Strict, connect_rtp: true }
     }
 }
 
@@ -120,6 +124,8 @@ struct TxState {
     peer: PeerReport,
     /// Digits to send (RFC 4733).
     dtmf: DtmfQueue,
+    /// Where the RTP socket is connected to ([`CallMedia::reconnect`]).
+    connected: Option<SocketAddr>,
 }
 
 /// A call's media: its leg, playout buffer, RTP state and counters.
@@ -158,7 +164,7 @@ impl CallMedia {
     ) -> Arc<Self> {
         let now = Instant::now();
         let rx = RtpReceiver::new(remote.rtp, config.source_policy, remote.payload_type, remote.dtmf_payload_type, now);
-        Arc::new(Self {
+        let call = Arc::new(Self {
             rtcp_phase: rand::random::<u64>() % RTCP_TICKS,
             id,
             leg,
@@ -169,6 +175,7 @@ impl CallMedia {
                 peer_sr: None,
                 peer: PeerReport::default(),
                 dtmf: DtmfQueue::default(),
+                connected: None,
             }),
             rx: Mutex::new(rx),
             caller_audio: Mutex::new(VecDeque::new()),
@@ -179,7 +186,32 @@ impl CallMedia {
             closed: AtomicBool::new(false),
             confirmed: AtomicBool::new(true),
             created: now,
-        })
+        });
+        call.reconnect(&mut lock(&call.tx));
+        call
+    }
+
+    /// Connects the RTP socket to the one address the caller's media is
+    /// accepted from ([`RtpReceiver::only_source`]) when our RTP goes there
+    /// too, and disconnects it when there is none (latching starts over
+    /// after a re-INVITE, or no address yet). Called with the transmit state
+    /// locked, so the pacer's next send sees the socket as it is.
+    fn reconnect(&self, tx: &mut TxState) {
+        let only = lock(&self.rx).only_source();
+        let usable = |a: &SocketAddr| a.port() != 0 && !a.ip().is_unspecified() && *a == tx.remote.rtp;
+        let want = only.filter(|a| self.config.connect_rtp && matches!(self.leg, MediaLeg::Udp { .. }) && usable(a));
+        if want == tx.connected {
+            return;
+        }
+        if let Err(e) = self.leg.connect_rtp(want) {
+            // Sends name their address again; the socket may still be
+            // connected to the last peer (Linux keeps it on a failed connect).
+            tracing::warn!(call = %self.id, to = ?want, error = %e, "RTP socket (dis)connect failed");
+            let _ = self.leg.connect_rtp(None);
+            tx.connected = None;
+            return;
+        }
+        tx.connected = want;
     }
 
     /// Sends nothing until [`CallMedia::confirm`]: an incoming SIP call
@@ -219,6 +251,7 @@ impl CallMedia {
         }
         tx.sender.payload_type = remote.payload_type;
         tx.remote = remote;
+        self.reconnect(&mut tx);
     }
 
     pub fn remote(&self) -> RemoteMedia {
@@ -309,19 +342,22 @@ impl CallMedia {
 
     /// A datagram on the RTP port.
     pub fn handle_rtp(&self, from: SocketAddr, data: &[u8]) {
-        let (inbound, latched) = {
+        let (inbound, moved, latched) = {
             let mut rx = lock(&self.rx);
             let inbound = rx.handle(from, data, Instant::now());
-            (inbound, rx.take_new_latch())
+            (inbound, rx.take_new_latch(), rx.take_latch().is_some())
         };
-        if let Some(addr) = latched {
-            // A caller behind NAT: send where its media comes from.
+        if moved.is_some() || latched {
             let mut tx = lock(&self.tx);
-            tracing::info!(call = %self.id, sdp = %tx.remote.rtp, latched = %addr, "media latched");
-            if tx.remote.rtcp == tx.remote.rtp {
-                tx.remote.rtcp = addr;
+            if let Some(addr) = moved {
+                // A caller behind NAT: send where its media comes from.
+                tracing::info!(call = %self.id, sdp = %tx.remote.rtp, latched = %addr, "media latched");
+                if tx.remote.rtcp == tx.remote.rtp {
+                    tx.remote.rtcp = addr;
+                }
+                tx.remote.rtp = addr;
             }
-            tx.remote.rtp = addr;
+            self.reconnect(&mut tx);
         }
         match inbound {
             Inbound::Rejected(reason) => {
@@ -441,7 +477,7 @@ impl CallMedia {
             }
         };
         let dest = tx.remote.rtp;
-        match self.leg.send_rtp(&buf[..n], dest) {
+        match self.leg.send_rtp(&buf[..n], dest, tx.connected == Some(dest)) {
             Ok(_) => {
                 self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
                 out.sent += 1;

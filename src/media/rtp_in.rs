@@ -56,6 +56,8 @@ pub struct RtpReceiver {
     candidate: Option<(SocketAddr, u32, u8)>,
     /// Latched to another address than the SDP's, not yet taken by the sender.
     new_latch: Option<SocketAddr>,
+    /// Latch mode: latched (to any address) since [`RtpReceiver::take_latch`].
+    just_latched: bool,
     audio_pt: u8,
     dtmf_pt: Option<u8>,
     dtmf: DtmfDecoder,
@@ -73,6 +75,7 @@ impl RtpReceiver {
             trusted: vec![expected.ip()],
             candidate: None,
             new_latch: None,
+            just_latched: false,
             audio_pt,
             dtmf_pt,
             dtmf: DtmfDecoder::default(),
@@ -89,6 +92,7 @@ impl RtpReceiver {
         self.latched = None;
         self.candidate = None;
         self.new_latch = None;
+        self.just_latched = false;
         self.trusted.truncate(1);
         self.trusted[0] = expected.ip();
         self.started = now;
@@ -106,6 +110,22 @@ impl RtpReceiver {
     /// our RTP should go there.
     pub fn take_new_latch(&mut self) -> Option<SocketAddr> {
         self.new_latch.take()
+    }
+
+    /// Latch mode: the address just latched (the SDP's or another), once;
+    /// from then on it is [`RtpReceiver::only_source`].
+    pub fn take_latch(&mut self) -> Option<SocketAddr> {
+        std::mem::take(&mut self.just_latched).then(|| self.source())
+    }
+
+    /// The one address packets are accepted from for now, if there is one:
+    /// the SDP's under [`SourcePolicy::Strict`], the latched one once
+    /// latched; none while a NAT'd caller's media may still be latched.
+    pub fn only_source(&self) -> Option<SocketAddr> {
+        match (self.policy, self.latched) {
+            (SourcePolicy::Strict, _) => Some(self.expected),
+            (SourcePolicy::Latch { .. }, latched) => latched.map(|(addr, _)| addr),
+        }
     }
 
     /// Where the caller's media comes from now (after latching, the latched address).
@@ -166,6 +186,7 @@ impl RtpReceiver {
                 }
                 self.candidate = None;
                 self.latched = Some((from, ssrc));
+                self.just_latched = true;
             }
         }
         self.last_packet = Some(now);
@@ -343,6 +364,8 @@ mod tests {
         assert_eq!(rx.handle(addr("127.0.0.1:4001"), &p, now), Inbound::Rejected(RejectReason::WrongSource));
         assert!(matches!(rx.handle(addr("127.0.0.1:4000"), &p, now), Inbound::Audio { .. }));
         assert_eq!(rx.stats.rejected, 1);
+        assert_eq!(rx.only_source(), Some(addr("127.0.0.1:4000")), "from the start");
+        assert_eq!(rx.take_latch(), None, "strict: nothing is latched");
     }
 
     #[test]
@@ -385,9 +408,14 @@ mod tests {
         assert_eq!(rx.source(), addr("203.0.113.5:30000"));
         assert_eq!(rx.take_new_latch(), Some(addr("203.0.113.5:30000")), "our RTP goes there now");
         assert_eq!(rx.take_new_latch(), None);
+        assert_eq!(rx.take_latch(), Some(addr("203.0.113.5:30000")), "and only its packets are taken");
+        assert_eq!((rx.take_latch(), rx.only_source()), (None, Some(addr("203.0.113.5:30000"))));
         // Latched: another port of the same IP, or the attacker, get nothing.
         assert_eq!(rx.handle(addr("203.0.113.5:30002"), &p(4), now), wrong);
         assert_eq!(rx.handle(addr("198.51.100.1:1"), &packet(0, 11, 0, 8, &[0x11; 160]), now), wrong);
+        // A re-INVITE: latching starts over, any trusted source may be latched again.
+        rx.retarget(addr("10.0.0.1:5000"), 0, None, now);
+        assert_eq!((rx.only_source(), rx.take_latch()), (None, None));
         // Interleaved sources do not add up to a latch.
         let mut mixed = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
         mixed.trust("203.0.113.5".parse().unwrap());
@@ -403,8 +431,10 @@ mod tests {
         }
         // The SDP's own address is taken at once, as without NAT.
         let mut direct = RtpReceiver::new(addr("10.0.0.1:4000"), policy, 0, None, now);
+        assert_eq!(direct.only_source(), None, "not before its first packet");
         assert!(matches!(direct.handle(addr("10.0.0.1:4000"), &p(1), now), Inbound::Audio { .. }));
         assert_eq!(direct.take_new_latch(), None);
+        assert_eq!(direct.take_latch(), Some(addr("10.0.0.1:4000")), "latched all the same: only its packets from now on");
     }
 
     #[test]
