@@ -15,7 +15,9 @@
 //! wait on async I/O and allocate nothing per packet. Each is pinned to its
 //! own CPU of those the process may use (`VOXLINE_PACER_PIN=0`: not pinned).
 //!
-//! Why each packet is its own `sendto` (no `sendmmsg`, no UDP GSO): both
+//! Why each packet is its own system call (`send` on the call's socket once
+//! it is connected to the caller, `sendto` until then: [`super::leg`]; no
+//! `sendmmsg`, no UDP GSO): both
 //! batch datagrams of *one* socket, and every call sends from its own socket
 //! (the port its SDP gave the peer, which symmetric-RTP peers and NATs check),
 //! to its own destination. A shard's packets in one tick share neither.
