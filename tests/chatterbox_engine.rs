@@ -146,7 +146,7 @@ fn whole_utterance_renderer_gets_the_reference_sequence_once() {
     });
     let config = greedy();
     let e = engine(Arc::new(renderer), config.clone());
-    let request = SynthRequest { text: TEXT.into(), options: SynthOptions { seed: Some(5), ..Default::default() } };
+    let request = seeded(TEXT, 5);
     let audio = synthesize_all(&e, request).unwrap();
     let calls = calls.lock().unwrap();
     assert_eq!(calls.len(), 1);
@@ -154,18 +154,20 @@ fn whole_utterance_renderer_gets_the_reference_sequence_once() {
     assert_eq!(audio, token_audio(&calls[0].0));
 }
 
+/// An engine that samples (the reference's defaults) with the immediate renderer.
+fn sampling(max_gen_len: usize, chunk_tokens: usize) -> ChatterboxEngine {
+    let generate = GenerateParams { max_gen_len, ..GenerateParams::default() };
+    engine(Arc::new(Immediate(Default::default())), EngineConfig { generate, chunk_tokens, ..Default::default() })
+}
+
+fn seeded(text: &str, seed: u64) -> SynthRequest {
+    SynthRequest { text: text.into(), options: SynthOptions { seed: Some(seed), ..Default::default() } }
+}
+
 #[test]
 fn a_seed_reproduces_sampled_speech() {
-    let config = EngineConfig {
-        generate: GenerateParams { max_gen_len: 20, ..GenerateParams::default() },
-        chunk_tokens: 5,
-        ..Default::default()
-    };
-    let e = engine(Arc::new(Immediate(Default::default())), config);
-    let run = |seed| {
-        let options = SynthOptions { seed: Some(seed), ..Default::default() };
-        synthesize_all(&e, SynthRequest { text: TEXT.into(), options }).unwrap()
-    };
+    let e = sampling(20, 5);
+    let run = |seed| synthesize_all(&e, seeded(TEXT, seed)).unwrap();
     let a = run(1);
     assert_eq!(a, run(1));
     assert_ne!(a, run(2));
@@ -212,22 +214,14 @@ fn bad_requests_and_files_are_reported() {
 /// Streams run together through `next_chunks` (T3's decoding steps batched
 /// across them) hear what each hears alone: the same chunks, token for token
 /// (the batched step's logits are within 1e-5 of one stream's, the gpt2 unit
-/// test's bound, far from moving a sampled draw), however the streams start,
-/// finish and are cancelled at different moments.
+/// test's bound, far from moving a sampled draw), however the streams start
+/// and finish at different moments.
 #[test]
 fn streams_batched_together_speak_as_each_does_alone() {
-    let config = EngineConfig {
-        generate: GenerateParams { max_gen_len: 40, ..GenerateParams::default() },
-        chunk_tokens: 6,
-        ..Default::default()
-    };
-    let e = engine(Arc::new(Immediate(Default::default())), config);
+    let e = sampling(40, 6);
     assert!(e.max_batch() > 1, "Chatterbox batches its decoding steps");
     let requests = [(TEXT, 1), ("a short one", 2), ("hello there, how are you doing today?", 3), (TEXT, 4)];
-    let start = |(text, seed): (&str, u64)| {
-        let options = SynthOptions { seed: Some(seed), ..Default::default() };
-        e.start(SynthRequest { text: text.into(), options }, CancelToken::new()).unwrap()
-    };
+    let start = |(text, seed): (&str, u64)| e.start(seeded(text, seed), CancelToken::new()).unwrap();
     let alone: Vec<Vec<(Vec<f32>, u64, bool)>> = requests
         .iter()
         .map(|&r| {

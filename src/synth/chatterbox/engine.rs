@@ -431,6 +431,8 @@ impl ChatterboxStream {
 /// of a batched matrix product (tests/chatterbox_engine.rs states the bound).
 fn advance(streams: &mut [&mut ChatterboxStream]) -> Vec<Result<Option<PcmChunk>, SynthError>> {
     let t0 = Instant::now();
+    let Some(shared) = streams.first().map(|s| s.shared.clone()) else { return Vec::new() };
+    let t3 = &shared.t3;
     let mut answers: Vec<Option<Result<Option<PcmChunk>, SynthError>>> =
         streams.iter_mut().map(|s| s.begin()).collect();
     loop {
@@ -444,8 +446,6 @@ fn advance(streams: &mut [&mut ChatterboxStream]) -> Vec<Result<Option<PcmChunk>
         if drawing.is_empty() {
             break;
         }
-        let shared = drawing[0].0.shared.clone();
-        let t3 = &shared.t3;
         let stepped = {
             let mut generations: Vec<&mut Generation> =
                 drawing.iter_mut().filter_map(|(s, _)| s.generation.as_mut()).collect();
