@@ -1,7 +1,10 @@
 //! A sentence's first chunk after the synthesis thread sat idle: how long a
 //! turn-taking call's next turn waits for the engine, by how long the engine
-//! slept before it (0, 1 and 3 s). Prints one JSON line per idle time with the
-//! median and the worst first chunk, and the process's anonymous huge pages.
+//! slept before it (0, 1 and 3 s), first on the 4 KiB pages the process gets
+//! by default, then after `voxline::synth::huge_pages::advise` (what
+//! `voxline serve` does once warmed up). Prints one JSON line per page size
+//! and idle time with the median and the worst first chunk, and the
+//! process's anonymous huge pages.
 //!
 //! ```text
 //! cargo run --release --example piper_idle_first_chunk
@@ -45,23 +48,28 @@ fn main() {
     for text in TEXTS {
         speak(text);
     }
-    for idle in [0u64, 1000, 3000] {
-        let mut firsts: Vec<f64> = Vec::new();
-        for round in 0..2 {
-            for text in TEXTS {
-                std::thread::sleep(Duration::from_millis(idle));
-                let first = speak(text);
-                if round > 0 || idle > 0 {
-                    firsts.push(first);
+    for pages in ["4k", "huge"] {
+        if pages == "huge" {
+            voxline::synth::huge_pages::advise().expect("advising huge pages");
+        }
+        for idle in [0u64, 1000, 3000] {
+            let mut firsts: Vec<f64> = Vec::new();
+            for round in 0..2 {
+                for text in TEXTS {
+                    std::thread::sleep(Duration::from_millis(idle));
+                    let first = speak(text);
+                    if round > 0 || idle > 0 {
+                        firsts.push(first);
+                    }
                 }
             }
-        }
-        firsts.sort_by(f64::total_cmp);
-        println!(
-            "{{\"idle_ms\": {idle}, \"first_chunk_ms_p50\": {:.1}, \"first_chunk_ms_max\": {:.1}, \"anon_huge_kib\": {}}}",
+            firsts.sort_by(f64::total_cmp);
+            println!(
+            "{{\"pages\": \"{pages}\", \"idle_ms\": {idle}, \"first_chunk_ms_p50\": {:.1}, \"first_chunk_ms_max\": {:.1}, \"anon_huge_kib\": {}}}",
             firsts[firsts.len() / 2],
             firsts[firsts.len() - 1],
             anon_huge_kib()
         );
+        }
     }
 }

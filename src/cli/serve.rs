@@ -244,6 +244,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             first_audio_target: std::time::Duration::from_millis(args.first_audio_target_ms),
             admission: !args.no_admission,
             preload_voices: args.preload_voices.clone(),
+            huge_pages: std::env::var("VOXLINE_HUGE_PAGES").map_or(true, |v| v != "0"),
         },
         media: MediaConfig {
             send_silence: !args.no_silence,

@@ -59,11 +59,14 @@ pub struct SpeechConfig {
     /// Voices loaded and warmed up at start besides the default one
     /// (`all`: every voice of the models folder); the others load on first use.
     pub preload_voices: Vec<String>,
+    /// Back the synthesizer's memory with transparent huge pages once it is
+    /// warmed up, and keep new memory so ([`crate::synth::huge_pages`]).
+    pub huge_pages: bool,
 }
 
 impl Default for SpeechConfig {
     fn default() -> Self {
-        Self { workers: 1, policy: Policy::Deadline, first_audio_target: Duration::from_millis(300), admission: true, preload_voices: Vec::new() }
+        Self { workers: 1, policy: Policy::Deadline, first_audio_target: Duration::from_millis(300), admission: true, preload_voices: Vec::new(), huge_pages: true }
     }
 }
 
@@ -81,6 +84,9 @@ pub struct VoiceWarmup {
     pub audio_ms: f64,
 }
 
+/// How often memory that appeared since the last pass is put on huge pages.
+const HUGE_PAGES_EVERY: Duration = Duration::from_secs(10);
+
 /// What a warm-up says: short, one sentence, every stage of the engine.
 const WARM_UP_TEXT: &str = "Hello, this voice is ready.";
 
@@ -90,6 +96,7 @@ pub struct Speech {
     cache: Mutex<HashMap<String, Arc<[u8]>>>,
     next_utterance: AtomicU64,
     preload: Vec<String>,
+    huge_pages: bool,
 }
 
 impl Drop for Speech {
@@ -111,7 +118,7 @@ impl Speech {
                 .spawn(move || workers::run(shared))
                 .context("starting a synthesis thread")?;
         }
-        Ok(Arc::new(Self { shared, cache: Mutex::new(HashMap::new()), next_utterance: AtomicU64::new(1), preload: config.preload_voices }))
+        Ok(Arc::new(Self { shared, cache: Mutex::new(HashMap::new()), next_utterance: AtomicU64::new(1), preload: config.preload_voices, huge_pages: config.huge_pages }))
     }
 
     /// Whether `name` is a voice a call may pick (the default one or one in the models folder).
@@ -241,7 +248,8 @@ impl Speech {
     /// Synthesizes a few sentences through the streaming path once: loads
     /// the model's pages, and gives the pacing model a first measurement of
     /// this machine before any call depends on it. Then loads and warms
-    /// the voices of `--preload-voices` ([`Speech::warm_voice`]).
+    /// the voices of `--preload-voices` ([`Speech::warm_voice`]), and moves
+    /// what they use onto huge pages ([`Speech::keep_huge_pages`]).
     pub fn warm_up(&self) -> Result<()> {
         const TEXT: &str = "Thank you for calling. This sentence warms the voice up and measures how quickly \
             its audio arrives, so the first call starts on a measured allowance.";
@@ -257,6 +265,36 @@ impl Speech {
             let warm = self.warm_voice(name).context("--preload-voices")?;
             tracing::info!(voice = %warm.voice, load_ms = warm.load_ms, synth_ms = warm.synth_ms, "voice preloaded");
         }
+        if self.huge_pages {
+            self.keep_huge_pages()?;
+        }
+        Ok(())
+    }
+
+    /// Puts the synthesizer's resident memory on transparent huge pages now,
+    /// so a call's first chunk after the machine sat idle is not slowed by
+    /// page walks (see [`crate::synth::huge_pages`]), and starts a thread that
+    /// advises what appears later (a synthesis thread's first buffers, a
+    /// voice loaded on first use) every [`HUGE_PAGES_EVERY`]; it ends with
+    /// the speech.
+    fn keep_huge_pages(&self) -> Result<()> {
+        let t0 = Instant::now();
+        let done = crate::synth::huge_pages::advise().context("advising huge pages")?;
+        tracing::info!(ms = t0.elapsed().as_millis() as u64, advised_mib = done.advised >> 20, huge_mib = done.huge_kib >> 10, "huge pages");
+        let shared = Arc::downgrade(&self.shared);
+        std::thread::Builder::new()
+            .name("voxline-pages".into())
+            .spawn(move || loop {
+                std::thread::sleep(HUGE_PAGES_EVERY);
+                if shared.upgrade().is_none_or(|s| s.stopped()) {
+                    return;
+                }
+                if let Err(e) = crate::synth::huge_pages::advise() {
+                    tracing::warn!(error = %e, "advising huge pages; not trying again");
+                    return;
+                }
+            })
+            .context("starting the huge-page thread")?;
         Ok(())
     }
 

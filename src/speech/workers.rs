@@ -113,6 +113,10 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    pub fn stopped(&self) -> bool {
+        lock(&self.state).shutdown
+    }
+
     pub fn shutdown(&self) {
         lock(&self.state).shutdown = true;
         self.wake.notify_all();

@@ -13,6 +13,7 @@
 
 pub mod chatterbox;
 pub mod heap;
+pub mod huge_pages;
 pub mod piper;
 
 use std::sync::atomic::{AtomicBool, Ordering};
