@@ -6,6 +6,7 @@
 mod actions;
 
 pub use actions::{HANGUP_BEFORE_ANSWER, RETRY_AFTER_SECS};
+mod deadlines;
 mod incoming;
 mod info;
 mod outgoing;
@@ -34,6 +35,7 @@ use crate::transaction::server_invite::ServerInviteTransaction;
 use crate::transaction::server_non_invite::ServerNonInviteTransaction;
 use crate::transaction::{soonest, Timers, TransactionKey};
 use crate::transmit::{Transmit, Transport};
+use deadlines::{DeadlineIndex, Timed};
 
 /// Counters of what the endpoint received and did not process normally.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,17 +69,19 @@ pub struct Endpoint {
     /// Mixed into stateless To tags so they cannot be predicted.
     secret: u64,
     next_call: u64,
+    // The maps of entities with timers are `Timed`: each keeps its entries' deadlines in
+    // order, so a wake-up costs O(log n) and not a scan of every call (`deadlines`).
     /// Boxed: a map node holds eleven values inline, mostly empty slots.
-    calls: BTreeMap<CallHandle, Box<Call>>,
+    calls: Timed<CallHandle, Box<Call>>,
     dialogs: BTreeMap<DialogId, CallHandle>,
-    invite_servers: BTreeMap<TransactionKey, ServerInviteTransaction>,
-    servers: BTreeMap<TransactionKey, ServerNonInviteTransaction>,
+    invite_servers: Timed<TransactionKey, ServerInviteTransaction>,
+    servers: Timed<TransactionKey, ServerNonInviteTransaction>,
     /// INVITE client transactions (our calls) by branch.
-    invite_clients: BTreeMap<String, ClientInviteTransaction>,
+    invite_clients: Timed<String, ClientInviteTransaction>,
     /// Non-INVITE client transactions (BYE, CANCEL, REFER, INFO) by branch.
-    clients: BTreeMap<String, ClientNonInviteTransaction>,
+    clients: Timed<String, ClientNonInviteTransaction>,
     /// Registrations with registrars (REGISTER, RFC 3261 10.2).
-    registrations: BTreeMap<RegistrationHandle, Registration>,
+    registrations: Timed<RegistrationHandle, Registration>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -114,13 +118,13 @@ impl Endpoint {
             secret: rng.gen(),
             rng,
             next_call: 1,
-            calls: BTreeMap::new(),
+            calls: Timed::default(),
             dialogs: BTreeMap::new(),
-            invite_servers: BTreeMap::new(),
-            servers: BTreeMap::new(),
-            invite_clients: BTreeMap::new(),
-            clients: BTreeMap::new(),
-            registrations: BTreeMap::new(),
+            invite_servers: Timed::default(),
+            servers: Timed::default(),
+            invite_clients: Timed::default(),
+            clients: Timed::default(),
+            registrations: Timed::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -217,13 +221,11 @@ impl Endpoint {
     }
 
     /// Processes every timer that is due at `now`.
+    ///
+    /// Each kind's due entities come from its deadline index (`Timed::due`, which first takes
+    /// in what the kinds before changed), not from asking every call and transaction.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<TransactionKey> = due_keys(
-            &self.invite_servers,
-            now,
-            ServerInviteTransaction::next_deadline,
-        );
-        for key in due {
+        for key in self.invite_servers.due(now) {
             if let Some(tx) = self.invite_servers.get_mut(&key) {
                 if tx.on_timeout(now, &self.timers, &mut self.transmits) {
                     tracing::debug!(call = %tx.call, "no ACK for a final error response (Timer H)");
@@ -233,12 +235,7 @@ impl Endpoint {
                 }
             }
         }
-        let due: Vec<TransactionKey> = due_keys(
-            &self.servers,
-            now,
-            ServerNonInviteTransaction::next_deadline,
-        );
-        for key in due {
+        for key in self.servers.due(now) {
             if let Some(tx) = self.servers.get_mut(&key) {
                 tx.on_timeout(now);
                 if tx.is_terminated() {
@@ -248,12 +245,7 @@ impl Endpoint {
         }
         self.on_invite_timers(now);
         self.on_registration_timers(now);
-        let due: Vec<String> = due_keys(
-            &self.clients,
-            now,
-            ClientNonInviteTransaction::next_deadline,
-        );
-        for branch in due {
+        for branch in self.clients.due(now) {
             let Some(tx) = self.clients.get_mut(&branch) else {
                 continue;
             };
@@ -266,8 +258,7 @@ impl Endpoint {
                 self.on_client_outcome(now, call, method, &branch, outcome, "");
             }
         }
-        let due: Vec<CallHandle> = due_keys(&self.calls, now, |c| c.next_deadline());
-        for handle in due {
+        for handle in self.calls.due(now) {
             if self.on_give_up(now, handle) {
                 continue;
             }
@@ -288,28 +279,44 @@ impl Endpoint {
         }
     }
 
-    /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout) has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = None;
-        for tx in self.invite_servers.values() {
-            next = soonest(next, tx.next_deadline());
+    /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout) has work:
+    /// O(log n) in the calls and transactions, from their deadline index. `&mut` because
+    /// it first brings the index up to date with the entities changed since the last call.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        #[cfg(feature = "check-deadlines")]
+        self.check_deadlines();
+        self.indexes()
+            .into_iter()
+            .map(DeadlineIndex::earliest)
+            .fold(None, soonest)
+    }
+
+    /// The deadline index of every kind of entity with timers.
+    fn indexes(&mut self) -> [&mut dyn DeadlineIndex; 6] {
+        [
+            &mut self.invite_servers,
+            &mut self.servers,
+            &mut self.invite_clients,
+            &mut self.clients,
+            &mut self.calls,
+            &mut self.registrations,
+        ]
+    }
+
+    /// Panics unless every deadline index equals its entities' deadlines, and the earliest
+    /// indexed deadline the one found by asking every entity (what `poll_timeout` did before
+    /// the index). Run on each `poll_timeout` in this crate's tests (they turn the
+    /// `check-deadlines` feature on), so a change that slipped past an index fails them.
+    #[cfg(any(test, feature = "check-deadlines"))]
+    fn check_deadlines(&mut self) {
+        let mut indexed = None;
+        let mut scanned = None;
+        for index in self.indexes() {
+            index.check();
+            indexed = soonest(indexed, index.earliest());
+            scanned = soonest(scanned, index.scan());
         }
-        for tx in self.servers.values() {
-            next = soonest(next, tx.next_deadline());
-        }
-        for tx in self.invite_clients.values() {
-            next = soonest(next, tx.next_deadline());
-        }
-        for tx in self.clients.values() {
-            next = soonest(next, tx.next_deadline());
-        }
-        for call in self.calls.values() {
-            next = soonest(next, call.next_deadline());
-        }
-        for registration in self.registrations.values() {
-            next = soonest(next, registration.next_deadline());
-        }
-        next
+        assert_eq!(indexed, scanned, "deadline index and full scan disagree");
     }
 
     /// The next datagram to send.
@@ -521,14 +528,3 @@ struct Completed<'a> {
     response: Option<(u16, &'a str)>,
 }
 
-/// Keys whose deadline has passed, in key order.
-fn due_keys<K: Clone + Ord, V>(
-    map: &BTreeMap<K, V>,
-    now: Instant,
-    deadline: impl Fn(&V) -> Option<Instant>,
-) -> Vec<K> {
-    map.iter()
-        .filter(|(_, v)| deadline(v).is_some_and(|d| d <= now))
-        .map(|(k, _)| k.clone())
-        .collect()
-}

@@ -12,11 +12,11 @@
 //! hangup() before the 2xx      CANCEL once a 1xx came; 487; CallEnded(LocalCancel)
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use rand::Rng;
 
+use super::deadlines::Timed;
 use super::Endpoint;
 use crate::call::{Call, CallState, Role};
 use crate::dialog::{Body, Dialog, Extra};
@@ -334,12 +334,7 @@ impl Endpoint {
 
     /// Runs the INVITE client transactions' timers.
     pub(super) fn on_invite_timers(&mut self, now: Instant) {
-        let due = super::due_keys(
-            &self.invite_clients,
-            now,
-            ClientInviteTransaction::next_deadline,
-        );
-        for branch in due {
+        for branch in self.invite_clients.due(now) {
             let Some(tx) = self.invite_clients.get_mut(&branch) else {
                 continue;
             };
@@ -447,7 +442,7 @@ struct Placed<'a> {
     uac: &'a mut Uac,
 }
 
-fn placed(calls: &mut BTreeMap<CallHandle, Box<Call>>, handle: CallHandle) -> Option<Placed<'_>> {
+fn placed(calls: &mut Timed<CallHandle, Box<Call>>, handle: CallHandle) -> Option<Placed<'_>> {
     let Call {
         state,
         dialog,

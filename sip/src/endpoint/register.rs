@@ -109,11 +109,10 @@ impl Endpoint {
         true
     }
 
-    /// Runs the registrations' timers: retransmissions, attempts unanswered, refreshes and
-    /// retries.
+    /// Runs the timers of the registrations due: retransmissions, attempts unanswered,
+    /// refreshes and retries.
     pub(super) fn on_registration_timers(&mut self, now: Instant) {
-        let handles: Vec<RegistrationHandle> = self.registrations.keys().copied().collect();
-        for handle in handles {
+        for handle in self.registrations.due(now) {
             let Some(registration) = self.registrations.get_mut(&handle) else {
                 continue;
             };
