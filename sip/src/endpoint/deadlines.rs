@@ -7,7 +7,8 @@
 //! endpoint changes them in many places. Here mutable access exists only through
 //! [`Timed::get_mut`] (which notes the key as dirty), [`Timed::insert`] and
 //! [`Timed::remove`], so no change can bypass the index; and the index is read only through
-//! [`Timed::earliest`] and [`Timed::due`], which first re-read the dirty entities' deadlines.
+//! [`DeadlineIndex::earliest`] and [`Timed::due`], which first re-read the dirty entities'
+//! deadlines.
 //! No caller has to remember to update anything.
 
 use std::borrow::Borrow;
