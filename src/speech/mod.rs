@@ -266,7 +266,10 @@ impl Speech {
             tracing::info!(voice = %warm.voice, load_ms = warm.load_ms, synth_ms = warm.synth_ms, "voice preloaded");
         }
         if self.huge_pages {
-            self.keep_huge_pages()?;
+            // An optimisation only: a host that refuses it still serves.
+            if let Err(e) = self.keep_huge_pages() {
+                tracing::warn!(error = %e, "not using huge pages");
+            }
         }
         Ok(())
     }
