@@ -22,13 +22,6 @@ use voxline::text::EspeakPhonemizer;
 mod texts;
 use texts::TEXTS;
 
-fn anon_huge_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/smaps_rollup")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("AnonHugePages:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
-}
-
 fn main() {
     voxline::synth::heap::keep_freed_buffers();
     std::env::set_var("RAYON_NUM_THREADS", "1");
@@ -68,7 +61,7 @@ fn main() {
             "{{\"pages\": \"{pages}\", \"idle_ms\": {idle}, \"first_chunk_ms_p50\": {:.1}, \"first_chunk_ms_max\": {:.1}, \"anon_huge_kib\": {}}}",
             firsts[firsts.len() / 2],
             firsts[firsts.len() - 1],
-            anon_huge_kib()
+            voxline::synth::huge_pages::huge_kib()
         );
         }
     }

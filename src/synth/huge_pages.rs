@@ -119,7 +119,8 @@ fn plan(mappings: &[Mapping]) -> Vec<Advice> {
     advice
 }
 
-fn huge_kib() -> u64 {
+/// The process's anonymous memory in huge pages now, KiB (0 where unknown).
+pub fn huge_kib() -> u64 {
     std::fs::read_to_string("/proc/self/smaps_rollup")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("AnonHugePages:"))?.split_whitespace().nth(1)?.parse().ok())

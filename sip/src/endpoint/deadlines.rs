@@ -139,7 +139,6 @@ impl<K: Ord + Clone, V: Deadline> Timed<K, V> {
         keys.sort();
         keys
     }
-
 }
 
 /// What the endpoint asks of each of its maps, whatever their key and entity types.
@@ -185,41 +184,25 @@ impl<K: Ord + Clone + std::fmt::Debug, V: Deadline> DeadlineIndex for Timed<K, V
     }
 }
 
-impl Deadline for ServerInviteTransaction {
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
-    }
+/// Every timed entity's deadline is its own `next_deadline`.
+macro_rules! deadline_is_next_deadline {
+    ($($entity:ty),+ $(,)?) => {
+        $(impl Deadline for $entity {
+            fn deadline(&self) -> Option<Instant> {
+                self.next_deadline()
+            }
+        })+
+    };
 }
 
-impl Deadline for ServerNonInviteTransaction {
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
-    }
-}
-
-impl Deadline for ClientInviteTransaction {
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
-    }
-}
-
-impl Deadline for ClientNonInviteTransaction {
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
-    }
-}
-
-impl Deadline for Box<Call> {
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
-    }
-}
-
-impl Deadline for Registration {
-    fn deadline(&self) -> Option<Instant> {
-        self.next_deadline()
-    }
-}
+deadline_is_next_deadline!(
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    Box<Call>,
+    Registration,
+);
 
 #[cfg(test)]
 mod tests {
